@@ -1,0 +1,75 @@
+"""Finite-difference stencils, step sizes and the default step and tolerance per dtype.
+
+A stencil estimates g'(0) for g(t) = J(θ + t·d) from values of g at a few multiples
+of a step h: g'(0) ≈ Σ_k w_k · g(o_k · h) / h.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax.numpy as jnp
+
+
+@dataclasses.dataclass(frozen=True)
+class Stencil:
+    name: str
+    offsets: tuple[float, ...]  # multiples of h at which g is evaluated; 0 means J(θ)
+    weights: tuple[float, ...]  # g'(0) ≈ Σ w_k g(o_k h) / h
+    order: int  # truncation error is O(h^order)
+
+    @property
+    def evals_per_probe(self) -> int:
+        """Loss evaluations per probe; J(θ) itself is shared by all probes."""
+        return sum(o != 0 for o in self.offsets)
+
+    @property
+    def uses_center(self) -> bool:
+        return 0 in self.offsets
+
+
+STENCILS = {
+    s.name: s
+    for s in (
+        Stencil("central", (1.0, -1.0), (0.5, -0.5), 2),
+        Stencil("forward", (1.0, 0.0), (1.0, -1.0), 1),
+        Stencil("five_point", (2.0, 1.0, -1.0, -2.0), (-1 / 12, 8 / 12, -8 / 12, 1 / 12), 4),
+    )
+}
+
+
+def get(method: str) -> Stencil:
+    if not isinstance(method, str) or method not in STENCILS:
+        raise ValueError(f"method={method!r} is not a known stencil; expected one of {sorted(STENCILS)}.")
+    return STENCILS[method]
+
+
+# Defaults, per dtype and stencil: (eps, tol). Measured with benchmarks/defaults.py;
+# the README gives the measurements and the reasoning.
+_DEFAULTS = {
+    ("float64", "central"): (1e-6, 1e-6),
+    ("float64", "forward"): (1e-8, 1e-5),
+    ("float64", "five_point"): (1e-4, 1e-6),
+    ("float32", "central"): (1e-2, 1e-2),
+    ("float32", "forward"): (1e-3, 5e-2),
+    ("float32", "five_point"): (3e-2, 1e-2),
+}
+
+
+def default_eps(dtype, method: str) -> float:
+    return _DEFAULTS[(jnp.dtype(dtype).name, method)][0]
+
+
+def default_tol(dtype, method: str) -> float:
+    return _DEFAULTS[(jnp.dtype(dtype).name, method)][1]
+
+
+def coordinate_step(theta_i, eps):
+    """The step for coordinate i: eps·max(1, |θ_i|), rounded so that θ_i + h is exact.
+
+    Relative steps keep h well above the spacing of floats near large θ_i; the
+    rounding trick (h := (θ_i + h) − θ_i) makes the step the stencil divides by the
+    one the loss actually saw.
+    """
+    h = eps * jnp.maximum(1.0, jnp.abs(theta_i))
+    return (theta_i + h) - theta_i

@@ -1,0 +1,40 @@
+"""Strict JAX for every test, and the plain / jit / vmap transform fixture."""
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+@pytest.fixture(params=["float32", "float64"])
+def dtype(request):
+    """Run the test in float32 and in float64 (x64 enabled only inside the test)."""
+    if request.param == "float64":
+        with jax.enable_x64(True):
+            yield jnp.float64
+    else:
+        yield jnp.float32
+
+
+@pytest.fixture(params=["plain", "jit", "vmap"])
+def transform(request):
+    """Apply a check plainly, under jax.jit, or under jax.vmap over a batch of 2 params.
+
+    `transform(check, params_batch)` calls `check(params)`; for "plain" and "jit" it
+    uses the first params of the batch and adds a batch axis of 1 to the result, so a
+    test can treat all three the same way.
+    """
+
+    def apply(check, params_batch):
+        first = jax.tree_util.tree_map(lambda x: x[0], params_batch)
+        if request.param == "plain":
+            res = check(first)
+        elif request.param == "jit":
+            res = jax.jit(check)(first)
+        else:
+            return jax.vmap(check)(params_batch)
+        return jax.tree_util.tree_map(lambda x: jnp.asarray(x)[None], res)
+
+    apply.name = request.param
+    return apply
