@@ -167,7 +167,7 @@ def _loss_of_theta(loss_fn, lay, params, args):
 
 def _numeric_flat(spec: _Spec, lay, params, args, eps):
     """θ, the finite-difference gradient along every coordinate, and the evaluation count."""
-    _check_loss_output(jax.eval_shape(lambda p: spec.loss_fn(p, *args), params))
+    _check_loss_output(jax.eval_shape(lambda: spec.loss_fn(params, *args)))
     stencil = _stencils.get(spec.method)
     theta = _tree.ravel(lay, params)
     if eps is None:
