@@ -50,7 +50,7 @@ _DEFAULTS = {
     ("float64", "central"): (1e-6, 1e-6),
     ("float64", "forward"): (1e-8, 1e-5),
     ("float64", "five_point"): (1e-4, 1e-6),
-    ("float32", "central"): (1e-2, 1e-2),
+    ("float32", "central"): (3e-3, 1e-2),
     ("float32", "forward"): (1e-3, 5e-2),
     ("float32", "five_point"): (3e-2, 1e-2),
 }
