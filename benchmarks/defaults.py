@@ -34,8 +34,9 @@ def _bugs(grad_fn, params, l2_leaves=()):
 
         def bad(p, *a, path=path):
             g = grad_fn(p, *a)
-            def plant(k, v):
-                if jax.tree_util.keystr(k) != path:
+
+            def plant(key, v):
+                if jax.tree_util.keystr(key) != path:
                     return v
                 flat = v.reshape(-1)
                 return flat.at[jnp.argmax(jnp.abs(flat))].multiply(1.5).reshape(v.shape)
@@ -66,7 +67,10 @@ def measure(dtype, eps):
     out = {}
     keys = jax.random.split(jax.random.PRNGKey(1), SEEDS)
     for name, init, loss, grad, args, extra in _models(dtype):
-        run = lambda g: jax.vmap(lambda k: jgc.check_grad(loss, g, init(k), *args, eps=eps, tol=1.0).rel_error)(keys)
+
+        def run(g, loss=loss, init=init, args=args):
+            return jax.vmap(lambda k: jgc.check_grad(loss, g, init(k), *args, eps=eps, tol=1.0).rel_error)(keys)
+
         correct = np.asarray(run(grad))
         bugs = {**_bugs(grad, init(keys[0])), **extra}
         bug_errors = {b: np.asarray(run(g)) for b, g in bugs.items()}
@@ -88,7 +92,9 @@ def main():
                 r = measure(jnp.dtype(dtype), eps)
                 results[f"{dtype} eps={eps:g}"] = r
                 for model, v in r.items():
-                    print(f"{dtype} eps={eps:<6g} {model:<26} correct: max {v['correct_max']:.1e} (median {v['correct_median']:.1e}, {v['correct_nonfinite']} non-finite)   bugs: min {v['bug_min']:.1e}")
+                    print(
+                        f"{dtype} eps={eps:<6g} {model:<26} correct: max {v['correct_max']:.1e} (median {v['correct_median']:.1e}, {v['correct_nonfinite']} non-finite)   bugs: min {v['bug_min']:.1e}"
+                    )
     path = pathlib.Path(__file__).parent / "results" / "defaults.json"
     path.write_text(json.dumps({"seeds": SEEDS, "jax": jax.__version__, "results": results}, indent=1))
     print(f"wrote {path}")

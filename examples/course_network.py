@@ -17,9 +17,9 @@ import jgc
 def init(key, sizes=(4, 5, 3, 1)):
     keys = jax.random.split(key, len(sizes) - 1)
     params = {}
-    for l, (k, n_in, n_out) in enumerate(zip(keys, sizes[:-1], sizes[1:]), start=1):
-        params[f"W{l}"] = jax.random.normal(k, (n_out, n_in)) * jnp.sqrt(2.0 / n_in)
-        params[f"b{l}"] = 0.1 * jax.random.normal(jax.random.fold_in(k, 7), (n_out, 1))
+    for layer, (k, n_in, n_out) in enumerate(zip(keys, sizes[:-1], sizes[1:]), start=1):
+        params[f"W{layer}"] = jax.random.normal(k, (n_out, n_in)) * jnp.sqrt(2.0 / n_in)
+        params[f"b{layer}"] = 0.1 * jax.random.normal(jax.random.fold_in(k, 7), (n_out, 1))
     return params
 
 

@@ -58,7 +58,9 @@ def main(num_seeds=64):
 
         res = jax.vmap(lambda k: jgc.check_grad(loss, grad, init(k), x, y))(keys)
         print(res.report(max_leaves=6))
-        print(f"\nrel_error over {num_seeds} seeds: median {float(jnp.median(res.rel_error)):.2e}, max {float(res.rel_error.max()):.2e}")
+        print(
+            f"\nrel_error over {num_seeds} seeds: median {float(jnp.median(res.rel_error)):.2e}, max {float(res.rel_error.max()):.2e}"
+        )
         assert bool(res.passed.all())
 
 

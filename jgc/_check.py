@@ -78,7 +78,9 @@ def _check_grad_tree(lay: _tree.Layout, grad: PyTree) -> None:
             f"Expected the structure of params: {lay.treedef}."
         )
     if treedef != lay.treedef:
-        raise ValueError(f"grad_fn returned a pytree with other containers than params: received {treedef}, expected {lay.treedef}.")
+        raise ValueError(
+            f"grad_fn returned a pytree with other containers than params: received {treedef}, expected {lay.treedef}."
+        )
     for i in lay.checked_index:
         g = keyed[i][1]
         path, shape, dtype = lay.paths[i], lay.shapes[i], lay.dtypes[i]
@@ -109,7 +111,9 @@ class _Static:
         return hash(self._key())
 
     def __eq__(self, other):
-        return isinstance(other, _Static) and (self.value is other.value or self._key() == other._key() and self.value == other.value)
+        return isinstance(other, _Static) and (
+            self.value is other.value or self._key() == other._key() and self.value == other.value
+        )
 
 
 def _partition(tree):

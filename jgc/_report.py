@@ -105,7 +105,9 @@ def _leaf_rows(res, max_leaves: int | None) -> list[str]:
             f"{_fmt_index(tuple(int(j) for j in w)):<12} {float(num[w]):>11.4e} {float(ana[w]):>11.4e}  {', '.join(note)}".rstrip()
         )
     if hidden:
-        rows.append(f"  … {len(hidden)} more passing leaves (largest rel_error {leaf_rel[hidden[0]]:.2e}); report(max_leaves=None) shows all")
+        rows.append(
+            f"  … {len(hidden)} more passing leaves (largest rel_error {leaf_rel[hidden[0]]:.2e}); report(max_leaves=None) shows all"
+        )
     for i in np.flatnonzero(~checked):
         unchecked.append(f"{lay.paths[i]} ({lay.dtypes[i]})")
     if unchecked:

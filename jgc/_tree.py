@@ -108,7 +108,9 @@ def layout(params: PyTree) -> Layout:
         checked.append(ok)
     if not any(checked):
         listing = ", ".join(f"{p}: {d}" for p, d in zip(paths, dtypes))
-        raise ValueError(f"params has no floating-point leaf to check: received {listing}; expected at least one float32 or float64 array.")
+        raise ValueError(
+            f"params has no floating-point leaf to check: received {listing}; expected at least one float32 or float64 array."
+        )
     return Layout(treedef, tuple(paths), tuple(shapes), tuple(dtypes), tuple(checked))
 
 
@@ -122,7 +124,7 @@ def ravel(lay: Layout, tree: PyTree) -> jax.Array:
 def unravel(lay: Layout, theta: jax.Array, params: PyTree) -> PyTree:
     """`params` with its checked leaves taken from θ (cast back to each leaf's dtype)."""
     leaves = list(jax.tree_util.tree_leaves(params))
-    for k, (i, o, s) in enumerate(zip(lay.checked_index, lay.offsets, lay.sizes)):
+    for i, o, s in zip(lay.checked_index, lay.offsets, lay.sizes):
         leaves[i] = theta[o : o + s].reshape(lay.shapes[i]).astype(lay.dtypes[i])
     return jax.tree_util.tree_unflatten(lay.treedef, leaves)
 

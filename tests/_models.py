@@ -8,7 +8,10 @@ def mlp_init(key, dtype=jnp.float32, sizes=(3, 4, 2)):
     keys = jax.random.split(key, len(sizes) - 1)
     return {
         "layers": [
-            {"W": jax.random.normal(k, (a, b), dtype) / jnp.sqrt(a).astype(dtype), "b": 0.1 * jax.random.normal(jax.random.fold_in(k, 1), (b,), dtype)}
+            {
+                "W": jax.random.normal(k, (a, b), dtype) / jnp.sqrt(a).astype(dtype),
+                "b": 0.1 * jax.random.normal(jax.random.fold_in(k, 1), (b,), dtype),
+            }
             for k, a, b in zip(keys, sizes[:-1], sizes[1:])
         ]
     }

@@ -31,7 +31,12 @@ def test_correct_gradient_passes(dtype, transform):
 
 
 # (leaf number in tree order, flat index, path, index): every leaf of the 3-4-2 MLP
-BUGS = [(0, 6, "['layers'][0]['W']", (1, 2)), (1, 3, "['layers'][0]['b']", (3,)), (2, 1, "['layers'][1]['W']", (0, 1)), (3, 1, "['layers'][1]['b']", (1,))]
+BUGS = [
+    (0, 6, "['layers'][0]['W']", (1, 2)),
+    (1, 3, "['layers'][0]['b']", (3,)),
+    (2, 1, "['layers'][1]['W']", (0, 1)),
+    (3, 1, "['layers'][1]['b']", (1,)),
+]
 
 
 @pytest.mark.parametrize(("leaf", "flat", "path", "index"), BUGS)
@@ -53,10 +58,17 @@ def test_forgotten_regularization_fails_on_every_weight(dtype):
     res = jgc.check_grad(mlp_loss, forgot_l2, p, x, y)
     assert not res.passed
     ok = dict(zip(res.layout.paths, map(bool, jax.tree_util.tree_leaves(res.leaf_passed))))
-    assert ok == {"['layers'][0]['W']": False, "['layers'][0]['b']": True, "['layers'][1]['W']": False, "['layers'][1]['b']": True}
+    assert ok == {
+        "['layers'][0]['W']": False,
+        "['layers'][0]['b']": True,
+        "['layers'][1]['W']": False,
+        "['layers'][1]['b']": True,
+    }
     # The discrepancy on W is exactly the forgotten term LAM·W.
     diff = res.numeric["layers"][0]["W"] - res.analytic["layers"][0]["W"]
-    np.testing.assert_allclose(diff, LAM * p["layers"][0]["W"], rtol=1e-2 if dtype == jnp.float32 else 1e-6, atol=1e-3 if dtype == jnp.float32 else 1e-9)
+    np.testing.assert_allclose(
+        diff, LAM * p["layers"][0]["W"], rtol=1e-2 if dtype == jnp.float32 else 1e-6, atol=1e-3 if dtype == jnp.float32 else 1e-9
+    )
 
 
 def test_vmap_matches_python_loop():
@@ -64,7 +76,7 @@ def test_vmap_matches_python_loop():
         params, x, y = _batch(jnp.float64, 4)
         batched = jax.vmap(lambda p: jgc.check_grad(mlp_loss, mlp_grad, p, x, y))(params)
         for i in range(4):
-            single = jgc.check_grad(mlp_loss, mlp_grad, jax.tree_util.tree_map(lambda v: v[i], params), x, y)
+            single = jgc.check_grad(mlp_loss, mlp_grad, jax.tree_util.tree_map(lambda v, i=i: v[i], params), x, y)
             for a, b in zip(jax.tree_util.tree_leaves(single), jax.tree_util.tree_leaves(batched)):
                 np.testing.assert_allclose(np.asarray(b)[i], np.asarray(a), rtol=1e-6, atol=1e-12)
 

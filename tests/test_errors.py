@@ -46,7 +46,9 @@ def test_wrong_dtype_names_leaf():
 
 
 def test_none_gradient_for_checked_leaf():
-    with pytest.raises(TypeError, match=re.escape("['b']: gradient is NoneType; expected an array of shape (3,) and dtype float32.")):
+    with pytest.raises(
+        TypeError, match=re.escape("['b']: gradient is NoneType; expected an array of shape (3,) and dtype float32.")
+    ):
         jgc.check_grad(loss, lambda p: {"a": 2 * p["a"], "b": None}, P)
 
 
@@ -113,7 +115,10 @@ def test_bad_tol():
 
 
 def test_unknown_method():
-    with pytest.raises(ValueError, match=re.escape("method='centered' is not a known stencil; expected one of ['central', 'five_point', 'forward'].")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape("method='centered' is not a known stencil; expected one of ['central', 'five_point', 'forward']."),
+    ):
         jgc.check_grad(loss, grad, P, method="centered")
 
 

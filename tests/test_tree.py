@@ -10,7 +10,13 @@ from jgc import _tree
 
 shapes = st.lists(st.integers(1, 3), min_size=0, max_size=3).map(tuple)
 leaf = st.tuples(shapes, st.sampled_from(["float32", "int32", "bool"]))
-trees = st.recursive(leaf, lambda kids: st.one_of(st.lists(kids, min_size=1, max_size=3), st.dictionaries(st.sampled_from("abcd"), kids, min_size=1, max_size=3)), max_leaves=8)
+trees = st.recursive(
+    leaf,
+    lambda kids: st.one_of(
+        st.lists(kids, min_size=1, max_size=3), st.dictionaries(st.sampled_from("abcd"), kids, min_size=1, max_size=3)
+    ),
+    max_leaves=8,
+)
 
 
 def _build(spec, counter=[0]):  # noqa: B006 (a running counter gives every leaf distinct values)
@@ -44,7 +50,7 @@ def test_round_trip_and_locate(spec):
         k = lay.paths.index(path)
         assert float(jax.tree_util.tree_leaves(full)[k][index]) == float(theta[j])
         assert jax.tree_util.keystr(keyed[k][0]) == path
-    for k, (x, ok) in enumerate(zip(jax.tree_util.tree_leaves(full), lay.checked)):
+    for x, ok in zip(jax.tree_util.tree_leaves(full), lay.checked):
         assert np.isnan(np.asarray(x)).all() != ok or np.asarray(x).size == 0
 
 

@@ -1,0 +1,34 @@
+"""nox sessions: tests, lint, examples, bench.  Run e.g. `nox -s tests`."""
+
+import glob
+
+import nox
+
+nox.options.sessions = ["tests", "lint", "examples"]
+
+
+@nox.session
+def tests(session):
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "pytest", *session.posargs)
+
+
+@nox.session
+def lint(session):
+    session.install("ruff")
+    session.run("ruff", "check", "jgc", "tests", "examples", "benchmarks", "noxfile.py")
+    session.run("ruff", "format", "--check", "jgc", "tests", "examples", "benchmarks", "noxfile.py")
+
+
+@nox.session
+def examples(session):
+    session.install("-e", ".")
+    for path in sorted(glob.glob("examples/*.py")):
+        session.run("python", path)
+
+
+@nox.session
+def bench(session):
+    session.install("-e", ".[bench]")
+    for path in ("benchmarks/defaults.py", "benchmarks/full_check.py"):
+        session.run("python", path)
