@@ -247,3 +247,13 @@ def test_mixed_precision_leaves():
         assert bool(res.passed), res.report()
         assert res.layout.dtype == jnp.float64 and res.layout.low_dtype == jnp.float32
         assert float(res.tol) == 1e-2  # defaults follow the least precise leaf
+
+
+def test_numeric_grad_under_transforms(dtype, transform):
+    params, x, y = _batch(dtype)
+    num = transform(lambda p: jgc.numeric_grad(mlp_loss, p, x, y), params)
+    exact = jax.vmap(lambda p: jax.grad(mlp_loss)(p, x, y))(params)
+    for a, b in zip(jax.tree_util.tree_leaves(num), jax.tree_util.tree_leaves(exact)):
+        np.testing.assert_allclose(
+            a[0], b[0], rtol=1e-2 if dtype == jnp.float32 else 1e-6, atol=1e-4 if dtype == jnp.float32 else 1e-10
+        )
