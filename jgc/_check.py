@@ -63,7 +63,7 @@ def _check_loss_output(out) -> None:
         raise TypeError(f"loss_fn must return a floating-point scalar; received dtype {jnp.dtype(dtype).name}.")
 
 
-def _check_grad_tree(lay: _tree.Layout, grad: PyTree) -> None:
+def _check_grad_tree(lay: _tree.Layout, grad: PyTree, name: str = "grad_fn", like: str = "params") -> None:
     """The gradient must have the params' structure, and their shapes and dtypes on checked leaves."""
     is_none = lambda x: x is None  # noqa: E731  (None is allowed for unchecked leaves)
     keyed, treedef = jax.tree_util.tree_flatten_with_path(grad, is_leaf=is_none)
@@ -79,11 +79,11 @@ def _check_grad_tree(lay: _tree.Layout, grad: PyTree) -> None:
         if not parts:
             parts.append(f"leaves in another order: {paths}")
         raise ValueError(
-            f"grad_fn returned a pytree whose structure differs from params: {'; '.join(parts)}. "
-            f"Expected the structure of params: {lay.treedef}."
+            f"{name} returned a pytree whose structure differs from {like}: {'; '.join(parts)}. "
+            f"Expected the structure of {like}: {lay.treedef}."
         )
     if treedef != lay.treedef:
-        raise ValueError(f"grad_fn returned a pytree with other containers than params: received {treedef}, expected {lay.treedef}.")
+        raise ValueError(f"{name} returned a pytree with other containers than {like}: received {treedef}, expected {lay.treedef}.")
     for i in lay.checked_index:
         g = keyed[i][1]
         path, shape, dtype = lay.paths[i], lay.shapes[i], lay.dtypes[i]
