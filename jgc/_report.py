@@ -25,6 +25,9 @@ _FLOAT32_NOTE = (
 )
 
 
+_EVALS = {"check_vjp": "f", "check_jvp": "f", "check_hvp": "gradient"}  # what num_evals counts
+
+
 def _is_traced(res) -> bool:
     return isinstance(res.rel_error, jax.core.Tracer)
 
@@ -67,7 +70,7 @@ def _verdict(res) -> str:
     return (
         f"{'passed' if ok else 'FAILED'}: rel_error {rel:.2e} {cmp} tol {tol:.1e} "
         f"({res.method}, eps {float(res.eps):.1e}, {lay.dtype.name}, "
-        f"{lay.n:,} coordinates, {int(res.num_evals):,} loss evaluations)"
+        f"{lay.n:,} coordinates, {int(res.num_evals):,} {_EVALS.get(res.check, 'loss')} evaluations)"
     )
 
 
