@@ -35,8 +35,19 @@ def _leaf_passed(res, path):
 
 
 @pytest.mark.parametrize("bad", [False, True])
-@pytest.mark.parametrize("mode", ["full", "random"])
-def test_check_hvp(dtype, transform, bad, mode):
+def test_check_hvp_full(dtype, transform, bad):
+    _run(dtype, transform, bad, "full")
+
+
+@pytest.mark.parametrize("bad", [False, True])
+def test_check_hvp_random_vectors(dtype, bad):
+    def vmap(check, batch):  # random vectors: under vmap only, the plain and jit paths are shared with "full"
+        return jax.vmap(check)(batch)
+
+    _run(dtype, vmap, bad, "random")
+
+
+def _run(dtype, transform, bad, mode):
     p, x = _batch(dtype)
     key = None if mode == "full" else jax.random.key(1)
     rule = hvp_bad_b if bad else hvp
