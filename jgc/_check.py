@@ -139,7 +139,21 @@ def _jitted(fn, static, dynamic, options):
 def _call(fn, params, args, **options):
     """Run `fn(params, args, **options)` under `jax.jit`, with non-array leaves static."""
     dynamic, static = _partition((params, args))
+    try:
+        hash(fn)
+    except TypeError:  # e.g. a spec holding eqx.filter_grad(...), an unhashable Module
+        fn = _ByIdentity(fn)
     return _jitted(fn, static, dynamic, options)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _ByIdentity:
+    """A callable that jit can take as a static argument: hashed and compared by identity."""
+
+    fn: Callable
+
+    def __call__(self, *args, **kwargs):
+        return self.fn(*args, **kwargs)
 
 
 def _prepare(params):
@@ -173,7 +187,7 @@ def _loss_of_theta(loss_fn, lay, params, args):
 
 def _numeric_flat(spec: _Spec, lay, params, args, eps):
     """θ, the finite-difference gradient along every coordinate, and the evaluation count."""
-    _check_loss_output(jax.eval_shape(lambda p: spec.loss_fn(p, *args), params))
+    _check_loss_output(jax.eval_shape(lambda: spec.loss_fn(params, *args)))  # params may hold non-array leaves
     stencil = _stencils.get(spec.method)
     theta = _tree.ravel(lay, params)
     if eps is None:

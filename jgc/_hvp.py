@@ -44,7 +44,7 @@ class _HVPSpec:
             probe = _probes.leaf_directions(theta, eps, np.zeros(lay.n, np.int32), 1, num_probes, key)
 
         if self.grad_fn is None:
-            _check._check_loss_output(jax.eval_shape(lambda p: self.loss_fn(p, *args), params))
+            _check._check_loss_output(jax.eval_shape(lambda: self.loss_fn(params, *args)))
             grad = jax.grad(_check._loss_of_theta(self.loss_fn, lay, params, args))
         else:
 

@@ -45,7 +45,7 @@ def _check_key(key) -> None:
 
 
 def _output_layout(f, params) -> _tree.Layout:
-    out = jax.eval_shape(lambda p: f(*p), params)
+    out = jax.eval_shape(lambda: f(*params))  # params may hold non-array leaves
     keyed = jax.tree_util.tree_flatten_with_path(out)[0]
     for path, leaf in keyed:
         dtype = getattr(leaf, "dtype", None)
