@@ -72,7 +72,9 @@ def main():
         wrong = jgc.check_grad(loss, lambda m, x, y: manual_grad(m, x, y, bug=True), model, x, y)
         print(wrong.report(), end="\n\n")
         assert bool(right.passed) and not bool(wrong.passed)
-        assert [p for p, ok in zip(wrong.layout.paths, jax.tree_util.tree_leaves(wrong.leaf_passed)) if not ok] == [".b1"]
+        assert [p for p, ok in zip(wrong.layout.paths, jax.tree_util.tree_leaves(wrong.leaf_passed), strict=True) if not ok] == [
+            ".b1"
+        ]
 
         # A stock eqx.nn.MLP (its activations are leaves too), at 4 random initialisations, vmapped:
         def mlp_loss(m, x, y):

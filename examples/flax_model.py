@@ -55,7 +55,7 @@ def main():
         wrong = jgc.check_grad(loss, lambda v, x, y: manual_grad(v, x, y, bug=True), variables, x, y)
         print(wrong.report())
         assert bool(right.passed) and bool(right.autodiff_passed) and not bool(wrong.passed)
-        failing = [p for p, ok in zip(wrong.layout.paths, jax.tree_util.tree_leaves(wrong.leaf_passed)) if not ok]
+        failing = [p for p, ok in zip(wrong.layout.paths, jax.tree_util.tree_leaves(wrong.leaf_passed), strict=True) if not ok]
         assert failing == ["['params']['Dense_1']['kernel']"], failing
 
 

@@ -83,7 +83,9 @@ def _check_grad_tree(lay: _tree.Layout, grad: PyTree, name: str = "grad_fn", lik
             f"Expected the structure of {like}: {lay.treedef}."
         )
     if treedef != lay.treedef:
-        raise ValueError(f"{name} returned a pytree with other containers than {like}: received {treedef}, expected {lay.treedef}.")
+        raise ValueError(
+            f"{name} returned a pytree with other containers than {like}: received {treedef}, expected {lay.treedef}."
+        )
     for i in lay.checked_index:
         g = keyed[i][1]
         path, shape, dtype = lay.paths[i], lay.shapes[i], lay.dtypes[i]
@@ -187,7 +189,7 @@ def _loss_of_theta(loss_fn, lay, params, args):
 
 def _numeric_flat(spec: _Spec, lay, params, args, eps):
     """θ, the finite-difference gradient along every coordinate, and the evaluation count."""
-    _check_loss_output(jax.eval_shape(lambda: spec.loss_fn(params, *args)))  # params may hold non-array leaves
+    _check_loss_output(jax.eval_shape(lambda: spec.loss_fn(params, *args)))
     stencil = _stencils.get(spec.method)
     theta = _tree.ravel(lay, params)
     if eps is None:

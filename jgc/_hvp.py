@@ -64,18 +64,20 @@ class _HVPSpec:
         batch = self.chunk_size or _engine.default_chunk_size(theta.size, num_probes, stencil)
         analytic = jax.lax.map(rule, jnp.arange(num_probes), batch_size=batch).astype(numeric.dtype)
         out_lay = _by_probe_layout(lay, num_probes)
-        return _check._compare(out_lay, _by_leaf(numeric, lay), _by_leaf(analytic, lay), eps, tol, num_evals, self.method, check="check_hvp")
+        return _check._compare(
+            out_lay, _by_leaf(numeric, lay), _by_leaf(analytic, lay), eps, tol, num_evals, self.method, check="check_hvp"
+        )
 
 
 def _by_probe_layout(lay: _tree.Layout, num_probes: int) -> _tree.Layout:
     """The params' layout with a leading probe axis on every checked leaf."""
-    shapes = tuple((num_probes, *s) if c else s for s, c in zip(lay.shapes, lay.checked))
+    shapes = tuple((num_probes, *s) if c else s for s, c in zip(lay.shapes, lay.checked, strict=True))
     return dataclasses.replace(lay, shapes=shapes)
 
 
 def _by_leaf(values: jax.Array, lay: _tree.Layout) -> jax.Array:
     """(probes, n) → flat, leaf by leaf, each leaf as (probe, *leaf shape)."""
-    return jnp.concatenate([values[:, o : o + s].reshape(-1) for o, s in zip(lay.offsets, lay.sizes)])
+    return jnp.concatenate([values[:, o : o + s].reshape(-1) for o, s in zip(lay.offsets, lay.sizes, strict=True)])
 
 
 def check_hvp(

@@ -32,7 +32,9 @@ def _validate(f, rule_name, rule, primals, key, method, eps, tol, chunk_size) ->
     _check._check_positive("tol", tol)
     _check._check_chunk_size(chunk_size)
     if not primals:
-        raise ValueError(f"no primals given: pass the inputs of f after {rule_name}, e.g. jgc.check_vjp(f, {rule_name}, x, key=key).")
+        raise ValueError(
+            f"no primals given: pass the inputs of f after {rule_name}, e.g. jgc.check_vjp(f, {rule_name}, x, key=key)."
+        )
     _check_key(key)
     params = _check._prepare(tuple(primals))
     _tree.layout(params)  # fail before tracing when no primal is floating point
@@ -68,7 +70,9 @@ class _CotangentLoss:
 
     def __call__(self, primals, cotangent):
         out = self.f(*primals)
-        prods = [jnp.vdot(c, o) for c, o in zip(jax.tree_util.tree_leaves(cotangent), jax.tree_util.tree_leaves(out))]
+        prods = [
+            jnp.vdot(c, o) for c, o in zip(jax.tree_util.tree_leaves(cotangent), jax.tree_util.tree_leaves(out), strict=True)
+        ]
         return sum(prods[1:], prods[0])
 
 
@@ -85,7 +89,7 @@ class _VJPGrad:
 
 def _random_like(key, out_lay: _tree.Layout) -> PyTree:
     keys = jax.random.split(key, len(out_lay.shapes))
-    leaves = [jax.random.normal(k, s, d) for k, s, d in zip(keys, out_lay.shapes, out_lay.dtypes)]
+    leaves = [jax.random.normal(k, s, d) for k, s, d in zip(keys, out_lay.shapes, out_lay.dtypes, strict=True)]
     return jax.tree_util.tree_unflatten(out_lay.treedef, leaves)
 
 
@@ -185,7 +189,14 @@ class _JVPSpec:
         analytic = jax.lax.map(rule, jnp.arange(num_probes), batch_size=batch).astype(numeric.dtype)
         pairs = _pair_layout(lay, out_lay, per_leaf)
         return _check._compare(
-            pairs, _by_pair(numeric, lay, out_lay, per_leaf), _by_pair(analytic, lay, out_lay, per_leaf), eps, tol, num_evals, self.method, check="check_jvp"
+            pairs,
+            _by_pair(numeric, lay, out_lay, per_leaf),
+            _by_pair(analytic, lay, out_lay, per_leaf),
+            eps,
+            tol,
+            num_evals,
+            self.method,
+            check="check_jvp",
         )
 
 
@@ -210,7 +221,11 @@ def _pair_layout(lay: _tree.Layout, out_lay: _tree.Layout, per_leaf: int) -> _tr
 def _by_pair(values: jax.Array, lay: _tree.Layout, out_lay: _tree.Layout, per_leaf: int) -> jax.Array:
     """(probes, outputs) → one flat vector ordered like `_pair_layout`."""
     values = values.reshape(len(lay.sizes), per_leaf, out_lay.n)
-    blocks = [values[i, :, o : o + s].reshape(-1) for i in range(len(lay.sizes)) for o, s in zip(out_lay.offsets, out_lay.sizes)]
+    blocks = [
+        values[i, :, o : o + s].reshape(-1)
+        for i in range(len(lay.sizes))
+        for o, s in zip(out_lay.offsets, out_lay.sizes, strict=True)
+    ]
     return jnp.concatenate(blocks)
 
 

@@ -33,7 +33,7 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     config.addinivalue_line(
         "markers",
-        "gradcheck(seeds=N, **options): options for the jgc `gradcheck` fixture (seeds, and check_grad keywords like tol, eps, method).",
+        "gradcheck(seeds=N, **options): options for the jgc `gradcheck` fixture (seeds; check keywords: tol, eps, method).",
     )
 
 

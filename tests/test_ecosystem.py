@@ -27,7 +27,7 @@ def _apply(how, check, key):
 
 def _failing(res):
     ok = [np.asarray(v) for v in jax.tree_util.tree_leaves(res.leaf_passed)]
-    return [p for p, c, v in zip(res.layout.paths, res.layout.checked, ok) if c and not v.all()]
+    return [p for p, c, v in zip(res.layout.paths, res.layout.checked, ok, strict=True) if c and not v.all()]
 
 
 @pytest.fixture

@@ -86,7 +86,7 @@ def test_jvp_names_output_leaf_of_a_dict_output():
         return {"s": jnp.cos(x) * y * tx + jnp.sin(x) * ty, "c": jnp.sin(x) * tx}  # bug: sign of d cos
 
     res = jgc.check_jvp(f, jvp, jnp.arange(3.0), jnp.ones(3), key=jax.random.key(0))
-    failing = [p for p, ok in zip(res.layout.paths, jax.tree_util.tree_leaves(res.leaf_passed)) if not ok]
+    failing = [p for p, ok in zip(res.layout.paths, jax.tree_util.tree_leaves(res.leaf_passed), strict=True) if not ok]
     assert failing == ["out['c'] ← [0]"]
     assert "✗ out['c'] ← [0]" in res.report()
 

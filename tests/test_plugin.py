@@ -16,7 +16,7 @@ pytest_plugins = ["pytester"]
 # keeps an installed entry point from registering the same module a second time.
 PLUGIN = ("-p", "no:jgc", "-p", "jgc._pytest_plugin")
 
-TESTS = '''
+TESTS = """
 import jax, jax.numpy as jnp, pytest
 
 def loss(p, x):
@@ -54,7 +54,7 @@ def test_vjp(gradcheck):
 
 def test_not_using_the_plugin():
     assert True
-'''
+"""
 
 
 def test_plugin_runs_checks_and_reports(pytester):
@@ -70,7 +70,9 @@ def test_plugin_runs_checks_and_reports(pytester):
 
 def test_plugin_default_seeds_and_marker_registered(pytester):
     pytester.makepyfile(TESTS, test_default="def test_default(gradcheck):\n    assert gradcheck.seeds == 4\n")
-    result = pytester.runpytest(*PLUGIN, "-p", "no:cacheprovider", "--strict-markers", "-k", "test_right or test_marker or test_default")
+    result = pytester.runpytest(
+        *PLUGIN, "-p", "no:cacheprovider", "--strict-markers", "-k", "test_right or test_marker or test_default"
+    )
     result.assert_outcomes(passed=3)
     result = pytester.runpytest(*PLUGIN, "-p", "no:cacheprovider", "--markers")
     result.stdout.fnmatch_lines(["*@pytest.mark.gradcheck(seeds=N, **options)*"])
