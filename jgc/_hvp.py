@@ -107,8 +107,9 @@ def check_hvp(
     Args:
       loss_fn: `loss_fn(params, *args) -> scalar`; used for the gradient when
         `grad_fn` is None.
-      hvp_fn: `hvp_fn(params, v, *args) -> pytree` like `params`; `v` is like
-        `params` (zeros on non-float array leaves, None on non-array leaves).
+      hvp_fn: `hvp_fn(params, v, *args) -> pytree` like `params`; `v` has the
+        structure of `params` (zeros on non-float array leaves; non-array leaves
+        kept as they are).
       params: pytree of parameters; floating-point leaves are checked.
       *args: passed unchanged to `loss_fn`, `grad_fn` and `hvp_fn`.
       key: PRNG key for random vectors; `None` checks every coordinate.

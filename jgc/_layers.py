@@ -200,10 +200,13 @@ class _JVPSpec:
         )
 
 
-def _tangents(lay: _tree.Layout, d: jax.Array, params) -> tuple:
-    """Tangents like the primals: d on checked leaves, zeros on other arrays, None elsewhere."""
-    leaves = [jnp.zeros(np.shape(x), x.dtype) if _tree.is_array(x) else None for x in jax.tree_util.tree_leaves(params)]
-    return _tree.unravel(lay, d, jax.tree_util.tree_unflatten(lay.treedef, leaves))
+def _tangents(lay: _tree.Layout, d: jax.Array, params) -> PyTree:
+    """Tangents like the primals (same pytree structure): d on checked leaves, zeros on
+    other arrays, and non-array leaves (an equinox Module's functions) kept as they are."""
+    leaves = [jnp.zeros(np.shape(x), x.dtype) if _tree.is_array(x) else x for x in jax.tree_util.tree_leaves(params)]
+    for i, o, s in zip(lay.checked_index, lay.offsets, lay.sizes, strict=True):
+        leaves[i] = d[o : o + s].reshape(lay.shapes[i]).astype(lay.dtypes[i])
+    return jax.tree_util.tree_unflatten(lay.treedef, leaves)
 
 
 def _pair_layout(lay: _tree.Layout, out_lay: _tree.Layout, per_leaf: int) -> _tree.Layout:
@@ -252,8 +255,8 @@ def check_jvp(
     Args:
       f: the layer, `f(*primals) -> pytree` of floating-point arrays.
       jvp_fn: `jvp_fn(primals, tangents) -> pytree` like `f`'s output; `tangents` is
-        a tuple like the primals (zeros on non-float array leaves, None on
-        non-array leaves).
+        a tuple like the primals (zeros on non-float array leaves; non-array
+        leaves, such as an equinox Module's functions, kept as they are).
       *primals: the inputs of `f`.
       key: PRNG key for the tangents.
       num_tangents: random tangents per input leaf.

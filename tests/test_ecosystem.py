@@ -102,3 +102,33 @@ def test_examples_run(name, capsys):
     pytest.importorskip(name.split("_")[0])
     runpy.run_path(str(EXAMPLES / f"{name}.py"), run_name="__main__")
     assert "FAILED" in capsys.readouterr().out
+
+
+def test_equinox_module_in_hvp_and_vjp():
+    eqx = pytest.importorskip("equinox")
+    with jax.enable_x64(True):
+        model = eqx.nn.MLP(3, 1, 4, 1, key=jax.random.key(0), dtype=jnp.float64)
+        x = jnp.linspace(-1, 1, 12, dtype=jnp.float64).reshape(4, 3)
+
+        def loss(m, x):
+            return jnp.mean(jax.vmap(m)(x) ** 2)
+
+        def hvp(m, v, x, scale=1.0):
+            params, static = eqx.partition(m, eqx.is_inexact_array)
+            v_params, _ = eqx.partition(v, eqx.is_inexact_array)  # v keeps the Module's function leaves
+            grad = lambda p: eqx.filter_grad(loss)(eqx.combine(p, static), x)  # noqa: E731
+            out = jax.jvp(grad, (params,), (v_params,))[1]
+            return eqx.tree_at(lambda g: g.layers[1].bias, out, scale * out.layers[1].bias)
+
+        assert bool(jgc.check_hvp(loss, hvp, model, x, key=jax.random.key(1)).passed)
+        res = jgc.check_hvp(loss, lambda m, v, x: hvp(m, v, x, scale=2.0), model, x, key=jax.random.key(1))
+        assert _failing(res) == [".layers[1].bias"]
+
+        def layer(m, x):
+            return jax.vmap(m)(x)
+
+        def vjp(primals, c):
+            return eqx.filter_vjp(layer, *primals)[1](c)  # None on the Module's function leaves
+
+        res = jgc.check_vjp(layer, vjp, model, x, key=jax.random.key(2))
+        assert bool(res.passed) and res.layout.paths[0] == "[0].layers[0].weight" and res.layout.paths[-1] == "[1]"
