@@ -12,7 +12,6 @@ import numpy as np
 from ._report import _batch_shape, _is_traced, _order, _select, _verdict
 
 _PASS, _FAIL, _TOL = "#4c9a6a", "#c8423b", "#333333"
-_FLOOR = 1e-17  # where a zero relative error is drawn on the log axis
 
 
 def _leaf_data(res):
@@ -69,22 +68,20 @@ def plot(res, leaf: str | None = None):
 
     tol = float(res.tol)
     values = np.array([rel[i] for i in checked])
-    shown = np.where(np.isfinite(values), np.maximum(values, _FLOOR), np.nan)
+    positive = values[np.isfinite(values) & (values > 0)]
+    lo = min(positive.min() if positive.size else tol, tol) / 10
+    hi = max(positive.max() if positive.size else tol, tol) * 10
+    shown = np.where(np.isfinite(values), np.maximum(values, lo), np.nan)  # exact zeros sit on the axis
     colors = [_PASS if ok[i] else _FAIL for i in checked]
     y = np.arange(len(checked))
     ax_bar.barh(y, shown, color=colors, height=0.65)
     ax_bar.set_xscale("log")
     ax_bar.set_yticks(y, [f"{lay.paths[i]}  {lay.shapes[i]}" for i in checked], fontsize=8, family="monospace")
     ax_bar.axvline(tol, color=_TOL, linestyle="--", linewidth=1.2, label=f"tol {tol:.0e}")
-    finite = shown[np.isfinite(shown)]
-    lo = min(finite.min() if finite.size else tol, tol) / 10
-    hi = max(finite.max() if finite.size else tol, tol) * 10
     ax_bar.set_xlim(lo, hi)
-    for yi, v in zip(y, values, strict=True):
-        label = f"{v:.1e}" if np.isfinite(v) else "non-finite"
-        ax_bar.text(
-            lo * 1.3, yi, label, va="center", ha="left", fontsize=7, color="white" if np.isfinite(v) and v > lo * 20 else _TOL
-        )
+    for yi, v, x in zip(y, values, shown, strict=True):
+        label = ("0" if v == 0 else f"{v:.1e}") if np.isfinite(v) else "non-finite"
+        ax_bar.text((x if np.isfinite(x) else lo) * 1.25, yi, label, va="center", ha="left", fontsize=7, color=_TOL)
     ax_bar.set_xlabel("relative error per leaf  ‖num − ana‖ / (‖num‖ + ‖ana‖)")
     ax_bar.grid(axis="x", which="major", alpha=0.3)
     ax_bar.set_axisbelow(True)
@@ -92,7 +89,7 @@ def plot(res, leaf: str | None = None):
 
     ax_bar.legend(
         handles=[Patch(color=_PASS, label="passed"), Patch(color=_FAIL, label="failed"), ax_bar.lines[0]],
-        loc="lower right",
+        loc="best",
         fontsize=8,
         framealpha=0.9,
     )
