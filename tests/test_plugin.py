@@ -13,8 +13,10 @@ import jgc.testing
 pytest_plugins = ["pytester"]
 
 # Load the plugin by module name, whichever checkout is pip-installed; `-p no:jgc`
-# keeps an installed entry point from registering the same module a second time.
-PLUGIN = ("-p", "no:jgc", "-p", "jgc._pytest_plugin")
+# keeps an installed entry point from registering the same module a second time. The
+# module may already be imported by this outer session (--doctest-modules collects
+# jgc/), so pytest cannot assertion-rewrite it again: ignore only that warning.
+PLUGIN = ("-p", "no:jgc", "-p", "jgc._pytest_plugin", "-W", "ignore::pytest.PytestAssertRewriteWarning")
 
 TESTS = """
 import jax, jax.numpy as jnp, pytest
@@ -80,7 +82,7 @@ def test_plugin_default_seeds_and_marker_registered(pytester):
 
 def test_plugin_is_inert_without_the_fixture(pytester):
     pytester.makepyfile("def test_plain():\n    assert 1 + 1 == 2\n")
-    result = pytester.runpytest(*PLUGIN, "-p", "no:cacheprovider", "-W", "error")
+    result = pytester.runpytest("-W", "error", *PLUGIN, "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
     assert "jgc" not in result.stdout.str()
 
