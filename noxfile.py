@@ -4,7 +4,7 @@ import glob
 
 import nox
 
-nox.options.sessions = ["tests", "lint", "examples"]
+nox.options.sessions = ["tests", "lint", "examples", "ecosystem"]
 
 
 @nox.session
@@ -22,8 +22,17 @@ def lint(session):
 
 @nox.session
 def examples(session):
-    session.install("-e", ".")
+    session.install("-e", ".[equinox,flax,plot]")
     for path in sorted(glob.glob("examples/*.py")):
+        session.run("python", path)
+
+
+@nox.session
+def ecosystem(session):
+    """Install the optional extras (equinox, flax, matplotlib) and run what needs them."""
+    session.install("-e", ".[test,equinox,flax,plot]")
+    session.run("python", "-m", "pytest", "tests/test_ecosystem.py", "tests/test_plot.py", "tests/test_plugin.py", *session.posargs)
+    for path in ("examples/equinox_model.py", "examples/flax_model.py", "examples/plot.py"):
         session.run("python", path)
 
 

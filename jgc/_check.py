@@ -45,6 +45,11 @@ def _check_chunk_size(chunk_size) -> None:
         raise ValueError(f"chunk_size must be a positive int or None; received {chunk_size!r}.")
 
 
+def _check_flag(name: str, value) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False; received {type(value).__name__}: {value!r}.")
+
+
 def _check_loss_output(out) -> None:
     shape, dtype = getattr(out, "shape", None), getattr(out, "dtype", None)
     if shape is None or dtype is None:
@@ -58,7 +63,7 @@ def _check_loss_output(out) -> None:
         raise TypeError(f"loss_fn must return a floating-point scalar; received dtype {jnp.dtype(dtype).name}.")
 
 
-def _check_grad_tree(lay: _tree.Layout, grad: PyTree) -> None:
+def _check_grad_tree(lay: _tree.Layout, grad: PyTree, name: str = "grad_fn", like: str = "params") -> None:
     """The gradient must have the params' structure, and their shapes and dtypes on checked leaves."""
     is_none = lambda x: x is None  # noqa: E731  (None is allowed for unchecked leaves)
     keyed, treedef = jax.tree_util.tree_flatten_with_path(grad, is_leaf=is_none)
@@ -74,12 +79,12 @@ def _check_grad_tree(lay: _tree.Layout, grad: PyTree) -> None:
         if not parts:
             parts.append(f"leaves in another order: {paths}")
         raise ValueError(
-            f"grad_fn returned a pytree whose structure differs from params: {'; '.join(parts)}. "
-            f"Expected the structure of params: {lay.treedef}."
+            f"{name} returned a pytree whose structure differs from {like}: {'; '.join(parts)}. "
+            f"Expected the structure of {like}: {lay.treedef}."
         )
     if treedef != lay.treedef:
         raise ValueError(
-            f"grad_fn returned a pytree with other containers than params: received {treedef}, expected {lay.treedef}."
+            f"{name} returned a pytree with other containers than {like}: received {treedef}, expected {lay.treedef}."
         )
     for i in lay.checked_index:
         g = keyed[i][1]
@@ -138,7 +143,21 @@ def _jitted(fn, static, dynamic, options):
 def _call(fn, params, args, **options):
     """Run `fn(params, args, **options)` under `jax.jit`, with non-array leaves static."""
     dynamic, static = _partition((params, args))
+    try:
+        hash(fn)
+    except TypeError:  # e.g. a spec holding eqx.filter_grad(...), an unhashable Module
+        fn = _ByIdentity(fn)
     return _jitted(fn, static, dynamic, options)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _ByIdentity:
+    """A callable that jit can take as a static argument: hashed and compared by identity."""
+
+    fn: Callable
+
+    def __call__(self, *args, **kwargs):
+        return self.fn(*args, **kwargs)
 
 
 def _prepare(params):
@@ -157,6 +176,7 @@ class _Spec:
     grad_fn: Callable | None
     method: str
     chunk_size: int | None
+    autodiff: bool = False
 
     def __call__(self, params, args, eps, tol):
         return _check(self, params, args, eps, tol)
@@ -195,14 +215,14 @@ def _rel(num_err, norm_a, norm_b):
     return jnp.where(denom == 0, jnp.zeros_like(num_err), num_err / jnp.where(denom == 0, 1, denom))
 
 
-def _check(spec: _Spec, params, args, eps, tol) -> GradCheck:
-    lay = _tree.layout(params)
-    theta, numeric, num_evals, eps = _numeric_flat(spec, lay, params, args, eps)
-    analytic = _analytic_flat(spec, lay, params, args, theta)
-    if tol is None:
-        tol = _stencils.default_tol(lay.low_dtype, spec.method)
-    tol = jnp.asarray(tol, theta.dtype)
+def _compare(lay, numeric, analytic, eps, tol, num_evals, method, check="check_grad") -> GradCheck:
+    """Compare two flat vectors ordered like θ of `lay`, leaf by leaf, into a GradCheck.
 
+    Shared by every check: the layout says which leaf each coordinate belongs to.
+    """
+    if tol is None:
+        tol = _stencils.default_tol(lay.low_dtype, method)
+    tol = jnp.asarray(tol, numeric.dtype)
     seg = _tree.segment_ids(lay)
     k = len(lay.sizes)
     sq = lambda x: jax.ops.segment_sum(x * x, seg, num_segments=k)  # noqa: E731
@@ -211,7 +231,7 @@ def _check(spec: _Spec, params, args, eps, tol) -> GradCheck:
     rel_error = _rel(err, norm_num, norm_ana)
     leaf_rel = _rel(jnp.sqrt(leaf_err), jnp.sqrt(leaf_num), jnp.sqrt(leaf_ana))
     # A leaf also passes when its RMS discrepancy is small against the whole gradient's RMS scale.
-    sizes = jnp.asarray(lay.sizes, theta.dtype)
+    sizes = jnp.asarray(lay.sizes, numeric.dtype)
     scale = (norm_num + norm_ana) / math.sqrt(lay.n)
     leaf_ok = (leaf_rel <= tol) | (jnp.sqrt(leaf_err / sizes) <= tol * scale)
     finite = jnp.all(jnp.isfinite(numeric)) & jnp.all(jnp.isfinite(analytic))
@@ -220,14 +240,44 @@ def _check(spec: _Spec, params, args, eps, tol) -> GradCheck:
         rel_error=rel_error,
         passed=passed,
         tol=tol,
-        eps=eps,
+        eps=jnp.asarray(eps, numeric.dtype),
         numeric=_tree.unravel_full(lay, numeric),
         analytic=_tree.unravel_full(lay, analytic),
         leaf_rel_error=_tree.per_leaf(lay, leaf_rel),
         leaf_passed=_tree.per_leaf(lay, leaf_ok, fill=True),
         num_evals=jnp.asarray(num_evals, jnp.int32),
-        method=spec.method,
+        method=method,
         layout=lay,
+        check=check,
+        rel_error_autodiff=jnp.full((), jnp.nan, numeric.dtype),
+        rel_error_autodiff_numeric=jnp.full((), jnp.nan, numeric.dtype),
+        autodiff_passed=jnp.asarray(True),
+    )
+
+
+def _check(spec: _Spec, params, args, eps, tol) -> GradCheck:
+    lay = _tree.layout(params)
+    theta, numeric, num_evals, eps = _numeric_flat(spec, lay, params, args, eps)
+    analytic = _analytic_flat(spec, lay, params, args, theta)
+    res = _compare(lay, numeric, analytic, eps, tol, num_evals, spec.method)
+    if spec.autodiff:
+        res = _with_autodiff(res, spec, lay, params, args, theta, numeric, analytic)
+    return res
+
+
+def _with_autodiff(res: GradCheck, spec: _Spec, lay, params, args, theta, numeric, analytic) -> GradCheck:
+    """Add the jax.grad cross-check: manual vs autodiff and autodiff vs numeric."""
+    auto = jax.grad(_loss_of_theta(spec.loss_fn, lay, params, args))(theta)
+    norm = lambda x: jnp.sqrt(jnp.sum(x * x))  # noqa: E731
+    man_auto = _rel(norm(analytic - auto), norm(analytic), norm(auto))
+    auto_num = _rel(norm(auto - numeric), norm(auto), norm(numeric))
+    finite = jnp.all(jnp.isfinite(auto))
+    return dataclasses.replace(
+        res,
+        autodiff=_tree.unravel_full(lay, auto),
+        rel_error_autodiff=man_auto,
+        rel_error_autodiff_numeric=auto_num,
+        autodiff_passed=(man_auto <= res.tol) & (auto_num <= res.tol) & finite,
     )
 
 
@@ -253,6 +303,7 @@ def check_grad(
     tol: float | None = None,
     method: str = "central",
     chunk_size: int | None = None,
+    autodiff: bool = False,
 ) -> GradCheck:
     """Check a hand-written gradient against finite differences, coordinate by coordinate.
 
@@ -275,6 +326,12 @@ def check_grad(
       method: finite-difference stencil, one of "central", "forward", "five_point".
       chunk_size: probes evaluated per vmapped batch; `None` bounds memory to a
         few tens of MB of perturbed parameters.
+      autodiff: also compute `jax.grad(loss_fn)` and fill `rel_error_autodiff`
+        (manual vs autodiff), `rel_error_autodiff_numeric` (autodiff vs numeric),
+        `autodiff` and `autodiff_passed`; the report gains a line with the three
+        distances. A wrong `custom_vjp`/`custom_jvp` rule or non-differentiable
+        code in `loss_fn` shows as autodiff disagreeing with finite differences.
+        `passed` still judges `grad_fn` against finite differences only.
 
     Returns:
       A `jgc.GradCheck`. Call `.report()` (or `print` it) for the table and
@@ -292,9 +349,10 @@ def check_grad(
       True
     """
     _validate(loss_fn, grad_fn, method, eps, tol, chunk_size)
+    _check_flag("autodiff", autodiff)
     params = _prepare(params)
     _tree.layout(params)  # fail here, before tracing, on an empty or unusable tree
-    return _call(_Spec(loss_fn, grad_fn, method, chunk_size), params, args, eps=eps, tol=tol)
+    return _call(_Spec(loss_fn, grad_fn, method, chunk_size, autodiff), params, args, eps=eps, tol=tol)
 
 
 @dataclasses.dataclass(frozen=True)

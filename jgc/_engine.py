@@ -39,7 +39,8 @@ def directional_derivatives(
     """Finite-difference directional derivatives of `loss` at θ along `num_probes` probes.
 
     Args:
-      loss: scalar function of the flat parameter vector θ.
+      loss: scalar function of the flat parameter vector θ (a function returning a
+        vector of shape (m,) also works: derivatives then have shape (num_probes, m)).
       theta: the point, shape (n,).
       probe: maps a probe index (traced int) to (direction d, shape (n,); step h, scalar).
       num_probes: how many probes (a Python int).
@@ -63,7 +64,7 @@ def directional_derivatives(
             values.append(center if o == 0 else next(it))
         values = jnp.stack(values)
         weights = jnp.asarray(stencil.weights, values.dtype)
-        return jnp.sum(weights * values) / h, values
+        return jnp.tensordot(weights, values, axes=1) / h, values  # values may be vectors (JVP/HVP checks)
 
     index = jnp.arange(num_probes)
     if num_probes <= chunk_size:  # one chunk: a plain vmap compiles faster than a one-step loop

@@ -25,3 +25,25 @@ def coordinates(theta: jax.Array, eps, index: jax.Array | None = None):
         return d, coordinate_step(theta[j], jnp.asarray(eps, theta.dtype))
 
     return probe
+
+
+def leaf_directions(theta: jax.Array, eps, segments, num_leaves: int, per_leaf: int, key: jax.Array):
+    """Random directions confined to one leaf each: probe i moves only leaf i // per_leaf.
+
+    `segments[j]` is the leaf (0..num_leaves-1) of coordinate j (`_tree.segment_ids`; all
+    zeros gives directions over the whole of θ). Directions are Gaussian, drawn from
+    `fold_in(key, i)` and scaled to max |d_j| = 1; the step is eps·max(1, max |θ_j|)
+    over the leaf, like a coordinate step.
+    """
+    seg = jnp.asarray(segments, jnp.int32)
+    scale = jax.ops.segment_max(jnp.abs(theta), seg, num_segments=num_leaves)
+
+    def probe(i):
+        leaf = i // per_leaf
+        d = jax.random.normal(jax.random.fold_in(key, i), theta.shape, theta.dtype)
+        d = jnp.where(seg == leaf, d, 0)
+        m = jnp.max(jnp.abs(d), initial=0)
+        d = jnp.where(m > 0, d / jnp.where(m > 0, m, 1), d)
+        return d, jnp.asarray(eps, theta.dtype) * jnp.maximum(1, scale[leaf])
+
+    return probe

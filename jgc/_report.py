@@ -25,6 +25,9 @@ _FLOAT32_NOTE = (
 )
 
 
+_EVALS = {"check_vjp": "f", "check_jvp": "f", "check_hvp": "gradient"}  # what num_evals counts
+
+
 def _is_traced(res) -> bool:
     return isinstance(res.rel_error, jax.core.Tracer)
 
@@ -67,8 +70,52 @@ def _verdict(res) -> str:
     return (
         f"{'passed' if ok else 'FAILED'}: rel_error {rel:.2e} {cmp} tol {tol:.1e} "
         f"({res.method}, eps {float(res.eps):.1e}, {lay.dtype.name}, "
-        f"{lay.n:,} coordinates, {int(res.num_evals):,} loss evaluations)"
+        f"{lay.n:,} coordinates, {int(res.num_evals):,} {_EVALS.get(res.check, 'loss')} evaluations)"
     )
+
+
+def _autodiff_lines(res) -> list[str]:
+    """The three distances of `check_grad(..., autodiff=True)` and what they point at."""
+    if res.autodiff is None:
+        return []
+    tol = float(res.tol)
+    d = {"manual vs numeric": float(res.rel_error), "manual vs autodiff": float(res.rel_error_autodiff)}
+    d["autodiff vs numeric"] = float(res.rel_error_autodiff_numeric)
+    bad = {k: not (v <= tol) for k, v in d.items()}
+    cells = ", ".join(f"{k} {v:.2e}{' ✗' if bad[k] else ''}" for k, v in d.items())
+    lines = [f"  autodiff cross-check: {cells}"]
+    mn, ma, an = bad.values()
+    if an and not mn:
+        diagnosis = (
+            "jax.grad(loss_fn) disagrees with finite differences while grad_fn agrees: a wrong "
+            "custom_vjp/custom_jvp rule, or code jax.grad cannot differentiate (stop_gradient, "
+            "integer casts, non-smooth ops) inside loss_fn"
+        )
+    elif mn and not ma:
+        diagnosis = (
+            "grad_fn and jax.grad agree but finite differences do not: a custom_vjp/custom_jvp rule both "
+            "rely on is wrong (grad_fn=None checks jax.grad itself), or loss_fn is not smooth at this point"
+        )
+    elif mn and not an:
+        diagnosis = "jax.grad confirms finite differences: grad_fn is wrong"
+    elif mn:
+        diagnosis = "all three disagree: check grad_fn and any custom_vjp/custom_jvp rule in loss_fn"
+    else:
+        diagnosis = ""
+    if diagnosis:
+        auto = jax.tree_util.tree_leaves(res.autodiff)
+        numeric = jax.tree_util.tree_leaves(res.numeric)
+        errs = [(_leaf_distance(auto[i], numeric[i]), res.layout.paths[i]) for i in res.layout.checked_index]
+        worst_err, worst_path = max(errs)
+        where = f" (autodiff vs numeric worst leaf {worst_path}: {worst_err:.2e})" if an else ""
+        lines.append(f"  → {diagnosis}{where}")
+    return lines
+
+
+def _leaf_distance(a, b) -> float:
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    denom = np.linalg.norm(a) + np.linalg.norm(b)
+    return float(np.linalg.norm(a - b) / denom) if denom else 0.0
 
 
 def _fmt_index(index: tuple[int, ...]) -> str:
@@ -134,7 +181,8 @@ def format_report(res, max_leaves: int | None = 40) -> str:
         )
         lines.append(f"worst seed {worst_seed}:")
         res = _select(res, worst_seed)
-    lines.append("jgc check_grad " + _verdict(res))
+    lines.append(f"jgc {res.check} " + _verdict(res))
+    lines += _autodiff_lines(res)
     lines += _leaf_rows(res, max_leaves)
     if res.layout.low_dtype.name == "float32":
         lines.append(_FLOAT32_NOTE)

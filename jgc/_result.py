@@ -40,6 +40,16 @@ class GradCheck:
       num_evals: number of loss evaluations the check performed.
       method: the finite-difference stencil.
       layout: static description of the params (paths, shapes, dtypes, checked).
+      check: which check produced it ("check_grad", "check_vjp", "check_jvp",
+        "check_hvp"); for the report.
+      autodiff: with `check_grad(..., autodiff=True)`, `jax.grad(loss_fn)` shaped
+        like the params (NaN on unchecked leaves); `None` otherwise.
+      rel_error_autodiff: relative distance manual (`grad_fn`) vs autodiff; NaN when
+        the cross-check is off.
+      rel_error_autodiff_numeric: relative distance autodiff vs finite differences:
+        large when a custom_vjp/custom_jvp rule is wrong or `loss_fn` is not
+        differentiable at the point; NaN when off.
+      autodiff_passed: bool; both autodiff distances within `tol` (True when off).
     """
 
     rel_error: jax.Array
@@ -53,6 +63,11 @@ class GradCheck:
     num_evals: jax.Array
     method: str = dataclasses.field(metadata=dict(static=True))
     layout: Layout = dataclasses.field(metadata=dict(static=True))
+    check: str = dataclasses.field(default="check_grad", metadata=dict(static=True))
+    autodiff: PyTree = None
+    rel_error_autodiff: jax.Array = float("nan")
+    rel_error_autodiff_numeric: jax.Array = float("nan")
+    autodiff_passed: jax.Array = True
 
     def report(self, max_leaves: int | None = 40) -> str:
         """The text report: a verdict line, then one row per leaf (failing leaves first).
@@ -75,6 +90,23 @@ class GradCheck:
         from ._report import worst
 
         return worst(self, k)
+
+    def plot(self, leaf: str | None = None):
+        """Per-leaf relative errors and a heatmap of |numeric − analytic| (needs matplotlib).
+
+        Args:
+          leaf: path of a 2-D leaf to show as a heatmap; `None` picks the worst
+            failing 2-D leaf (no heatmap when there is none).
+
+        A batched result shows its worst seed. Host-side; matplotlib is imported
+        only here (`pip install jgc[plot]`).
+
+        Returns:
+          The `matplotlib.figure.Figure`.
+        """
+        from ._plot import plot
+
+        return plot(self, leaf=leaf)
 
     def __str__(self) -> str:
         return self.report()
