@@ -49,7 +49,8 @@ def directional_derivatives(
 
     Returns:
       (derivatives, shape (num_probes,); loss values at the stencil points, shape
-      (num_probes, len(stencil.offsets)); number of loss evaluations).
+      (num_probes, len(stencil.offsets)); number of loss evaluations, the padding of the
+      last chunk included).
     """
     if chunk_size is None:
         chunk_size = default_chunk_size(theta.size, num_probes, stencil)
@@ -66,10 +67,19 @@ def directional_derivatives(
         weights = jnp.asarray(stencil.weights, values.dtype)
         return jnp.tensordot(weights, values, axes=1) / h, values  # values may be vectors (JVP/HVP checks)
 
-    index = jnp.arange(num_probes)
-    if num_probes <= chunk_size:  # one chunk: a plain vmap compiles faster than a one-step loop
-        derivs, values = jax.vmap(one)(index)
+    # Equal chunks, the last one padded with repeats of the last probe: the loop body is
+    # then compiled once (lax.map's ragged remainder would compile the loss a second time).
+    num_chunks = -(-num_probes // chunk_size)
+    chunk_size = -(-num_probes // num_chunks)
+    index = jnp.minimum(jnp.arange(num_chunks * chunk_size), num_probes - 1).reshape(num_chunks, chunk_size)
+    if num_chunks == 1:  # a plain vmap compiles faster than a one-step loop
+        derivs, values = jax.vmap(one)(index[0])
     else:
-        derivs, values = jax.lax.map(one, index, batch_size=chunk_size)
-    num_evals = num_probes * stencil.evals_per_probe + int(stencil.uses_center)
+        derivs, values = jax.lax.map(jax.vmap(one), index)
+        derivs, values = (
+            derivs.reshape((-1,) + derivs.shape[2:])[:num_probes],
+            values.reshape((-1,) + values.shape[2:])[:num_probes],
+        )
+    # Counted as run: padding probes (fewer than num_chunks) are real loss evaluations.
+    num_evals = num_chunks * chunk_size * stencil.evals_per_probe + int(stencil.uses_center)
     return derivs, values, num_evals

@@ -118,7 +118,9 @@ def test_chunk_size_does_not_change_the_answer():
         params, x, y = _batch(jnp.float64, 1)
         p = jax.tree_util.tree_map(lambda v: v[0], params)
         ref = jgc.numeric_grad(mlp_loss, p, x, y)
-        for chunk in (1, 3, 7, 1000):
+        # n = 26: chunks of 3 → 9 equal chunks of 3 (one padding probe), chunks of 7 → 4 of 7 (two)
+        for chunk, evals in ((1, 52), (3, 54), (7, 56), (1000, 52)):
+            assert int(jgc.check_grad(mlp_loss, mlp_grad, p, x, y, chunk_size=chunk).num_evals) == evals
             got = jgc.numeric_grad(mlp_loss, p, x, y, chunk_size=chunk)
             for a, b in zip(jax.tree_util.tree_leaves(ref), jax.tree_util.tree_leaves(got)):
                 np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
