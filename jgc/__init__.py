@@ -6,9 +6,12 @@ from ._check import assert_grad as assert_grad
 from ._check import check_grad as check_grad
 from ._check import numeric_grad as numeric_grad
 from ._check import relative_error as relative_error
+from ._directions import check_directions as check_directions
 from ._report import Coordinate as Coordinate
+from ._result import DirectionCheck as DirectionCheck
 from ._result import GradCheck as GradCheck
 from ._result import GradCheckError as GradCheckError
+from ._result import SampledCheck as SampledCheck
 
 try:
     __version__ = importlib.metadata.version("jgc")
@@ -17,9 +20,12 @@ except importlib.metadata.PackageNotFoundError:  # running from a source tree
 
 __all__ = [
     "Coordinate",
+    "DirectionCheck",
     "GradCheck",
     "GradCheckError",
+    "SampledCheck",
     "assert_grad",
+    "check_directions",
     "check_grad",
     "numeric_grad",
     "relative_error",

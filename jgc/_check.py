@@ -249,6 +249,8 @@ def check_grad(
     tol: float | None = None,
     method: str = "central",
     chunk_size: int | None = None,
+    coords: int | None = None,
+    key: jax.Array | None = None,
 ) -> GradCheck:
     """Check a hand-written gradient against finite differences, coordinate by coordinate.
 
@@ -271,6 +273,10 @@ def check_grad(
       method: finite-difference stencil, one of "central", "forward", "five_point".
       chunk_size: probes evaluated per vmapped batch; `None` bounds memory to a
         few tens of MB of perturbed parameters.
+      coords: check only this many coordinates, drawn at random with `key` and
+        stratified so every checked leaf gets some (see docs/scale.md); the result is a
+        `jgc.SampledCheck` with NaN in `numeric` and `analytic` where not sampled.
+      key: PRNG key for `coords`.
 
     Returns:
       A `jgc.GradCheck`. Call `.report()` (or `print` it) for the table and
@@ -290,6 +296,11 @@ def check_grad(
     _validate(loss_fn, grad_fn, method, eps, tol, chunk_size)
     params = _prepare(params)
     _tree.layout(params)  # fail here, before tracing, on an empty or unusable tree
+    if coords is not None or key is not None:
+        from ._sampled import check_sampled
+
+        options = dict(eps=eps, tol=tol, method=method, chunk_size=chunk_size)
+        return check_sampled(loss_fn, grad_fn, params, args, coords=coords, key=key, **options)
     return _call(_Spec(loss_fn, grad_fn, method, chunk_size), params, args, eps=eps, tol=tol)
 
 
