@@ -7,6 +7,8 @@ from ._check import check_grad as check_grad
 from ._check import numeric_grad as numeric_grad
 from ._check import relative_error as relative_error
 from ._directions import check_directions as check_directions
+from ._locate import Location as Location
+from ._locate import locate as locate
 from ._report import Coordinate as Coordinate
 from ._result import DirectionCheck as DirectionCheck
 from ._result import GradCheck as GradCheck
@@ -23,10 +25,12 @@ __all__ = [
     "DirectionCheck",
     "GradCheck",
     "GradCheckError",
+    "Location",
     "SampledCheck",
     "assert_grad",
     "check_directions",
     "check_grad",
+    "locate",
     "numeric_grad",
     "relative_error",
 ]
