@@ -6,6 +6,11 @@ the directional derivative ≈ ⟨∇J(θ), d_i⟩. Probes are evaluated with `j
 chunks of `chunk_size` (`jax.lax.map(..., batch_size=...)`), so memory is
 O(chunk_size · n) and the probe directions are built inside each chunk. The engine
 knows nothing about which check it serves.
+
+With several devices (`jax.device_count() > 1`) the probes are spread over all of them:
+the probe indices are laid out as (devices, probes per device) with a sharding constraint
+over a one-axis Mesh, and each device maps its share in chunks. Every probe is computed by
+the same code on one device, so the results do not depend on the number of devices.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ._stencils import Stencil
 
@@ -65,6 +72,30 @@ def directional_derivatives(
         weights = jnp.asarray(stencil.weights, values.dtype)
         return jnp.sum(weights * values) / h, values
 
-    derivs, values = jax.lax.map(one, jnp.arange(num_probes), batch_size=chunk_size)
+    derivs, values = _map_probes(one, num_probes, chunk_size)
     num_evals = num_probes * stencil.evals_per_probe + int(stencil.uses_center)
     return derivs, values, num_evals
+
+
+def _probe_mesh() -> Mesh | None:
+    """A Mesh over all devices along the probe axis, or None on a single device."""
+    devices = jax.devices()
+    return Mesh(np.asarray(devices), ("probes",)) if len(devices) > 1 else None
+
+
+def _map_probes(one, num_probes: int, chunk_size: int):
+    """`one` over probe indices 0..num_probes-1, in chunks, spread over the devices if several.
+
+    The index array is padded to a multiple of the device count with copies of the last
+    probe (their results are dropped; at most devices − 1 probes are evaluated twice).
+    """
+    mesh = _probe_mesh()
+    if mesh is None or num_probes < 2:
+        return jax.lax.map(one, jnp.arange(num_probes), batch_size=chunk_size)
+    per = -(-num_probes // mesh.size)
+    index = jnp.minimum(jnp.arange(mesh.size * per), num_probes - 1).reshape(mesh.size, per)
+    index = jax.lax.with_sharding_constraint(index, NamedSharding(mesh, PartitionSpec("probes")))
+    out = jax.vmap(lambda row: jax.lax.map(one, row, batch_size=min(chunk_size, per)))(index)
+    out = jax.tree_util.tree_map(lambda x: x.reshape((mesh.size * per,) + x.shape[2:])[:num_probes], out)
+    # Gather the results on every device, so that reductions downstream add in one-device order.
+    return jax.lax.with_sharding_constraint(out, NamedSharding(mesh, PartitionSpec()))
