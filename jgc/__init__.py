@@ -14,6 +14,8 @@ from ._result import DirectionCheck as DirectionCheck
 from ._result import GradCheck as GradCheck
 from ._result import GradCheckError as GradCheckError
 from ._result import SampledCheck as SampledCheck
+from ._seeds import check_seeds as check_seeds
+from ._seeds import check_snapshots as check_snapshots
 
 try:
     __version__ = importlib.metadata.version("jgc")
@@ -30,6 +32,8 @@ __all__ = [
     "assert_grad",
     "check_directions",
     "check_grad",
+    "check_seeds",
+    "check_snapshots",
     "locate",
     "numeric_grad",
     "relative_error",
