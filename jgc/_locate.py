@@ -23,6 +23,13 @@ from ._report import Coordinate
 from ._typing import PyTree
 
 
+_UNDER_JIT = (
+    "locate is host-side: its recursion depends on the values it measures, so it runs a Python loop "
+    "of jitted calls and cannot be traced by jax.jit or jax.vmap; received traced params or args. "
+    "Call it on concrete arrays (for a batch, loop over the failing items of a batched check)."
+)
+
+
 @dataclasses.dataclass(frozen=True)
 class Location:
     """What `jgc.locate` found (host-side values, not a pytree).
@@ -153,6 +160,8 @@ def locate(
     check_key(key)
     check_count("num", num)
     check_count("max_wrong", max_wrong)
+    if any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves((params, args))):
+        raise TypeError(_UNDER_JIT)
     params = _check._prepare(params)
     lay = _tree.layout(params)
     stencil = _stencils.get(method)
