@@ -22,7 +22,6 @@ from ._directions import check_count, check_key
 from ._report import Coordinate
 from ._typing import PyTree
 
-
 _UNDER_JIT = (
     "locate is host-side: its recursion depends on the values it measures, so it runs a Python loop "
     "of jitted calls and cannot be traced by jax.jit or jax.vmap; received traced params or args. "

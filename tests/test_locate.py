@@ -24,7 +24,8 @@ def grad(p, y, wrong=()):
 def problem(dtype):
     k1, k2, k3, k4 = jax.random.split(jax.random.key(0), 4)
     p = {"W": jax.random.normal(k1, (64, 32), dtype), "b": jax.random.normal(k2, (32,), dtype)}
-    y = {"W": jnp.tanh(p["W"]) + 0.1 * jax.random.normal(k3, (64, 32), dtype), "b": jnp.tanh(p["b"]) + 0.1 * jax.random.normal(k4, (32,), dtype)}
+    noise = {"W": jax.random.normal(k3, (64, 32), dtype), "b": jax.random.normal(k4, (32,), dtype)}
+    y = {k: jnp.tanh(p[k]) + 0.1 * noise[k] for k in p}
     return p, y
 
 
