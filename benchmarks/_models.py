@@ -7,7 +7,10 @@ import jax.numpy as jnp
 def mlp_init(key, sizes=(8, 32, 32, 4), dtype=jnp.float64):
     keys = jax.random.split(key, len(sizes) - 1)
     return [
-        {"W": jax.random.normal(k, (m, n), dtype) / jnp.sqrt(m), "b": 0.1 * jax.random.normal(jax.random.fold_in(k, 1), (n,), dtype)}
+        {
+            "W": jax.random.normal(k, (m, n), dtype) / jnp.sqrt(m),
+            "b": 0.1 * jax.random.normal(jax.random.fold_in(k, 1), (n,), dtype),
+        }
         for k, m, n in zip(keys, sizes[:-1], sizes[1:], strict=True)
     ]
 

@@ -117,15 +117,17 @@ def cost():
         with jax.enable_x64(True):
             p, y = M.wide_problem(n)
             modes = {
-                "directions (num=8)": lambda: jgc.check_directions(M.wide_loss, M.wide_grad, p, y, key=jax.random.key(0)),
-                "sampled (coords=256)": lambda: jgc.check_grad(M.wide_loss, M.wide_grad, p, y, coords=256, key=jax.random.key(0)),
+                "directions (num=8)": lambda: jgc.check_directions(M.wide_loss, M.wide_grad, p, y, key=jax.random.key(0)),  # noqa: B023
+                "sampled (coords=256)": lambda: jgc.check_grad(M.wide_loss, M.wide_grad, p, y, coords=256, key=jax.random.key(0)),  # noqa: B023
             }
             if n <= 10**5:
-                modes["full"] = lambda: jgc.check_grad(M.wide_loss, M.wide_grad, p, y)
+                modes["full"] = lambda: jgc.check_grad(M.wide_loss, M.wide_grad, p, y)  # noqa: B023
             per_eval = None
             for name, fn in modes.items():
                 res, t = timed(fn, repeat=1 if n >= 10**5 and name == "full" else 2)
-                rows.append(dict(n=n, mode=name, num_evals=int(res.num_evals), seconds=t, passed=bool(res.passed), estimated=False))
+                rows.append(
+                    dict(n=n, mode=name, num_evals=int(res.num_evals), seconds=t, passed=bool(res.passed), estimated=False)
+                )
                 if name.startswith("sampled"):
                     per_eval = t / int(res.num_evals)
                 print(rows[-1])
@@ -144,7 +146,7 @@ def locate_bench():
 
             def grad(p, y):
                 g = M.wide_grad(p, y)
-                g[bad[0]] = g[bad[0]].at[bad[1]].multiply(2.0)
+                g[bad[0]] = g[bad[0]].at[bad[1]].multiply(2.0)  # noqa: B023
                 return g
 
             t = time.perf_counter()

@@ -54,14 +54,18 @@ def main():
     rows = []
     for d in (1, 2, 4):
         env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={d}", JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
-        proc = subprocess.run([sys.executable, "-c", CHILD, str(n), str(seeds)], env=env, cwd=ROOT, capture_output=True, text=True)
+        proc = subprocess.run(
+            [sys.executable, "-c", CHILD, str(n), str(seeds)], env=env, cwd=ROOT, capture_output=True, text=True
+        )
         if proc.returncode:
             sys.exit(proc.stderr)
         (line,) = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")]
         rows.append(json.loads(line[len("RESULT") :]))
         print({k: v for k, v in rows[-1].items() if k != "seeds_rel_error"})
     same_full = len({r["full_rel_error"] for r in rows}) == 1
-    max_seed_diff = max(abs(a - b) / b for r in rows for a, b in zip(r["seeds_rel_error"], rows[0]["seeds_rel_error"], strict=True))
+    max_seed_diff = max(
+        abs(a - b) / b for r in rows for a, b in zip(r["seeds_rel_error"], rows[0]["seeds_rel_error"], strict=True)
+    )
     result = dict(
         machine=dict(platform=platform.platform(), cpu_count=len(os.sched_getaffinity(0))),
         note="No GPU was available for this task: simulated host devices sharing a 2-core CPU.",
