@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 
-from . import _check
+from . import _check, _engine, _stencils
 from ._result import GradCheck
 from ._typing import PyTree
 
@@ -31,11 +32,28 @@ class _Batched:
         return jax.vmap(one)(batch)
 
 
+def _default_chunk(init_fn, batch, size: int, method: str) -> int:
+    """The engine's default chunk divided among the points: the vmap over `size` points
+    multiplies every chunk's memory by `size`, and large chunks of many points are slower
+    (measured in benchmarks/seeds.py: 256 seeds x 256 probes per step is 2.6x slower
+    than 256 x 1), so keep the probes in flight per step near one check's default."""
+    one = jax.tree_util.tree_map(lambda x: x[0], batch)
+    params = jax.eval_shape(init_fn, one) if init_fn is not None else one
+    floats = [x for x in jax.tree_util.tree_leaves(params) if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.floating)]
+    n = max(1, sum(math.prod(x.shape) for x in floats))
+    return max(1, _engine.default_chunk_size(n, n, _stencils.get(method)) // size)
+
+
 def _run(check, loss_fn, grad_fn, init_fn, batch, args, check_kwargs):
     check = _check.check_grad if check is None else check
     _check._check_callable("check", check)
     _check._check_callable("loss_fn", loss_fn)
     _check._check_callable("grad_fn", grad_fn, allow_none=True)
+    if check_kwargs.get("chunk_size") is None:
+        method = check_kwargs.get("method", "central")
+        _stencils.get(method)
+        size = jax.tree_util.tree_leaves(batch)[0].shape[0]
+        check_kwargs = {**check_kwargs, "chunk_size": _default_chunk(init_fn, batch, size, method)}
     arrays = {k: v for k, v in check_kwargs.items() if isinstance(v, jax.Array)}
     static = tuple(sorted((k, v) for k, v in check_kwargs.items() if k not in arrays))
     try:
@@ -75,7 +93,9 @@ def check_seeds(
       check: the check to run per seed: `jgc.check_grad` (default) or `jgc.check_directions`
         (or any function with their signature).
       **check_kwargs: passed to `check` (eps, tol, method, chunk_size, num, coords, key...).
-        JAX arrays (a `key=` for the probes) are shared by all seeds.
+        JAX arrays (a `key=` for the probes) are shared by all seeds. The default
+        `chunk_size` is one check's default divided by the number of seeds, so the
+        probes in flight per step (and the memory) stay those of a single check.
 
     Returns:
       The batched result: every field has a leading axis of len(keys). Its report says
