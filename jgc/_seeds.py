@@ -33,15 +33,15 @@ class _Batched:
 
 
 def _default_chunk(init_fn, batch, size: int, method: str) -> int:
-    """The engine's default chunk divided among the points: the vmap over `size` points
-    multiplies every chunk's memory by `size`, and large chunks of many points are slower
-    (measured in benchmarks/seeds.py: 256 seeds x 256 probes per step is 2.6x slower
-    than 256 x 1), so keep the probes in flight per step near one check's default."""
+    """The engine's default chunk with its memory budget shared by the points: the vmap over
+    `size` points multiplies a chunk's memory by `size`, so the perturbed copies of θ of
+    all points together stay within one check's budget (benchmarks/seeds.py: for an MLP
+    at 256 seeds, the per-check default chunk is 2.6x slower than a chunk of 1)."""
     one = jax.tree_util.tree_map(lambda x: x[0], batch)
     params = jax.eval_shape(init_fn, one) if init_fn is not None else one
     floats = [x for x in jax.tree_util.tree_leaves(params) if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.floating)]
     n = max(1, sum(math.prod(x.shape) for x in floats))
-    return max(1, _engine.default_chunk_size(n, n, _stencils.get(method)) // size)
+    return _engine.default_chunk_size(n * size, n, _stencils.get(method))
 
 
 def _run(check, loss_fn, grad_fn, init_fn, batch, args, check_kwargs):
@@ -94,8 +94,7 @@ def check_seeds(
         (or any function with their signature).
       **check_kwargs: passed to `check` (eps, tol, method, chunk_size, num, coords, key...).
         JAX arrays (a `key=` for the probes) are shared by all seeds. The default
-        `chunk_size` is one check's default divided by the number of seeds, so the
-        probes in flight per step (and the memory) stay those of a single check.
+        `chunk_size` shares one check's memory budget among the seeds.
 
     Returns:
       The batched result: every field has a leading axis of len(keys). Its report says
