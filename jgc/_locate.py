@@ -127,8 +127,10 @@ def locate(
     of each wrong coordinate. When a failing block's halves both pass, the half with
     the larger discrepancy is followed anyway (the error must be somewhere), so an
     error is not lost to an unlucky direction; false alarms end at the exact
-    coordinate check. A single wrong coordinate among 10⁶ costs ≈ 16·num·log₂(n/2num)
-    + 8·num evaluations (central), about 300 for num=4.
+    coordinate check. A single wrong coordinate among n costs 2·num evaluations per leaf at
+    level 0, then 4·num per level (2 halves × num directions × 2, central) for
+    ≈ log₂(n/2num) levels, then ≤ 4·num for the last coordinates: 288 for n = 10⁶
+    in two leaves and num=4.
 
     The recursion depends on the values, so `locate` is a host-side loop: each level's
     probes are evaluated in one batched, jitted engine call (compiled once per
