@@ -134,6 +134,7 @@ def _jitted(fn, static, dynamic, options):
 def _call(fn, params, args, **options):
     """Run `fn(params, args, **options)` under `jax.jit`, with non-array leaves static."""
     dynamic, static = _partition((params, args))
+    dynamic, options = _engine.place(dynamic), dict(zip(options, _engine.place(list(options.values())), strict=True))
     return _jitted(fn, static, dynamic, options)
 
 

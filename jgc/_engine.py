@@ -83,6 +83,26 @@ def _probe_mesh() -> Mesh | None:
     return Mesh(np.asarray(devices), ("probes",)) if len(devices) > 1 else None
 
 
+def place(leaves: list) -> list:
+    """Make committed input arrays compatible with the probe mesh (host-side, before jit).
+
+    An array committed to some of the devices (e.g. `jax.device_put(x, jax.devices()[1])`)
+    cannot meet the probe sharding over all devices in one jitted computation; such arrays
+    are replicated over the mesh. Uncommitted arrays, tracers and a single device: unchanged.
+    """
+    mesh = _probe_mesh()
+    if mesh is None:
+        return leaves
+    devices, replicated = set(mesh.devices.flat), NamedSharding(mesh, PartitionSpec())
+
+    def fix(x):
+        if isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer) and x.committed and x.sharding.device_set != devices:
+            return jax.device_put(x, replicated)
+        return x
+
+    return [fix(x) for x in leaves]
+
+
 def _map_probes(one, num_probes: int, chunk_size: int):
     """`one` over probe indices 0..num_probes-1, in chunks, spread over the devices if several.
 

@@ -34,6 +34,9 @@ with jax.enable_x64(True):
     out = {"devices": jax.device_count()}
     full = jgc.check_grad(loss, grad, p, x)
     out["full"] = [float(full.rel_error)] + np.asarray(full.numeric["W"]).ravel().tolist()
+    # params committed to one device (as after jax.device_put(p, device)) still work
+    committed = jgc.check_grad(loss, grad, jax.device_put(p, jax.devices()[-1]), x)
+    out["committed"] = [float(committed.rel_error)] + np.asarray(committed.numeric["W"]).ravel().tolist()
     d = jgc.check_directions(loss, grad, p, x, key=key)
     out["directions"] = [float(d.rel_error)] + np.asarray(d.numeric["W"]).tolist() + np.asarray(d.numeric["b"]).tolist()
     s = jgc.check_grad(loss, grad, p, x, coords=9, key=key)
@@ -71,7 +74,7 @@ def test_four_devices_are_used(results):
     assert (four["devices"], four["mesh"]) == (4, 4)
 
 
-@pytest.mark.parametrize("mode", ["full", "directions", "sampled", "locate"])
+@pytest.mark.parametrize("mode", ["full", "committed", "directions", "sampled", "locate"])
 def test_same_results_as_one_device(results, mode):
     one, four = results
     assert four[mode] == one[mode]  # bit for bit
