@@ -6,12 +6,19 @@ from ._check import assert_grad as assert_grad
 from ._check import check_grad as check_grad
 from ._check import numeric_grad as numeric_grad
 from ._check import relative_error as relative_error
+from ._directions import check_directions as check_directions
 from ._hvp import check_hvp as check_hvp
 from ._layers import check_jvp as check_jvp
 from ._layers import check_vjp as check_vjp
+from ._locate import Location as Location
+from ._locate import locate as locate
 from ._report import Coordinate as Coordinate
+from ._result import DirectionCheck as DirectionCheck
 from ._result import GradCheck as GradCheck
 from ._result import GradCheckError as GradCheckError
+from ._result import SampledCheck as SampledCheck
+from ._seeds import check_seeds as check_seeds
+from ._seeds import check_snapshots as check_snapshots
 
 try:
     __version__ = importlib.metadata.version("jgc")
@@ -20,13 +27,20 @@ except importlib.metadata.PackageNotFoundError:  # running from a source tree
 
 __all__ = [
     "Coordinate",
+    "DirectionCheck",
     "GradCheck",
     "GradCheckError",
+    "Location",
+    "SampledCheck",
     "assert_grad",
+    "check_directions",
     "check_grad",
     "check_hvp",
     "check_jvp",
     "check_vjp",
+    "check_seeds",
+    "check_snapshots",
+    "locate",
     "numeric_grad",
     "relative_error",
 ]

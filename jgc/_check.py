@@ -147,6 +147,7 @@ def _call(fn, params, args, **options):
         hash(fn)
     except TypeError:  # e.g. a spec holding eqx.filter_grad(...), an unhashable Module
         fn = _ByIdentity(fn)
+    dynamic, options = _engine.place(dynamic), dict(zip(options, _engine.place(list(options.values())), strict=True))
     return _jitted(fn, static, dynamic, options)
 
 
@@ -304,6 +305,8 @@ def check_grad(
     method: str = "central",
     chunk_size: int | None = None,
     autodiff: bool = False,
+    coords: int | None = None,
+    key: jax.Array | None = None,
 ) -> GradCheck:
     """Check a hand-written gradient against finite differences, coordinate by coordinate.
 
@@ -332,6 +335,10 @@ def check_grad(
         distances. A wrong `custom_vjp`/`custom_jvp` rule or non-differentiable
         code in `loss_fn` shows as autodiff disagreeing with finite differences.
         `passed` still judges `grad_fn` against finite differences only.
+      coords: check only this many coordinates, drawn at random with `key` and
+        stratified so every checked leaf gets some (see docs/scale.md); the result is a
+        `jgc.SampledCheck` with NaN in `numeric` and `analytic` where not sampled.
+      key: PRNG key for `coords`.
 
     Returns:
       A `jgc.GradCheck`. Call `.report()` (or `print` it) for the table and
@@ -352,6 +359,13 @@ def check_grad(
     _check_flag("autodiff", autodiff)
     params = _prepare(params)
     _tree.layout(params)  # fail here, before tracing, on an empty or unusable tree
+    if coords is not None or key is not None:
+        if autodiff:
+            raise ValueError("autodiff=True is not supported with coords=: run the autodiff cross-check on a full check.")
+        from ._sampled import check_sampled
+
+        options = dict(eps=eps, tol=tol, method=method, chunk_size=chunk_size)
+        return check_sampled(loss_fn, grad_fn, params, args, coords=coords, key=key, **options)
     return _call(_Spec(loss_fn, grad_fn, method, chunk_size, autodiff), params, args, eps=eps, tol=tol)
 
 

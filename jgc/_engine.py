@@ -6,6 +6,11 @@ the directional derivative ≈ ⟨∇J(θ), d_i⟩. Probes are evaluated with `j
 chunks of `chunk_size` (`jax.lax.map(..., batch_size=...)`), so memory is
 O(chunk_size · n) and the probe directions are built inside each chunk. The engine
 knows nothing about which check it serves.
+
+With several devices (`jax.device_count() > 1`) the probes are spread over all of them:
+the probe indices are laid out as (devices, probes per device) with a sharding constraint
+over a one-axis Mesh, and each device maps its share in chunks. Every probe is computed by
+the same code on one device, so the results do not depend on the number of devices.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ._stencils import Stencil
 
@@ -67,19 +74,67 @@ def directional_derivatives(
         weights = jnp.asarray(stencil.weights, values.dtype)
         return jnp.tensordot(weights, values, axes=1) / h, values  # values may be vectors (JVP/HVP checks)
 
-    # Equal chunks, the last one padded with repeats of the last probe: the loop body is
-    # then compiled once (lax.map's ragged remainder would compile the loss a second time).
-    num_chunks = -(-num_probes // chunk_size)
-    chunk_size = -(-num_probes // num_chunks)
-    index = jnp.minimum(jnp.arange(num_chunks * chunk_size), num_probes - 1).reshape(num_chunks, chunk_size)
-    if num_chunks == 1:  # a plain vmap compiles faster than a one-step loop
-        derivs, values = jax.vmap(one)(index[0])
-    else:
-        derivs, values = jax.lax.map(jax.vmap(one), index)
-        derivs, values = (
-            derivs.reshape((-1,) + derivs.shape[2:])[:num_probes],
-            values.reshape((-1,) + values.shape[2:])[:num_probes],
-        )
-    # Counted as run: padding probes (fewer than num_chunks) are real loss evaluations.
-    num_evals = num_chunks * chunk_size * stencil.evals_per_probe + int(stencil.uses_center)
+    (derivs, values), num_run = _map_probes(one, num_probes, chunk_size)
+    # Counted as run: padding probes (to equal chunks, and a multiple of the device count) are real evaluations.
+    num_evals = num_run * stencil.evals_per_probe + int(stencil.uses_center)
     return derivs, values, num_evals
+
+
+def _probe_mesh() -> Mesh | None:
+    """A Mesh over all devices along the probe axis, or None on a single device."""
+    devices = jax.devices()
+    return Mesh(np.asarray(devices), ("probes",)) if len(devices) > 1 else None
+
+
+def place(leaves: list) -> list:
+    """Make committed input arrays compatible with the probe mesh (host-side, before jit).
+
+    An array committed to some of the devices (e.g. `jax.device_put(x, jax.devices()[1])`)
+    cannot meet the probe sharding over all devices in one jitted computation; such arrays
+    are replicated over the mesh. Uncommitted arrays, tracers and a single device: unchanged.
+    """
+    mesh = _probe_mesh()
+    if mesh is None:
+        return leaves
+    devices, replicated = set(mesh.devices.flat), NamedSharding(mesh, PartitionSpec())
+
+    def fix(x):
+        if isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer) and x.committed and x.sharding.device_set != devices:
+            return jax.device_put(x, replicated)
+        return x
+
+    return [fix(x) for x in leaves]
+
+
+def _map_probes(one, num_probes: int, chunk_size: int):
+    """`one` over probe indices 0..num_probes-1 in equal chunks, spread over the devices if several.
+
+    The indices are padded with copies of the last probe to devices × chunks × chunk_size
+    (their results are dropped): with equal chunks the loop body compiles once, where
+    `lax.map`'s ragged remainder would compile the loss a second time.
+
+    Returns:
+      (the outputs of `one` stacked over the probes, the number of probes evaluated).
+    """
+    mesh = _probe_mesh() if num_probes > 1 else None
+    devices = 1 if mesh is None else mesh.size
+    per_device = -(-num_probes // devices)
+    num_chunks = -(-per_device // chunk_size)
+    chunk_size = -(-per_device // num_chunks)
+    total = devices * num_chunks * chunk_size
+    index = jnp.minimum(jnp.arange(total), num_probes - 1).reshape(devices, num_chunks, chunk_size)
+
+    def run(rows):  # (num_chunks, chunk_size) → outputs shaped (num_chunks, chunk_size, ...)
+        if num_chunks == 1:  # a plain vmap compiles faster than a one-step loop
+            return jax.tree_util.tree_map(lambda x: x[None], jax.vmap(one)(rows[0]))
+        return jax.lax.map(jax.vmap(one), rows)
+
+    if mesh is None:
+        out = jax.tree_util.tree_map(lambda x: x[None], run(index[0]))
+    else:
+        index = jax.lax.with_sharding_constraint(index, NamedSharding(mesh, PartitionSpec("probes")))
+        out = jax.vmap(run)(index)
+    out = jax.tree_util.tree_map(lambda x: x.reshape((total,) + x.shape[3:])[:num_probes], out)
+    if mesh is not None:  # gather on every device, so that reductions downstream add in one-device order
+        out = jax.lax.with_sharding_constraint(out, NamedSharding(mesh, PartitionSpec()))
+    return out, total

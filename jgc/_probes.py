@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ._stencils import coordinate_step
 
@@ -47,3 +48,40 @@ def leaf_directions(theta: jax.Array, eps, segments, num_leaves: int, per_leaf: 
         return d, jnp.asarray(eps, theta.dtype) * jnp.maximum(1, scale[leaf])
 
     return probe
+
+
+def block_directions(theta: jax.Array, eps, starts: jax.Array, lens: jax.Array, key: jax.Array):
+    """Random unit directions, probe i supported on the block θ[starts[i] : starts[i] + lens[i]].
+
+    The direction is uniform on the unit sphere of the block (a normal vector, masked and
+    normalised), its sign fixed so the block's first entry is positive: a block of one
+    coordinate gives e_j. The step is eps·max(1, rms of θ on the block) (for one coordinate,
+    the coordinate step), and the direction is rounded so that θ + h·d is the point the
+    loss actually sees. Probe i draws from `jax.random.fold_in(key, i)`.
+    """
+    n = theta.shape[0]
+    pos = jnp.arange(n)
+    eps = jnp.asarray(eps, theta.dtype)
+    starts, lens = jnp.asarray(starts), jnp.asarray(lens)
+
+    def probe(i):
+        start, size = starts[i], lens[i]
+        inside = (pos >= start) & (pos < start + size)
+        z = jnp.where(inside, jax.random.normal(jax.random.fold_in(key, i), (n,), theta.dtype), 0)
+        z = jnp.where(z[start] < 0, -z, z)
+        v = z / jnp.sqrt(jnp.sum(z * z))
+        rms = jnp.sqrt(jnp.sum(jnp.where(inside, theta * theta, 0)) / size.astype(theta.dtype))
+        h = eps * jnp.maximum(1, rms)
+        return ((theta + h * v) - theta) / h, h
+
+    return probe
+
+
+def leaf_blocks(offsets, sizes, num: int) -> tuple[np.ndarray, np.ndarray]:
+    """(starts, lens) for `num` probes on each leaf, leaf after leaf."""
+    return np.repeat(np.asarray(offsets, np.int32), num), np.repeat(np.asarray(sizes, np.int32), num)
+
+
+def project(vector: jax.Array, probe, num_probes: int, chunk_size: int) -> jax.Array:
+    """⟨vector, d_i⟩ for every probe direction d_i (the analytic directional derivatives)."""
+    return jax.lax.map(lambda i: jnp.vdot(vector, probe(i)[0]), jnp.arange(num_probes), batch_size=chunk_size)

@@ -70,7 +70,7 @@ def _verdict(res) -> str:
     return (
         f"{'passed' if ok else 'FAILED'}: rel_error {rel:.2e} {cmp} tol {tol:.1e} "
         f"({res.method}, eps {float(res.eps):.1e}, {lay.dtype.name}, "
-        f"{lay.n:,} coordinates, {int(res.num_evals):,} {_EVALS.get(res.check, 'loss')} evaluations)"
+        f"{_scope(res)}, {int(res.num_evals):,} {_EVALS.get(res.check, 'loss')} evaluations)"
     )
 
 
@@ -118,6 +118,23 @@ def _leaf_distance(a, b) -> float:
     return float(np.linalg.norm(a - b) / denom) if denom else 0.0
 
 
+def _scope(res) -> str:
+    """What was probed: every coordinate, a sample of them, or random directions per leaf."""
+    n = res.layout.n
+    if getattr(res, "num_directions", None) is not None:
+        return f"{res.num_directions} directions per leaf over {n:,} coordinates"
+    if getattr(res, "sampled", None) is not None:
+        return f"{res.sampled:,} of {n:,} coordinates sampled"
+    return f"{n:,} coordinates"
+
+
+def _unsampled(res, num: np.ndarray, ana: np.ndarray) -> np.ndarray:
+    """Coordinates a sampled check did not look at (NaN in both numeric and analytic)."""
+    if getattr(res, "sampled", None) is None:
+        return np.zeros(np.shape(num), bool)
+    return np.isnan(num) & np.isnan(ana)
+
+
 def _fmt_index(index: tuple[int, ...]) -> str:
     return "(" + ", ".join(map(str, index)) + ("," if len(index) == 1 else "") + ")"
 
@@ -135,15 +152,17 @@ def _leaf_rows(res, max_leaves: int | None) -> list[str]:
     hidden = passing[max_leaves:] if max_leaves is not None else []
     shown += passing[: len(passing) - len(hidden)]
     width = max(len("leaf"), *(len(lay.paths[i]) for i in shown)) if shown else 4
-    header = f"  {'leaf':<{width}}  {'shape':<12} {'rel_error':>9}  {'worst index':<12} {'numeric':>11} {'analytic':>11}  note"
+    label = getattr(res, "index_label", "worst index")
+    header = f"  {'leaf':<{width}}  {'shape':<12} {'rel_error':>9}  {label:<12} {'numeric':>11} {'analytic':>11}  note"
     rows.append(header)
     for i in shown:
         num, ana = np.asarray(numeric[i]), np.asarray(analytic[i])
         diff = np.abs(num - ana)
-        bad = ~(np.isfinite(num) & np.isfinite(ana))
-        key = np.where(bad, np.inf, diff)
+        skipped = _unsampled(res, num, ana)
+        bad = ~(np.isfinite(num) & np.isfinite(ana)) & ~skipped
+        key = np.where(skipped, -1.0, np.where(bad, np.inf, diff))
         w = np.unravel_index(int(np.argmax(key)), num.shape) if num.size else ()
-        note = []
+        note = [f"{int(num.size - skipped.sum()):,} of {num.size:,} sampled"] if skipped.any() else []
         if bad.any():
             note.append(f"{int(bad.sum())} non-finite")
         mark = "✗" if not leaf_ok[i] or bad.any() else " "
@@ -181,7 +200,7 @@ def format_report(res, max_leaves: int | None = 40) -> str:
         )
         lines.append(f"worst seed {worst_seed}:")
         res = _select(res, worst_seed)
-    lines.append(f"jgc {res.check} " + _verdict(res))
+    lines.append(f"jgc {getattr(res, 'report_title', res.check)} " + _verdict(res))
     lines += _autodiff_lines(res)
     lines += _leaf_rows(res, max_leaves)
     if res.layout.low_dtype.name == "float32":
@@ -202,13 +221,15 @@ def worst(res, k: int = 5) -> list[Coordinate]:
         num = np.asarray(jax.tree_util.tree_leaves(res.numeric)[i]).reshape((n_seeds, -1) if nb else (1, -1))
         ana = np.asarray(jax.tree_util.tree_leaves(res.analytic)[i]).reshape(num.shape)
         key = np.where(np.isfinite(num) & np.isfinite(ana), np.abs(num - ana), np.inf)
+        key = np.where(_unsampled(res, num, ana), -np.inf, key)
         top = np.argsort(-key, axis=None, kind="stable")[:k]
-        for flat in top:
+        for flat in top[key.reshape(-1)[top] > -np.inf]:
             s, j = np.unravel_index(flat, key.shape)
             cands.append((key[s, j], int(s), i, int(j), float(num[s, j]), float(ana[s, j])))
     cands.sort(key=lambda c: -c[0])
     out = []
     for _, s, i, j, num, ana in cands[:k]:
-        index = tuple(int(v) for v in np.unravel_index(j, lay.shapes[i]))
+        shape = np.shape(jax.tree_util.tree_leaves(res.numeric)[i])[nb:]  # the leaf's shape; directions: (num,)
+        index = tuple(int(v) for v in np.unravel_index(j, shape))
         out.append(Coordinate(s if nb else None, lay.paths[i], index, num, ana))
     return out

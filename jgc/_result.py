@@ -114,4 +114,39 @@ class GradCheck:
     def __repr__(self) -> str:
         from ._report import summary_line
 
-        return f"GradCheck({summary_line(self)})"
+        return f"{type(self).__name__}({summary_line(self)})"
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True, repr=False, eq=False)
+class SampledCheck(GradCheck):
+    """A `GradCheck` on a random sample of coordinates (`check_grad(..., coords=k, key=...)`).
+
+    `numeric` and `analytic` are NaN on the coordinates that were not sampled; `rel_error`
+    estimates the full check's value (see docs/scale.md), `leaf_rel_error` is over the
+    leaf's sampled coordinates.
+
+    Attributes:
+      sampled: how many coordinates were checked (every checked leaf gets some).
+    """
+
+    sampled: int = dataclasses.field(default=0, metadata=dict(static=True))
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True, repr=False, eq=False)
+class DirectionCheck(GradCheck):
+    """The outcome of `jgc.check_directions`: random directions, each on one leaf.
+
+    Fields mean what they mean in `GradCheck`, except `numeric` and `analytic`: pytrees
+    like the params whose leaf is a vector of `num_directions` directional derivatives
+    (finite difference, and ⟨gradient, direction⟩) along that leaf's directions. `rel_error`
+    estimates the full check's value (see docs/scale.md).
+
+    Attributes:
+      num_directions: directions per checked leaf.
+    """
+
+    num_directions: int = dataclasses.field(default=0, metadata=dict(static=True))
+    report_title = "check_directions"  # class attributes (not fields) read by the report
+    index_label = "worst dir"
