@@ -56,8 +56,7 @@ def directional_derivatives(
 
     Returns:
       (derivatives, shape (num_probes,); loss values at the stencil points, shape
-      (num_probes, len(stencil.offsets)); number of loss evaluations, the padding of the
-      last chunk included).
+      (num_probes, len(stencil.offsets)); number of loss evaluations the probes need).
     """
     if chunk_size is None:
         chunk_size = default_chunk_size(theta.size, num_probes, stencil)
@@ -75,8 +74,10 @@ def directional_derivatives(
         return jnp.tensordot(weights, values, axes=1) / h, values  # values may be vectors (JVP/HVP checks)
 
     (derivs, values), num_run = _map_probes(one, num_probes, chunk_size)
-    # Counted as run: padding probes (to equal chunks, and a multiple of the device count) are real evaluations.
-    num_evals = num_run * stencil.evals_per_probe + int(stencil.uses_center)
+    # The evaluations the probes need: the padding (fewer probes than chunks × devices) is
+    # not counted, so a result does not depend on the chunking or on the number of devices.
+    del num_run
+    num_evals = num_probes * stencil.evals_per_probe + int(stencil.uses_center)
     return derivs, values, num_evals
 
 
