@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _engine, _probes, _stencils, _tree
+from . import _diagnose, _engine, _probes, _stencils, _tree
 from ._result import GradCheck, GradCheckError
 from ._typing import PyTree
 
@@ -158,24 +158,55 @@ class _Spec:
         return _check(self, params, args, eps, tol)
 
 
-def _loss_of_theta(loss_fn, lay, params, args):
+def _loss_of_theta(loss_fn, lay, params, args, keep_complex=False):
     def loss(theta):
-        return loss_fn(_tree.unravel(lay, theta, params), *args)
+        return loss_fn(_tree.unravel(lay, theta, params, keep_complex=keep_complex), *args)
 
     return loss
 
 
-def _numeric_flat(spec: _Spec, lay, params, args, eps):
-    """θ, the finite-difference gradient along every coordinate, and the evaluation count."""
+_COMPLEX_MSG = (
+    "method='complex_step' evaluates loss_fn at complex parameters θ + i·h·e_j, {problem} "
+    "Use a loss written with complex-safe operations (no .astype to a real dtype, no "
+    "jnp.real/jnp.abs on the parameters' path), or another method: method='central' "
+    "(the default) or method='five_point'."
+)
+
+
+def _check_complex_loss(loss, theta) -> None:
+    """Fail at once, with advice, when the loss cannot carry a complex step through."""
+    z = jax.ShapeDtypeStruct(theta.shape, jnp.result_type(theta.dtype, jnp.complex64))
+    try:
+        out = jax.eval_shape(loss, z)
+    except Exception as e:  # noqa: BLE001 -- any failure means the loss is not complex-safe
+        raise TypeError(_COMPLEX_MSG.format(problem=f"but loss_fn raised {type(e).__name__}: {str(e)[:300]}")) from e
+    if not jnp.issubdtype(out.dtype, jnp.complexfloating):
+        raise TypeError(
+            _COMPLEX_MSG.format(
+                problem=f"but loss_fn returned a real {jnp.dtype(out.dtype).name} for complex parameters, "
+                "so the imaginary part that carries the derivative was dropped."
+            )
+        )
+
+
+def _evaluate(spec: _Spec, lay, params, args, eps, stencil):
+    """θ, the engine's derivatives along every coordinate, its stencil values, the count, eps."""
     _check_loss_output(jax.eval_shape(lambda p: spec.loss_fn(p, *args), params))
-    stencil = _stencils.get(spec.method)
     theta = _tree.ravel(lay, params)
     if eps is None:
         eps = _stencils.default_eps(lay.low_dtype, spec.method)
-    loss = _loss_of_theta(spec.loss_fn, lay, params, args)
+    loss = _loss_of_theta(spec.loss_fn, lay, params, args, keep_complex=stencil.complex)
+    if stencil.complex:
+        _check_complex_loss(loss, theta)
     probe = _probes.coordinates(theta, eps)
-    numeric, _, num_evals = _engine.directional_derivatives(loss, theta, probe, lay.n, stencil, spec.chunk_size)
-    return theta, numeric, num_evals, jnp.asarray(eps, theta.dtype)
+    numeric, values, num_evals = _engine.directional_derivatives(loss, theta, probe, lay.n, stencil, spec.chunk_size)
+    return theta, numeric, values, num_evals, jnp.asarray(eps, theta.dtype)
+
+
+def _numeric_flat(spec: _Spec, lay, params, args, eps):
+    """θ, the finite-difference gradient along every coordinate, and the evaluation count."""
+    theta, numeric, _, num_evals, eps = _evaluate(spec, lay, params, args, eps, _stencils.get(spec.method))
+    return theta, numeric, num_evals, eps
 
 
 def _analytic_flat(spec: _Spec, lay, params, args, theta):
@@ -191,27 +222,80 @@ def _rel(num_err, norm_a, norm_b):
     return jnp.where(denom == 0, jnp.zeros_like(num_err), num_err / jnp.where(denom == 0, 1, denom))
 
 
+# A coordinate's discrepancy is discounted by _NOISE_FACTOR × its estimated noise; the
+# rounding floor counts _ROUNDING_ULPS ulps of each loss value the stencil combines.
+_NOISE_FACTOR = 2.0
+_ROUNDING_ULPS = 4.0
+
+
+def _noise_and_kinks(ext, theta, eps, numeric, analytic, values):
+    """Per coordinate: estimated finite-difference error, and kinks accepted as subgradients.
+
+    noise = |D(h) − D(2h)| (Richardson: the truncation error, plus the rounding noise
+    the two steps see differently) + a rounding floor (ulps of the loss values / h).
+    A kink: the one-sided differences disagree by more than curvature explains
+    (for smooth g, (D₊ − D₋)(2h) = 2·(D₊ − D₋)(h); at a kink both equal the jump).
+    """
+    h = _stencils.coordinate_step(theta, eps)
+    u = jnp.finfo(theta.dtype).eps
+    w1 = jnp.asarray(ext.stencil.weights, values.dtype)
+    w2 = jnp.asarray(ext.weights2, values.dtype)
+    d2 = jnp.real(values @ w2) / h
+    rounding = _ROUNDING_ULPS * u * jnp.sum(jnp.abs(jnp.real(values * w1)), axis=1) / h
+    noise = jnp.abs(numeric - d2) + rounding
+    band = _NOISE_FACTOR * noise
+    kink = jnp.zeros(theta.shape, bool)
+    if ext.one_sided:
+        g = {o: jnp.real(values[:, ext.index(o)]) for o in (2.0, 1.0, 0.0, -1.0, -2.0)}
+        dp1, dm1 = (g[1.0] - g[0.0]) / h, (g[0.0] - g[-1.0]) / h
+        dp2, dm2 = (g[2.0] - g[0.0]) / (2 * h), (g[0.0] - g[-2.0]) / (2 * h)
+        jump = 2 * (dp1 - dm1) - (dp2 - dm2)
+        big = jnp.maximum(jnp.maximum(jnp.abs(g[2.0]), jnp.abs(g[-2.0])), jnp.maximum(jnp.abs(g[1.0]), jnp.abs(g[-1.0])))
+        floor = 16 * _ROUNDING_ULPS * u * jnp.maximum(big, jnp.abs(g[0.0])) / h
+        margin = band + floor
+        lo, hi = jnp.minimum(dp1, dm1) - margin, jnp.maximum(dp1, dm1) + margin
+        kink = (jnp.abs(jump) > 2 * margin) & (analytic >= lo) & (analytic <= hi)
+    return noise, band, kink
+
+
 def _check(spec: _Spec, params, args, eps, tol) -> GradCheck:
     lay = _tree.layout(params)
-    theta, numeric, num_evals, eps = _numeric_flat(spec, lay, params, args, eps)
+    ext = _stencils.extended(_stencils.get(spec.method))
+    theta, numeric, values, num_evals, eps = _evaluate(spec, lay, params, args, eps, ext.stencil)
     analytic = _analytic_flat(spec, lay, params, args, theta)
     if tol is None:
         tol = _stencils.default_tol(lay.low_dtype, spec.method)
     tol = jnp.asarray(tol, theta.dtype)
 
+    # J(θ) a second time, from a separate trace of the loss: a loss that draws new
+    # randomness per evaluation (not from a key in *args) gives another value.
+    j0 = jnp.real(values[0, ext.index(0.0)]) if lay.n else spec.loss_fn(params, *args)
+    j0_again = jnp.asarray(spec.loss_fn(params, *args), theta.dtype)
+    num_evals += 1
+    u = jnp.finfo(theta.dtype).eps
+    deterministic = (j0 == j0_again) | (jnp.abs(j0 - j0_again) <= 4 * u * jnp.abs(j0)) | (jnp.isnan(j0) & jnp.isnan(j0_again))
+
+    noise, band, kink = _noise_and_kinks(ext, theta, eps, numeric, analytic, values)
+    diff = numeric - analytic
+    excess = jnp.where(kink, 0, jnp.sign(diff) * jnp.maximum(jnp.abs(diff) - band, 0))
+
     seg = _tree.segment_ids(lay)
     k = len(lay.sizes)
     sq = lambda x: jax.ops.segment_sum(x * x, seg, num_segments=k)  # noqa: E731
-    leaf_err, leaf_num, leaf_ana = sq(numeric - analytic), sq(numeric), sq(analytic)
+    leaf_err, leaf_num, leaf_ana = sq(diff), sq(numeric), sq(analytic)
+    leaf_ex, leaf_noise = sq(excess), sq(noise)
     err, norm_num, norm_ana = jnp.sqrt(leaf_err.sum()), jnp.sqrt(leaf_num.sum()), jnp.sqrt(leaf_ana.sum())
     rel_error = _rel(err, norm_num, norm_ana)
+    excess_rel = _rel(jnp.sqrt(leaf_ex.sum()), norm_num, norm_ana)
     leaf_rel = _rel(jnp.sqrt(leaf_err), jnp.sqrt(leaf_num), jnp.sqrt(leaf_ana))
+    leaf_ex_rel = _rel(jnp.sqrt(leaf_ex), jnp.sqrt(leaf_num), jnp.sqrt(leaf_ana))
     # A leaf also passes when its RMS discrepancy is small against the whole gradient's RMS scale.
     sizes = jnp.asarray(lay.sizes, theta.dtype)
     scale = (norm_num + norm_ana) / math.sqrt(lay.n)
-    leaf_ok = (leaf_rel <= tol) | (jnp.sqrt(leaf_err / sizes) <= tol * scale)
+    leaf_ok = (leaf_ex_rel <= tol) | (jnp.sqrt(leaf_ex / sizes) <= tol * scale)
     finite = jnp.all(jnp.isfinite(numeric)) & jnp.all(jnp.isfinite(analytic))
-    passed = (rel_error <= tol) & jnp.all(leaf_ok) & finite
+    passed = (excess_rel <= tol) & jnp.all(leaf_ok) & finite & deterministic
+    hint, hint_param = _diagnose.diagnose(lay, theta, numeric, analytic, ~leaf_ok)
     return GradCheck(
         rel_error=rel_error,
         passed=passed,
@@ -224,6 +308,15 @@ def _check(spec: _Spec, params, args, eps, tol) -> GradCheck:
         num_evals=jnp.asarray(num_evals, jnp.int32),
         method=spec.method,
         layout=lay,
+        excess_rel_error=excess_rel,
+        noise_floor=_rel(jnp.sqrt(leaf_noise.sum()), norm_num, norm_ana),
+        noise=_tree.unravel_full(lay, noise),
+        leaf_noise_floor=_tree.per_leaf(lay, _rel(jnp.sqrt(leaf_noise), jnp.sqrt(leaf_num), jnp.sqrt(leaf_ana))),
+        kink=_tree.unravel_full(lay, kink, fill=False),
+        deterministic=deterministic,
+        loss_values=jnp.stack([j0, j0_again]),
+        hint=_tree.per_leaf(lay, hint, fill=0),
+        hint_param=_tree.per_leaf(lay, hint_param, fill=0),
     )
 
 

@@ -53,7 +53,9 @@ def directional_derivatives(
     if chunk_size is None:
         chunk_size = default_chunk_size(theta.size, num_probes, stencil)
     center = loss(theta) if stencil.uses_center else None
-    offsets = jnp.asarray([o for o in stencil.offsets if o != 0], theta.dtype)
+    # A complex stencil (complex step) perturbs θ along the imaginary axis.
+    odtype = jnp.result_type(theta.dtype, jnp.complex64) if stencil.complex else theta.dtype
+    offsets = jnp.asarray([o for o in stencil.offsets if o != 0], odtype)
 
     def one(i):
         d, h = probe(i)
@@ -63,7 +65,7 @@ def directional_derivatives(
             values.append(center if o == 0 else next(it))
         values = jnp.stack(values)
         weights = jnp.asarray(stencil.weights, values.dtype)
-        return jnp.sum(weights * values) / h, values
+        return jnp.real(jnp.sum(weights * values)) / h, values
 
     derivs, values = jax.lax.map(one, jnp.arange(num_probes), batch_size=chunk_size)
     num_evals = num_probes * stencil.evals_per_probe + int(stencil.uses_center)
