@@ -228,13 +228,16 @@ _NOISE_FACTOR = 2.0
 _ROUNDING_ULPS = 4.0
 
 
-def _noise_and_kinks(ext, theta, eps, numeric, analytic, values):
+def _noise_and_kinks(ext, theta, eps, numeric, analytic, values, tol):
     """Per coordinate: estimated finite-difference error, and kinks accepted as subgradients.
 
     noise = |D(h) − D(2h)| (Richardson: the truncation error, plus the rounding noise
     the two steps see differently) + a rounding floor (ulps of the loss values / h).
     A kink: the one-sided differences disagree by more than curvature explains
-    (for smooth g, (D₊ − D₋)(2h) = 2·(D₊ − D₋)(h); at a kink both equal the jump).
+    (for smooth g, (D₊ − D₋)(2h) = 2·(D₊ − D₋)(h); at a kink both equal the jump),
+    and the jump matters at the tolerance (against this coordinate's and the whole
+    gradient's RMS scale: rounding floors underestimate noise when the loss is a sum
+    with cancellation, so a relative threshold guards against calling noise a kink).
     """
     h = _stencils.coordinate_step(theta, eps)
     u = jnp.finfo(theta.dtype).eps
@@ -254,7 +257,9 @@ def _noise_and_kinks(ext, theta, eps, numeric, analytic, values):
         floor = 16 * _ROUNDING_ULPS * u * jnp.maximum(big, jnp.abs(g[0.0])) / h
         margin = band + floor
         lo, hi = jnp.minimum(dp1, dm1) - margin, jnp.maximum(dp1, dm1) + margin
-        kink = (jnp.abs(jump) > 2 * margin) & (analytic >= lo) & (analytic <= hi)
+        scale = jnp.sqrt(jnp.mean(numeric * numeric + analytic * analytic))
+        matters = tol * (jnp.abs(numeric) + jnp.abs(analytic) + scale)
+        kink = (jnp.abs(jump) > 2 * margin + matters) & (analytic >= lo) & (analytic <= hi)
     return noise, band, kink
 
 
@@ -275,7 +280,7 @@ def _check(spec: _Spec, params, args, eps, tol) -> GradCheck:
     u = jnp.finfo(theta.dtype).eps
     deterministic = (j0 == j0_again) | (jnp.abs(j0 - j0_again) <= 4 * u * jnp.abs(j0)) | (jnp.isnan(j0) & jnp.isnan(j0_again))
 
-    noise, band, kink = _noise_and_kinks(ext, theta, eps, numeric, analytic, values)
+    noise, band, kink = _noise_and_kinks(ext, theta, eps, numeric, analytic, values, tol)
     diff = numeric - analytic
     excess = jnp.where(kink, 0, jnp.sign(diff) * jnp.maximum(jnp.abs(diff) - band, 0))
 
@@ -342,6 +347,7 @@ def check_grad(
     tol: float | None = None,
     method: str = "central",
     chunk_size: int | None = None,
+    x64: bool = False,
 ) -> GradCheck:
     """Check a hand-written gradient against finite differences, coordinate by coordinate.
 
@@ -361,9 +367,24 @@ def check_grad(
       eps: base step; coordinate i is stepped by `eps·max(1, |θ_i|)`. `None` picks
         the default for the parameters' dtype and `method`.
       tol: threshold on the relative error; `None` picks the default for the dtype.
-      method: finite-difference stencil, one of "central", "forward", "five_point".
+      method: finite-difference stencil, one of "central", "forward", "five_point",
+        "complex_step" (evaluates the loss at θ + i·h·e_j: exact to rounding, but
+        the loss must carry complex values through).
       chunk_size: probes evaluated per vmapped batch; `None` bounds memory to a
         few tens of MB of perturbed parameters.
+      x64: run the check of a float32 model in float64: x64 is enabled for the
+        call only, float params and float arrays in `args` are cast to float64,
+        and the setting is restored afterwards (also on error). Use it when a
+        float32 verdict is unclear (a discrepancy near the tolerance or the noise
+        floor); `loss_fn` and `grad_fn` must follow their inputs' dtype. It cannot
+        be used inside `jax.jit`/`jax.vmap` (x64 is fixed when tracing starts).
+
+    Each coordinate's discrepancy is discounted by twice its estimated
+    finite-difference noise (|D(h) − D(2h)| plus a rounding floor; the doubled
+    step costs extra loss evaluations, counted in `num_evals`), and coordinates
+    at a kink (relu at 0, max, abs) whose analytic value is a valid subgradient
+    are accepted. The loss is evaluated twice at θ; if the values differ the
+    check fails as non-deterministic.
 
     Returns:
       A `jgc.GradCheck`. Call `.report()` (or `print` it) for the table and
@@ -381,9 +402,36 @@ def check_grad(
       True
     """
     _validate(loss_fn, grad_fn, method, eps, tol, chunk_size)
+    if not isinstance(x64, bool):
+        raise TypeError(f"x64 must be True or False; received {type(x64).__name__}: {x64!r}.")
     params = _prepare(params)
+    if x64:
+        return _check_in_x64(_Spec(loss_fn, grad_fn, method, chunk_size), params, args, eps, tol)
     _tree.layout(params)  # fail here, before tracing, on an empty or unusable tree
     return _call(_Spec(loss_fn, grad_fn, method, chunk_size), params, args, eps=eps, tol=tol)
+
+
+_X64_TRACED = (
+    "x64=True cannot be used inside jax.jit, jax.vmap or another transformation: {path} is a "
+    "traced value, and x64 is fixed when tracing starts. Call check_grad(..., x64=True) outside "
+    "the transformation, or enable x64 yourself around the whole traced call "
+    "(`with jax.enable_x64(True):`) and pass float64 params."
+)
+
+
+def _check_in_x64(spec: _Spec, params, args, eps, tol) -> GradCheck:
+    """The check with x64 enabled for the call only, float leaves cast to float64."""
+    for path, leaf in jax.tree_util.tree_flatten_with_path((params, args))[0]:
+        if isinstance(leaf, jax.core.Tracer):
+            where = ("params" if path[0].idx == 0 else "args") + jax.tree_util.keystr(path[1:])
+            raise ValueError(_X64_TRACED.format(path=where))
+    with jax.enable_x64(True):
+        up = lambda x: (  # noqa: E731
+            jnp.asarray(x, jnp.float64) if _tree.is_array(x) and jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating) else x
+        )
+        params, args = jax.tree_util.tree_map(up, (params, args))
+        _tree.layout(params)
+        return _call(spec, params, args, eps=eps, tol=tol)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -84,7 +84,7 @@ def diagnose_leaf(numeric, analytic, theta, shape):
 def diagnose(lay, theta, numeric, analytic, leaf_failed):
     """Per checked leaf (θ order): hint codes (int32) and parameters; NONE for passing leaves."""
     codes, params = [], []
-    for k, (i, o, s) in enumerate(zip(lay.checked_index, lay.offsets, lay.sizes)):
+    for k, (i, o, s) in enumerate(zip(lay.checked_index, lay.offsets, lay.sizes, strict=True)):
         sl = slice(o, o + s)
         code, param = diagnose_leaf(numeric[sl], analytic[sl], theta[sl], lay.shapes[i])
         codes.append(jnp.where(leaf_failed[k], code, NONE))
@@ -112,7 +112,7 @@ def describe(code: int, param: float, rows: list[int] | None = None) -> str:
     if code == L2:
         return f"numeric − analytic ≈ {param:.3g}·θ (forgotten or mis-scaled L2 term, λ ≈ {param:.3g})"
     if code in (ROWS, COLUMNS):
-        what = "rows" if code == ROWS else "columns"
+        what = ("row" if code == ROWS else "column") + ("s" if int(param) != 1 else "")
         listing = (" " + str(rows[:8])[:-1] + (", …]" if len(rows) > 8 else "]")) if rows else ""
         return f"error confined to {int(param)} {what}{listing}"
     return ""

@@ -113,7 +113,7 @@ def extended(stencil: Stencil) -> Extended:
             offsets.append(o)
     w1 = [0.0] * len(offsets)
     w2 = [0.0] * len(offsets)
-    for o, w in zip(stencil.offsets, stencil.weights):
+    for o, w in zip(stencil.offsets, stencil.weights, strict=True):
         w1[offsets.index(o)] += w
         w2[offsets.index(2 * o)] += w / 2
     wide = Stencil(stencil.name, tuple(offsets), tuple(w1), stencil.order, stencil.complex)
