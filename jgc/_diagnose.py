@@ -18,7 +18,9 @@ the residual of the fitted model is below `_FIT` of the discrepancy it explains.
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 NONE, SCALED, ZERO, TRANSPOSED, L2, ROWS, COLUMNS = range(7)
 NAMES = {NONE: "", SCALED: "scaled", ZERO: "zero", TRANSPOSED: "transposed", L2: "l2", ROWS: "rows", COLUMNS: "columns"}
@@ -27,69 +29,88 @@ _FIT = 0.05  # a model fits when its residual is below 5% of what it explains
 _SHARE = 1e-3  # a row or column "carries error" when it holds more than this share of it
 
 
-def _norm(x):
-    return jnp.sqrt(jnp.sum(x * x))
+def _index_maps(lay):
+    """Static per-coordinate maps (NumPy): transpose permutation, global row and column ids."""
+    perm, rows, cols, row_leaf, col_leaf = [], [], [], [], []
+    square, matrix, nrows, ncols = [], [], [], []
+    for k, (i, o, s) in enumerate(zip(lay.checked_index, lay.offsets, lay.sizes, strict=True)):
+        shape = lay.shapes[i]
+        idx = np.arange(s)
+        is_square = len(shape) == 2 and shape[0] == shape[1] and shape[0] > 1
+        perm.append(o + (idx.reshape(shape).T.reshape(-1) if is_square else idx))
+        r = shape[0] if len(shape) >= 2 else 1
+        c = shape[-1] if len(shape) >= 2 else 1
+        rows.append(len(row_leaf) + (idx // max(1, s // r) if s else idx))
+        cols.append(len(col_leaf) + (idx % c))
+        row_leaf += [k] * r
+        col_leaf += [k] * c
+        square.append(is_square)
+        matrix.append(len(shape) >= 2)
+        nrows.append(r)
+        ncols.append(c)
+    cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0, int)  # noqa: E731
+    return dict(
+        perm=cat(perm),
+        rows=cat(rows),
+        cols=cat(cols),
+        row_leaf=np.asarray(row_leaf, int),
+        col_leaf=np.asarray(col_leaf, int),
+        square=np.asarray(square, bool),
+        matrix=np.asarray(matrix, bool),
+        nrows=np.asarray(nrows),
+        ncols=np.asarray(ncols),
+    )
 
 
 def _safe_div(a, b):
     return jnp.where(b == 0, jnp.zeros_like(a), a / jnp.where(b == 0, 1, b))
 
 
-def _confined(err2d):
-    """(confined, count): error lives in a strict minority of the rows of a 2-D array."""
-    rows = jnp.sum(err2d * err2d, axis=1)
-    total = jnp.sum(rows)
-    bad = rows > _SHARE * total
-    count = jnp.sum(bad)
-    return (total > 0) & (count >= 1) & (2 * count <= rows.shape[0]) & (rows.shape[0] > 1), count
-
-
-def diagnose_leaf(numeric, analytic, theta, shape):
-    """(hint code, parameter) for one leaf; arrays are flat, `shape` is the leaf's shape."""
-    dtype = numeric.dtype
-    diff = numeric - analytic
-    n_num, n_ana, n_diff = _norm(numeric), _norm(analytic), _norm(diff)
-    code, param = jnp.asarray(NONE, jnp.int32), jnp.asarray(0, dtype)
-    found = jnp.asarray(False)
-
-    def take(code, param, found, ok, new_code, new_param):
-        use = ok & ~found
-        return jnp.where(use, new_code, code), jnp.where(use, jnp.asarray(new_param, dtype), param), found | ok
-
-    # analytic ≈ 0
-    zero = (n_num > 0) & (n_ana <= _FIT * n_num)
-    code, param, found = take(code, param, found, zero, ZERO, 0)
-    # analytic ≈ c · numeric (c ≠ 1)
-    c = _safe_div(jnp.sum(analytic * numeric), n_num * n_num)
-    scaled = (n_num > 0) & (_norm(analytic - c * numeric) <= _FIT * n_ana) & (jnp.abs(c - 1) > _FIT)
-    code, param, found = take(code, param, found, scaled, SCALED, c)
-    # analytic ≈ numericᵀ
-    if len(shape) == 2 and shape[0] == shape[1] and shape[0] > 1:
-        nt = numeric.reshape(shape).T.reshape(-1)
-        transposed = (n_diff > 0) & (_norm(analytic - nt) <= _FIT * n_diff)
-        code, param, found = take(code, param, found, transposed, TRANSPOSED, 0)
-    # numeric − analytic ≈ λ · θ
-    lam = _safe_div(jnp.sum(diff * theta), jnp.sum(theta * theta))
-    l2 = (n_diff > 0) & (lam != 0) & (_norm(diff - lam * theta) <= _FIT * n_diff)
-    code, param, found = take(code, param, found, l2, L2, lam)
-    # error confined to some rows / some columns
-    if len(shape) >= 2:
-        rows_ok, rows = _confined(diff.reshape(shape[0], -1))
-        code, param, found = take(code, param, found, rows_ok, ROWS, rows)
-        cols_ok, cols = _confined(diff.reshape(-1, shape[-1]).T)
-        code, param, found = take(code, param, found, cols_ok, COLUMNS, cols)
-    return code, param
-
-
 def diagnose(lay, theta, numeric, analytic, leaf_failed):
-    """Per checked leaf (θ order): hint codes (int32) and parameters; NONE for passing leaves."""
-    codes, params = [], []
-    for k, (i, o, s) in enumerate(zip(lay.checked_index, lay.offsets, lay.sizes, strict=True)):
-        sl = slice(o, o + s)
-        code, param = diagnose_leaf(numeric[sl], analytic[sl], theta[sl], lay.shapes[i])
-        codes.append(jnp.where(leaf_failed[k], code, NONE))
-        params.append(jnp.where(leaf_failed[k], param, 0))
-    return jnp.stack(codes), jnp.stack(params)
+    """Per checked leaf (θ order): hint codes (int32) and parameters; NONE for passing leaves.
+
+    Vectorised over all coordinates with segment sums, so the cost does not grow with
+    the number of leaves.
+    """
+    maps = _index_maps(lay)
+    k = len(lay.sizes)
+    seg = np.repeat(np.arange(k), lay.sizes)
+    ssum = lambda x, ids=seg, n=k: jax.ops.segment_sum(x, ids, num_segments=n)  # noqa: E731
+    diff = numeric - analytic
+    nn, aa, dd = ssum(numeric * numeric), ssum(analytic * analytic), ssum(diff * diff)
+    fit2 = _FIT**2
+
+    zero = (nn > 0) & (aa <= fit2 * nn)
+    c = _safe_div(ssum(analytic * numeric), nn)
+    scaled = (nn > 0) & (ssum((analytic - c[seg] * numeric) ** 2) <= fit2 * aa) & (jnp.abs(c - 1) > _FIT)
+    transposed = jnp.asarray(maps["square"]) & (dd > 0) & (ssum((analytic - numeric[maps["perm"]]) ** 2) <= fit2 * dd)
+    lam = _safe_div(ssum(diff * theta), ssum(theta * theta))
+    l2 = (dd > 0) & (lam != 0) & (ssum((diff - lam[seg] * theta) ** 2) <= fit2 * dd)
+
+    def confined(ids, owner, count_per_leaf):
+        err = ssum(diff * diff, ids, len(owner))
+        bad = err > _SHARE * dd[owner]
+        count = ssum(bad.astype(jnp.int32), owner, k)
+        ok = jnp.asarray(maps["matrix"]) & (dd > 0) & (count >= 1) & (2 * count <= count_per_leaf) & (count_per_leaf > 1)
+        return ok, count
+
+    rows_ok, nrows = confined(maps["rows"], maps["row_leaf"], maps["nrows"])
+    cols_ok, ncols = confined(maps["cols"], maps["col_leaf"], maps["ncols"])
+
+    code = jnp.full((k,), NONE, jnp.int32)
+    param = jnp.zeros((k,), theta.dtype)
+    # the first shape that fits wins: apply in reverse order of priority
+    for ok, new_code, new_param in (
+        (cols_ok, COLUMNS, ncols),
+        (rows_ok, ROWS, nrows),
+        (l2, L2, lam),
+        (transposed, TRANSPOSED, 0),
+        (scaled, SCALED, c),
+        (zero, ZERO, 0),
+    ):
+        code = jnp.where(ok, new_code, code)
+        param = jnp.where(ok, jnp.asarray(new_param, theta.dtype), param)
+    return jnp.where(leaf_failed, code, NONE), jnp.where(leaf_failed, param, 0)
 
 
 def _fraction(c: float) -> str:

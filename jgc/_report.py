@@ -70,15 +70,18 @@ def _verdict(res) -> str:
         err = f"rel_error {rel:.2e}, beyond noise {ex:.2e} {cmp} tol {tol:.1e}, noise floor {float(res.noise_floor):.1e}"
     else:
         err = f"rel_error {rel:.2e} {cmp} tol {tol:.1e}"
+    status = "passed" if ok else "FAILED"
+    if res.deterministic is not None and not bool(res.deterministic):
+        status = "FAILED (the loss is not deterministic)"
     return (
-        f"{'passed' if ok else 'FAILED'}: {err} "
+        f"{status}: {err} "
         f"({res.method}, eps {float(res.eps):.1e}, {lay.dtype.name}, "
         f"{lay.n:,} coordinates, {int(res.num_evals):,} loss evaluations)"
     )
 
 
 _NONDETERMINISTIC = (
-    "FAILED: the loss is not deterministic: two evaluations at the same θ gave {a!r} and {b!r}, so "
+    "the loss is not deterministic: two evaluations at the same θ gave {a!r} and {b!r}, so "
     "finite differences measure noise. Draw randomness (dropout masks, sampling) from a PRNG key "
     "passed in *args, e.g. loss_fn(params, x, key) with jax.random.bernoulli(key, ...), never from "
     "state that changes between calls."

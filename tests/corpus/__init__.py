@@ -16,8 +16,9 @@ sys.path); the models are tiny so the whole corpus checks in seconds.
 
 from ._dense import DENSE
 from ._model import Model as Model
+from ._model import all_variants as all_variants
 from ._structured import STRUCTURED
 
 MODELS: list[Model] = DENSE + STRUCTURED
 
-__all__ = ["MODELS", "Model"]
+__all__ = ["MODELS", "Model", "all_variants"]

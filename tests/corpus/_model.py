@@ -47,3 +47,21 @@ def model(name, init, loss_fn, grad, bugs):
         functools.partial(grad, bug=None),
         {b: (functools.partial(grad, bug=b), leaf) for b, leaf in bugs.items()},
     )
+
+
+def all_variants(m: Model):
+    """(loss_fn, grad_fn, names, wrong_leaves) checking the correct gradient and every bug
+    of `m` in one compiled check: the variant is an int32 first argument (0 = correct,
+    then the bugs in order), so `jax.vmap` over (variant, seed) needs a single compile.
+    """
+    names = ["correct"] + list(m.bugs)
+    fns = [m.grad_fn] + [f for f, _ in m.bugs.values()]
+    leaves = [None] + [leaf for _, leaf in m.bugs.values()]
+
+    def loss_fn(params, variant, *args):
+        return m.loss_fn(params, *args)
+
+    def grad_fn(params, variant, *args):
+        return jax.lax.switch(variant, [lambda p, *a, f=f: f(p, *a) for f in fns], params, *args)
+
+    return loss_fn, grad_fn, names, leaves
