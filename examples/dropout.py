@@ -35,14 +35,14 @@ def mask_of(key, shape, dtype):
 
 def loss(params, x, y, key):
     """MSE of a one-hidden-layer tanh network with inverted dropout on the hidden layer."""
-    h = jnp.tanh(x @ params["W1"] + params["b1"])
+    h = jnp.tanh(x @ params["W1"] + params["b1"][None])
     h = h * mask_of(key, h.shape, h.dtype) / KEEP
     return 0.5 * jnp.mean(jnp.sum((h @ params["W2"] - y) ** 2, axis=1))
 
 
 def grad(params, x, y, key, forget=None):
     """The hand-written backward pass; `forget="mask"` or `"scale"` plants a bug."""
-    h = jnp.tanh(x @ params["W1"] + params["b1"])
+    h = jnp.tanh(x @ params["W1"] + params["b1"][None])
     mask = mask_of(key, h.shape, h.dtype)
     hd = h * mask / KEEP
     dout = (hd @ params["W2"] - y) / x.shape[0]
@@ -67,7 +67,7 @@ def grad_forgot_scale(params, x, y, key):
 
 def loss_with_global_rng(params, x, y, key):
     """The mistake jgc detects: a mask that changes between evaluations (key ignored)."""
-    h = jnp.tanh(x @ params["W1"] + params["b1"])
+    h = jnp.tanh(x @ params["W1"] + params["b1"][None])
     h = h * jnp.asarray(np.random.rand(*h.shape) < KEEP, h.dtype) / KEEP
     return 0.5 * jnp.mean(jnp.sum((h @ params["W2"] - y) ** 2, axis=1))
 

@@ -233,8 +233,8 @@ def _noise_and_kinks(ext, theta, eps, numeric, analytic, values, tol):
 
     noise = |D(h) − D(2h)| (Richardson: the truncation error, plus the rounding noise
     the two steps see differently) + a rounding floor (ulps of the loss values / h).
-    A kink: the one-sided differences disagree by more than curvature explains
-    (for smooth g, (D₊ − D₋)(2h) = 2·(D₊ − D₋)(h); at a kink both equal the jump),
+    A kink: the one-sided derivatives (forward and backward differences, each
+    extrapolated from h and 2h so that curvature cancels) disagree beyond noise,
     and the jump matters at the tolerance (against this coordinate's and the whole
     gradient's RMS scale: rounding floors underestimate noise when the loss is a sum
     with cancellation, so a relative threshold guards against calling noise a kink).
@@ -244,7 +244,7 @@ def _noise_and_kinks(ext, theta, eps, numeric, analytic, values, tol):
     w1 = jnp.asarray(ext.stencil.weights, values.dtype)
     w2 = jnp.asarray(ext.weights2, values.dtype)
     d2 = jnp.real(values @ w2) / h
-    rounding = _ROUNDING_ULPS * u * jnp.sum(jnp.abs(jnp.real(values * w1)), axis=1) / h
+    rounding = _ROUNDING_ULPS * u * jnp.sum(jnp.abs(jnp.real(values * w1[None, :])), axis=1) / h
     noise = jnp.abs(numeric - d2) + rounding
     band = _NOISE_FACTOR * noise
     kink = jnp.zeros(theta.shape, bool)
@@ -252,11 +252,14 @@ def _noise_and_kinks(ext, theta, eps, numeric, analytic, values, tol):
         g = {o: jnp.real(values[:, ext.index(o)]) for o in (2.0, 1.0, 0.0, -1.0, -2.0)}
         dp1, dm1 = (g[1.0] - g[0.0]) / h, (g[0.0] - g[-1.0]) / h
         dp2, dm2 = (g[2.0] - g[0.0]) / (2 * h), (g[0.0] - g[-2.0]) / (2 * h)
-        jump = 2 * (dp1 - dm1) - (dp2 - dm2)
+        # one-sided derivatives, each Richardson-extrapolated (O(h²)): the curvature of a
+        # piecewise-smooth loss does not widen or shift the interval they bound
+        right, left = 2 * dp1 - dp2, 2 * dm1 - dm2
+        jump = right - left
         big = jnp.maximum(jnp.maximum(jnp.abs(g[2.0]), jnp.abs(g[-2.0])), jnp.maximum(jnp.abs(g[1.0]), jnp.abs(g[-1.0])))
         floor = 16 * _ROUNDING_ULPS * u * jnp.maximum(big, jnp.abs(g[0.0])) / h
         margin = band + floor
-        lo, hi = jnp.minimum(dp1, dm1) - margin, jnp.maximum(dp1, dm1) + margin
+        lo, hi = jnp.minimum(right, left) - margin, jnp.maximum(right, left) + margin
         scale = jnp.sqrt(jnp.mean(numeric * numeric + analytic * analytic))
         matters = tol * (jnp.abs(numeric) + jnp.abs(analytic) + scale)
         kink = (jnp.abs(jump) > 2 * margin + matters) & (analytic >= lo) & (analytic <= hi)

@@ -24,16 +24,16 @@ def mlp_init(key, dtype):
 
 
 def mlp_loss(p, x, y):
-    h = jnp.tanh(x @ p["W1"] + p["b1"])
-    out = h @ p["W2"] + p["b2"]
+    h = jnp.tanh(x @ p["W1"] + p["b1"][None])
+    out = h @ p["W2"] + p["b2"][None]
     l2 = jnp.sum(p["W1"] ** 2) + jnp.sum(p["W2"] ** 2)
     return 0.5 * jnp.mean(jnp.sum((out - y) ** 2, axis=1)) + 0.5 * LAM * l2
 
 
 def mlp_grad(p, x, y, bug=None):
     m = x.shape[0]
-    h = jnp.tanh(x @ p["W1"] + p["b1"])
-    dout = (h @ p["W2"] + p["b2"] - y) / m
+    h = jnp.tanh(x @ p["W1"] + p["b1"][None])
+    dout = (h @ p["W2"] + p["b2"][None] - y) / m
     dW2 = h.T @ dout + (2 if bug == "l2_twice" else 1) * LAM * p["W2"]
     db2 = dout.sum(0)
     dz = (dout @ p["W2"].T) * (1 - h**2)
@@ -68,14 +68,14 @@ def _mask(key, shape, dtype):
 
 
 def dropout_loss(p, x, y, key):
-    h = jnp.tanh(x @ p["W1"] + p["b1"])
+    h = jnp.tanh(x @ p["W1"] + p["b1"][None])
     hd = h * _mask(key, h.shape, x.dtype) / KEEP
     return 0.5 * jnp.mean(jnp.sum((hd @ p["W2"] - y) ** 2, axis=1))
 
 
 def dropout_grad(p, x, y, key, bug=None):
     m = x.shape[0]
-    h = jnp.tanh(x @ p["W1"] + p["b1"])
+    h = jnp.tanh(x @ p["W1"] + p["b1"][None])
     mask = _mask(jax.random.fold_in(key, 1) if bug == "new_mask" else key, h.shape, x.dtype)
     hd = h * _mask(key, h.shape, x.dtype) / KEEP
     dout = (hd @ p["W2"] - y) / m
@@ -108,13 +108,13 @@ def softmax_init(key, dtype):
 
 
 def softmax_loss(p, x, labels):
-    logp = log_softmax(x @ p["W"] + p["b"])
+    logp = log_softmax(x @ p["W"] + p["b"][None])
     return -jnp.mean(jnp.take_along_axis(logp, labels[:, None], axis=1))
 
 
 def softmax_grad(p, x, labels, bug=None):
     m = x.shape[0]
-    probs = softmax(x @ p["W"] + p["b"])
+    probs = softmax(x @ p["W"] + p["b"][None])
     onehot = jax.nn.one_hot(labels, probs.shape[1], dtype=x.dtype)
     dlogits = (probs - onehot) / m
     dW = x.T @ (probs / m if bug == "forgot_onehot" else dlogits)
@@ -146,13 +146,13 @@ def relu_init(key, dtype):
 
 
 def relu_loss(p, x, y):
-    out = relu(x @ p["W1"] + p["b1"]) @ p["W2"]
+    out = relu(x @ p["W1"] + p["b1"][None]) @ p["W2"]
     return 0.5 * jnp.mean((out - y) ** 2)
 
 
 def relu_grad(p, x, y, bug=None):
     m = x.shape[0]
-    z = x @ p["W1"] + p["b1"]
+    z = x @ p["W1"] + p["b1"][None]
     h = relu(z)
     dout = (h @ p["W2"] - y) / m
     dh = dout @ p["W2"].T

@@ -61,7 +61,7 @@ def rnn_init(key, dtype):
 def _rnn_states(p, xs):
     hs = [jnp.zeros((xs.shape[1], p["W"].shape[0]), xs.dtype)]
     for t in range(xs.shape[0]):
-        hs.append(jnp.tanh(hs[-1] @ p["W"] + xs[t] @ p["U"] + p["b"]))
+        hs.append(jnp.tanh(hs[-1] @ p["W"] + xs[t] @ p["U"] + p["b"][None]))
     return hs
 
 
@@ -123,15 +123,15 @@ def _norm_backward(dzh, zh, sigma, axis, bug):
 
 def layernorm_loss(p, x, t):
     zh, _ = _normalize(x @ p["W"], axis=-1)
-    return 0.5 * jnp.sum((p["gamma"] * zh + p["beta"] - t) ** 2)
+    return 0.5 * jnp.sum((p["gamma"][None] * zh + p["beta"][None] - t) ** 2)
 
 
 def layernorm_grad(p, x, t, bug=None):
     zh, sigma = _normalize(x @ p["W"], axis=-1)
-    dy = p["gamma"] * zh + p["beta"] - t
+    dy = p["gamma"][None] * zh + p["beta"][None] - t
     dgamma = dy.sum(0) if bug == "gamma_without_xhat" else (dy * zh).sum(0)
     dbeta = dy.mean(0) if bug == "beta_mean" else dy.sum(0)
-    dz = _norm_backward(dy * p["gamma"], zh, sigma, -1, bug)
+    dz = _norm_backward(dy * p["gamma"][None], zh, sigma, -1, bug)
     return {"W": x.T @ dz, "gamma": dgamma, "beta": dbeta}
 
 
@@ -146,16 +146,16 @@ LAYERNORM = model(
 
 def batchnorm_loss(p, x, t):
     zh, _ = _normalize(x @ p["W"], axis=0)
-    return jnp.sum(jnp.tanh(p["gamma"] * zh + p["beta"]) * t)
+    return jnp.sum(jnp.tanh(p["gamma"][None] * zh + p["beta"][None]) * t)
 
 
 def batchnorm_grad(p, x, t, bug=None):
     zh, sigma = _normalize(x @ p["W"], axis=0)
-    y = jnp.tanh(p["gamma"] * zh + p["beta"])
+    y = jnp.tanh(p["gamma"][None] * zh + p["beta"][None])
     dy = t * (1 - y**2)
     dgamma = (dy * zh).sum(0) * (2 if bug == "gamma_doubled" else 1)
     dbeta = -dy.sum(0) if bug == "beta_sign" else dy.sum(0)
-    dz = _norm_backward(dy * p["gamma"], zh, sigma, 0, bug)
+    dz = _norm_backward(dy * p["gamma"][None], zh, sigma, 0, bug)
     return {"W": x.T @ dz, "gamma": dgamma, "beta": dbeta}
 
 
