@@ -11,7 +11,7 @@ from jgc import _diagnose as D
 LAM = 0.3
 
 
-def loss(p, x, t):
+def loss(p, x, t, *_):
     return jnp.sum(jnp.tanh(p["W"] @ x) * t) + 0.5 * LAM * jnp.sum(p["W"] ** 2) + jnp.sum(jnp.sin(p["b"]))
 
 
