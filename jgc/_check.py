@@ -223,9 +223,10 @@ def _rel(num_err, norm_a, norm_b):
 
 
 # A coordinate's discrepancy is discounted by _NOISE_FACTOR × its estimated noise; the
-# rounding floor counts _ROUNDING_ULPS ulps of each loss value the stencil combines.
+# rounding floor is the final rounding of each loss value the stencil combines (½ ulp each;
+# rounding inside the loss shows up in |D(h) − D(2h)|).
 _NOISE_FACTOR = 2.0
-_ROUNDING_ULPS = 4.0
+_ROUNDING_ULPS = 0.5
 
 
 def _noise_and_kinks(ext, theta, eps, numeric, analytic, values, tol):

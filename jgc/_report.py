@@ -94,6 +94,12 @@ def _extra_lines(res) -> list[str]:
     if res.deterministic is not None and not bool(res.deterministic):
         a, b = (float(v) for v in np.asarray(res.loss_values))
         lines.append(_NONDETERMINISTIC.format(a=a, b=b))
+    if res.noise_floor is not None and float(res.noise_floor) > float(res.tol):
+        lines.append(
+            f"warning: the noise floor {float(res.noise_floor):.1e} exceeds tol {float(res.tol):.1e}: finite "
+            "differences cannot resolve errors this small here, so a pass is weak. Check in float64 "
+            "(check_grad(..., x64=True)) or try another eps."
+        )
     if res.kink is not None:
         lay = res.layout
         kinks = [(lay.paths[i], int(np.sum(np.asarray(k)))) for i, k in enumerate(_leaves(res, res.kink)) if lay.checked[i]]
