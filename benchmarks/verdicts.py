@@ -41,7 +41,9 @@ def run_model(m, dtype, method, seeds, grid):
     params, args = jax.tree.map(lambda x: jnp.tile(x, (v,) + (1,) * (x.ndim - 1)), (params, args))
     variant = jnp.repeat(jnp.arange(v, dtype=jnp.int32), seeds)
     check = jax.jit(
-        jax.vmap(lambda p, i, a, eps, tol: jgc.check_grad(loss, grad, p, i, *a, method=method, eps=eps, tol=tol), (0, 0, 0, None, None))
+        jax.vmap(
+            lambda p, i, a, eps, tol: jgc.check_grad(loss, grad, p, i, *a, method=method, eps=eps, tol=tol), (0, 0, 0, None, None)
+        )
     )
     out = []
     for eps, tol in grid:
@@ -145,12 +147,18 @@ def main():
                     print(f"    {name}: {row}")
             for s in r["skipped"]:
                 print(f"    skipped {s}")
+            save(a.out, results, t0)  # after every configuration, so a long run keeps what it measured
     print()
     print(f"{len(MODELS)} model families, {sum(len(m.bugs) for m in MODELS)} planted bugs, {a.seeds} seeds each")
     print(table(results))
     if a.sweep:
         print()
         print(sweep_table(results))
+    save(a.out, results, t0)
+    print(f"saved {a.out}")
+
+
+def save(out, results, t0):
     meta = dict(
         command="python " + " ".join(sys.argv),
         jax=jax.__version__,
@@ -160,9 +168,8 @@ def main():
         bugs=sum(len(m.bugs) for m in MODELS),
         seconds=round(time.time() - t0, 1),
     )
-    pathlib.Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    pathlib.Path(a.out).write_text(json.dumps(dict(meta=meta, results=results), indent=1))
-    print(f"saved {a.out}")
+    pathlib.Path(out).parent.mkdir(parents=True, exist_ok=True)
+    pathlib.Path(out).write_text(json.dumps(dict(meta=meta, results=results), indent=1))
 
 
 if __name__ == "__main__":

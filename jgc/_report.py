@@ -75,7 +75,7 @@ def _verdict(res) -> str:
         status = "FAILED (the loss is not deterministic)"
     return (
         f"{status}: {err} "
-        f"({res.method}, eps {float(res.eps):.1e}, {lay.dtype.name}, "
+        f"({res.method}, eps {float(res.eps):.1e}, {np.asarray(res.eps).dtype.name}, "
         f"{lay.n:,} coordinates, {int(res.num_evals):,} loss evaluations)"
     )
 

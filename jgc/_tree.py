@@ -79,7 +79,7 @@ class Layout:
     @property
     def dtype(self):
         """dtype of θ: the promoted dtype of the checked leaves."""
-        return np.result_type(*(self.dtypes[i] for i in self.checked_index))
+        return jnp.result_type(*(self.dtypes[i] for i in self.checked_index))
 
     @property
     def low_dtype(self):

@@ -15,7 +15,17 @@ def test_registry_shape():
     names = {m.name for m in MODELS}
     assert len(MODELS) >= 10 and len(names) == len(MODELS)
     assert sum(len(m.bugs) for m in MODELS) >= 25
-    for family in ("mlp_l2", "dropout_mlp", "softmax_ce", "conv2d", "rnn_bptt", "layernorm", "batchnorm", "attention", "embedding"):
+    for family in (
+        "mlp_l2",
+        "dropout_mlp",
+        "softmax_ce",
+        "conv2d",
+        "rnn_bptt",
+        "layernorm",
+        "batchnorm",
+        "attention",
+        "embedding",
+    ):
         assert family in names
     with jax.enable_x64(True):
         for m in MODELS:

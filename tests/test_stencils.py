@@ -47,7 +47,11 @@ def check_methods(method, dtype, transform):
 
 @pytest.mark.parametrize("method", METHODS)
 def test_methods_pass_and_catch(method, dtype):
-    check_methods(method, dtype, lambda check, batch: jax.tree.map(lambda x: jnp.asarray(x)[None], check(jax.tree.map(lambda x: x[0], batch))))
+    check_methods(
+        method,
+        dtype,
+        lambda check, batch: jax.tree.map(lambda x: jnp.asarray(x)[None], check(jax.tree.map(lambda x: x[0], batch))),
+    )
 
 
 @pytest.mark.parametrize("method", ["central", "complex_step"])

@@ -33,7 +33,7 @@ def test_x64_checks_in_float64_and_restores():
     res = jgc.check_grad(loss, grad, p, x, x64=True)
     assert not jax.config.jax_enable_x64
     assert bool(res.passed)
-    assert res.layout.dtype == np.float64
+    assert np.asarray(res.eps).dtype == np.float64
     assert np.asarray(res.numeric["W"]).dtype == np.float64
     assert float(res.tol) == 1e-6 and float(res.rel_error) < 1e-8
     assert p["W"].dtype == jnp.float32 and x.dtype == jnp.float32  # inputs untouched

@@ -59,7 +59,11 @@ KEEP = 0.75
 
 def dropout_init(key, dtype):
     k = jax.random.split(key, 6)
-    params = {"W1": normal(k[0], (3, 6), dtype, 0.7), "b1": normal(k[1], (6,), dtype, 0.1), "W2": normal(k[2], (6, 2), dtype, 0.5)}
+    params = {
+        "W1": normal(k[0], (3, 6), dtype, 0.7),
+        "b1": normal(k[1], (6,), dtype, 0.1),
+        "W2": normal(k[2], (6, 2), dtype, 0.5),
+    }
     return params, (normal(k[3], (4, 3), dtype), normal(k[4], (4, 2), dtype), k[5])
 
 

@@ -101,7 +101,11 @@ def _norm_init(shape_x, shape_w, shape_t):
     def init(key, dtype):
         k = jax.random.split(key, 5)
         f = shape_w[1]
-        params = {"W": normal(k[0], shape_w, dtype, 0.7), "gamma": 1 + normal(k[1], (f,), dtype, 0.2), "beta": normal(k[2], (f,), dtype, 0.2)}
+        params = {
+            "W": normal(k[0], shape_w, dtype, 0.7),
+            "gamma": 1 + normal(k[1], (f,), dtype, 0.2),
+            "beta": normal(k[2], (f,), dtype, 0.2),
+        }
         return params, (normal(k[3], shape_x, dtype), normal(k[4], shape_t, dtype))
 
     return init
