@@ -291,9 +291,8 @@ def _check(spec: _Spec, params, args, eps, tol) -> GradCheck:
 
     seg = _tree.segment_ids(lay)
     k = len(lay.sizes)
-    sq = lambda x: jax.ops.segment_sum(x * x, seg, num_segments=k)  # noqa: E731
-    leaf_err, leaf_num, leaf_ana = sq(diff), sq(numeric), sq(analytic)
-    leaf_ex, leaf_noise = sq(excess), sq(noise)
+    sums = jax.ops.segment_sum(jnp.stack([diff, numeric, analytic, excess, noise], 1) ** 2, seg, num_segments=k)
+    leaf_err, leaf_num, leaf_ana, leaf_ex, leaf_noise = sums.T
     err, norm_num, norm_ana = jnp.sqrt(leaf_err.sum()), jnp.sqrt(leaf_num.sum()), jnp.sqrt(leaf_ana.sum())
     rel_error = _rel(err, norm_num, norm_ana)
     excess_rel = _rel(jnp.sqrt(leaf_ex.sum()), norm_num, norm_ana)

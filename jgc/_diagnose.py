@@ -77,15 +77,21 @@ def diagnose(lay, theta, numeric, analytic, leaf_failed):
     seg = np.repeat(np.arange(k), lay.sizes)
     ssum = lambda x, ids=seg, n=k: jax.ops.segment_sum(x, ids, num_segments=n)  # noqa: E731
     diff = numeric - analytic
-    nn, aa, dd = ssum(numeric * numeric), ssum(analytic * analytic), ssum(diff * diff)
+    # one segment sum for the first-stage sums, one for the residuals (few scatters: cheap to compile)
+    nn, aa, dd, an, dt, tt = ssum(jnp.stack([numeric**2, analytic**2, diff**2, analytic * numeric, diff * theta, theta**2], 1)).T
     fit2 = _FIT**2
+    c = _safe_div(an, nn)
+    lam = _safe_div(dt, tt)
+    r_scaled, r_transposed, r_l2 = ssum(
+        jnp.stack(
+            [(analytic - c[seg] * numeric) ** 2, (analytic - numeric[maps["perm"]]) ** 2, (diff - lam[seg] * theta) ** 2], 1
+        )
+    ).T
 
     zero = (nn > 0) & (aa <= fit2 * nn)
-    c = _safe_div(ssum(analytic * numeric), nn)
-    scaled = (nn > 0) & (ssum((analytic - c[seg] * numeric) ** 2) <= fit2 * aa) & (jnp.abs(c - 1) > _FIT)
-    transposed = jnp.asarray(maps["square"]) & (dd > 0) & (ssum((analytic - numeric[maps["perm"]]) ** 2) <= fit2 * dd)
-    lam = _safe_div(ssum(diff * theta), ssum(theta * theta))
-    l2 = (dd > 0) & (lam != 0) & (ssum((diff - lam[seg] * theta) ** 2) <= fit2 * dd)
+    scaled = (nn > 0) & (r_scaled <= fit2 * aa) & (jnp.abs(c - 1) > _FIT)
+    transposed = jnp.asarray(maps["square"]) & (dd > 0) & (r_transposed <= fit2 * dd)
+    l2 = (dd > 0) & (lam != 0) & (r_l2 <= fit2 * dd)
 
     def confined(ids, owner, count_per_leaf):
         err = ssum(diff * diff, ids, len(owner))
