@@ -80,16 +80,16 @@ def test_extended_weights_give_the_doubled_step():
 def test_noise_floor_discounts_rounding_in_float32():
     # A large constant in a float32 loss: rounding of J (~u·|J|/h) swamps the
     # finite difference; the raw relative error exceeds tol, but it is within noise.
-    f = lambda p: jnp.sum(p**2) + 1e4  # noqa: E731
+    f = lambda p: jnp.sum(p**2) + 3e3  # noqa: E731
     p = 0.7 * jnp.array([0.31, -0.72, 0.55, 0.93, -0.18, 0.64], jnp.float32)
-    res = jgc.check_grad(f, lambda p: 2 * p, p)
+    res = jgc.check_grad(f, lambda p: 2 * p, p, eps=3e-3)
     assert float(res.rel_error) > float(res.tol)
     assert float(res.excess_rel_error) <= float(res.tol)
     assert bool(res.passed)
     assert float(res.noise_floor) > float(res.tol)
     text = res.report()
     assert "noise floor" in text and "warning: the noise floor" in text and "x64=True" in text
-    bad = jgc.check_grad(f, lambda p: 3 * p, p)  # 50% off: still well above the noise
+    bad = jgc.check_grad(f, lambda p: 3 * p, p, eps=3e-3)  # 50% off: still well above the noise
     assert not bool(bad.passed)
 
 
