@@ -40,7 +40,7 @@ def _index_maps(lay):
         perm.append(o + (idx.reshape(shape).T.reshape(-1) if is_square else idx))
         r = shape[0] if len(shape) >= 2 else 1
         c = shape[-1] if len(shape) >= 2 else 1
-        rows.append(len(row_leaf) + (idx // max(1, s // r) if s else idx))
+        rows.append(len(row_leaf) + idx // max(1, s // max(r, 1)))
         cols.append(len(col_leaf) + (idx % c))
         row_leaf += [k] * r
         col_leaf += [k] * c
