@@ -65,7 +65,7 @@ def directional_derivatives(
             values.append(center if o == 0 else next(it))
         values = jnp.stack(values)
         weights = jnp.asarray(stencil.weights, values.dtype)
-        return jnp.real(jnp.sum(weights * values)) / h, values
+        return jnp.real(jnp.tensordot(weights, values, axes=1)) / h, values
 
     derivs, values = jax.lax.map(one, jnp.arange(num_probes), batch_size=chunk_size)
     num_evals = num_probes * stencil.evals_per_probe + int(stencil.uses_center)

@@ -126,7 +126,7 @@ def unravel(lay: Layout, theta: jax.Array, params: PyTree, keep_complex: bool = 
     float64 → complex128) so the imaginary part of a complex step survives.
     """
     leaves = list(jax.tree_util.tree_leaves(params))
-    for k, (i, o, s) in enumerate(zip(lay.checked_index, lay.offsets, lay.sizes)):
+    for i, o, s in zip(lay.checked_index, lay.offsets, lay.sizes):
         dtype = lay.dtypes[i]
         if keep_complex and jnp.iscomplexobj(theta):
             dtype = jnp.result_type(dtype, jnp.complex64)
