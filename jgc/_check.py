@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _engine, _probes, _stencils, _tree
+from . import _diagnose, _engine, _probes, _stencils, _tree
 from ._result import GradCheck, GradCheckError
 from ._typing import PyTree
 
@@ -183,24 +183,55 @@ class _Spec:
         return _check(self, params, args, eps, tol)
 
 
-def _loss_of_theta(loss_fn, lay, params, args):
+def _loss_of_theta(loss_fn, lay, params, args, keep_complex=False):
     def loss(theta):
-        return loss_fn(_tree.unravel(lay, theta, params), *args)
+        return loss_fn(_tree.unravel(lay, theta, params, keep_complex=keep_complex), *args)
 
     return loss
 
 
-def _numeric_flat(spec: _Spec, lay, params, args, eps):
-    """θ, the finite-difference gradient along every coordinate, and the evaluation count."""
+_COMPLEX_MSG = (
+    "method='complex_step' evaluates loss_fn at complex parameters θ + i·h·e_j, {problem} "
+    "Use a loss written with complex-safe operations (no .astype to a real dtype, no "
+    "jnp.real/jnp.abs on the parameters' path), or another method: method='central' "
+    "(the default) or method='five_point'."
+)
+
+
+def _check_complex_loss(loss, theta) -> None:
+    """Fail at once, with advice, when the loss cannot carry a complex step through."""
+    z = jax.ShapeDtypeStruct(theta.shape, jnp.result_type(theta.dtype, jnp.complex64))
+    try:
+        out = jax.eval_shape(loss, z)
+    except Exception as e:  # noqa: BLE001 -- any failure means the loss is not complex-safe
+        raise TypeError(_COMPLEX_MSG.format(problem=f"but loss_fn raised {type(e).__name__}: {str(e)[:300]}")) from e
+    if not jnp.issubdtype(out.dtype, jnp.complexfloating):
+        raise TypeError(
+            _COMPLEX_MSG.format(
+                problem=f"but loss_fn returned a real {jnp.dtype(out.dtype).name} for complex parameters, "
+                "so the imaginary part that carries the derivative was dropped."
+            )
+        )
+
+
+def _evaluate(spec: _Spec, lay, params, args, eps, stencil):
+    """θ, the engine's derivatives along every coordinate, its stencil values, the count, eps."""
     _check_loss_output(jax.eval_shape(lambda: spec.loss_fn(params, *args)))
-    stencil = _stencils.get(spec.method)
     theta = _tree.ravel(lay, params)
     if eps is None:
         eps = _stencils.default_eps(lay.low_dtype, spec.method)
-    loss = _loss_of_theta(spec.loss_fn, lay, params, args)
+    loss = _loss_of_theta(spec.loss_fn, lay, params, args, keep_complex=stencil.complex)
+    if stencil.complex:
+        _check_complex_loss(loss, theta)
     probe = _probes.coordinates(theta, eps)
-    numeric, _, num_evals = _engine.directional_derivatives(loss, theta, probe, lay.n, stencil, spec.chunk_size)
-    return theta, numeric, num_evals, jnp.asarray(eps, theta.dtype)
+    numeric, values, num_evals = _engine.directional_derivatives(loss, theta, probe, lay.n, stencil, spec.chunk_size)
+    return theta, numeric, values, num_evals, jnp.asarray(eps, theta.dtype)
+
+
+def _numeric_flat(spec: _Spec, lay, params, args, eps):
+    """θ, the finite-difference gradient along every coordinate, and the evaluation count."""
+    theta, numeric, _, num_evals, eps = _evaluate(spec, lay, params, args, eps, _stencils.get(spec.method))
+    return theta, numeric, num_evals, eps
 
 
 def _analytic_flat(spec: _Spec, lay, params, args, theta):
@@ -216,27 +247,138 @@ def _rel(num_err, norm_a, norm_b):
     return jnp.where(denom == 0, jnp.zeros_like(num_err), num_err / jnp.where(denom == 0, 1, denom))
 
 
-def _compare(lay, numeric, analytic, eps, tol, num_evals, method, check="check_grad") -> GradCheck:
+# A coordinate's discrepancy is discounted by _NOISE_FACTOR × its estimated noise; the
+# rounding floor is the final rounding of each loss value the stencil combines (½ ulp each;
+# rounding inside the loss shows up in |D(h) − D(2h)|).
+_NOISE_FACTOR = 2.0
+_ROUNDING_ULPS = 0.5
+
+
+def _noise_and_kinks(ext, theta, eps, numeric, analytic, values, tol):
+    """Per coordinate: estimated finite-difference error, and kinks accepted as subgradients.
+
+    noise = |D(h) − D(2h)| (Richardson: the truncation error, plus the rounding noise
+    the two steps see differently) + a rounding floor (ulps of the loss values / h).
+    A kink: the one-sided derivatives (forward and backward differences, each
+    extrapolated from h and 2h so that curvature cancels) disagree beyond noise,
+    and the jump matters at the tolerance (against this coordinate's and the whole
+    gradient's RMS scale: rounding floors underestimate noise when the loss is a sum
+    with cancellation, so a relative threshold guards against calling noise a kink).
+    """
+    h = _stencils.coordinate_step(theta, eps)
+    u = jnp.finfo(theta.dtype).eps
+    w1 = jnp.asarray(ext.stencil.weights, values.dtype)
+    w2 = jnp.asarray(ext.weights2, values.dtype)
+    d2 = jnp.real(values @ w2) / h
+    rounding = _ROUNDING_ULPS * u * jnp.sum(jnp.abs(jnp.real(values * w1[None, :])), axis=1) / h
+    noise = jnp.abs(numeric - d2) + rounding
+    band = _NOISE_FACTOR * noise
+    kink = jnp.zeros(theta.shape, bool)
+    if ext.one_sided:
+        g = {o: jnp.real(values[:, ext.index(o)]) for o in (2.0, 1.0, 0.0, -1.0, -2.0)}
+        dp1, dm1 = (g[1.0] - g[0.0]) / h, (g[0.0] - g[-1.0]) / h
+        dp2, dm2 = (g[2.0] - g[0.0]) / (2 * h), (g[0.0] - g[-2.0]) / (2 * h)
+        # one-sided derivatives, each Richardson-extrapolated (O(h²)): the curvature of a
+        # piecewise-smooth loss does not widen or shift the interval they bound
+        right, left = 2 * dp1 - dp2, 2 * dm1 - dm2
+        jump = right - left
+        big = jnp.maximum(jnp.maximum(jnp.abs(g[2.0]), jnp.abs(g[-2.0])), jnp.maximum(jnp.abs(g[1.0]), jnp.abs(g[-1.0])))
+        floor = 16 * _ROUNDING_ULPS * u * jnp.maximum(big, jnp.abs(g[0.0])) / h
+        margin = band + floor
+        lo, hi = jnp.minimum(right, left) - margin, jnp.maximum(right, left) + margin
+        scale = jnp.sqrt(jnp.mean(numeric * numeric + analytic * analytic))
+        matters = tol * (jnp.abs(numeric) + jnp.abs(analytic) + scale)
+        kink = (jnp.abs(jump) > 2 * margin + matters) & (analytic >= lo) & (analytic <= hi)
+    return noise, band, kink
+
+
+def _check(spec: _Spec, params, args, eps, tol) -> GradCheck:
+    lay = _tree.layout(params)
+    ext = _stencils.extended(_stencils.get(spec.method))
+    theta, numeric, values, num_evals, eps = _evaluate(spec, lay, params, args, eps, ext.stencil)
+    analytic = _analytic_flat(spec, lay, params, args, theta)
+    if tol is None:
+        tol = _stencils.default_tol(lay.low_dtype, spec.method)
+    tol = jnp.asarray(tol, theta.dtype)
+
+    # J(θ) a second time, from a separate trace of the loss: a loss that draws new
+    # randomness per evaluation (not from a key in *args) gives another value.
+    j0 = jnp.real(values[0, ext.index(0.0)]) if lay.n else spec.loss_fn(params, *args)
+    j0_again = jnp.asarray(spec.loss_fn(params, *args), theta.dtype)
+    num_evals += 1
+    u = jnp.finfo(theta.dtype).eps
+    deterministic = (j0 == j0_again) | (jnp.abs(j0 - j0_again) <= 4 * u * jnp.abs(j0)) | (jnp.isnan(j0) & jnp.isnan(j0_again))
+
+    noise, band, kink = _noise_and_kinks(ext, theta, eps, numeric, analytic, values, tol)
+    kink = kink & deterministic  # one-sided differences mean nothing when J(θ) is not reproducible
+    res = _compare(
+        lay,
+        numeric,
+        analytic,
+        eps,
+        tol,
+        num_evals,
+        spec.method,
+        theta=theta,
+        noise=noise,
+        kink=kink,
+        deterministic=deterministic,
+        loss_values=jnp.stack([j0, j0_again]),
+    )
+    if spec.autodiff:
+        res = _with_autodiff(res, spec, lay, params, args, theta, numeric, analytic)
+    return res
+
+
+def _compare(
+    lay,
+    numeric,
+    analytic,
+    eps,
+    tol,
+    num_evals,
+    method,
+    check="check_grad",
+    *,
+    theta=None,
+    noise=None,
+    kink=None,
+    deterministic=None,
+    loss_values=None,
+) -> GradCheck:
     """Compare two flat vectors ordered like θ of `lay`, leaf by leaf, into a GradCheck.
 
-    Shared by every check: the layout says which leaf each coordinate belongs to.
+    Shared by every check: the layout says which leaf each coordinate belongs to. Each
+    coordinate's discrepancy is discounted by `_NOISE_FACTOR` × its estimated `noise`,
+    and coordinates at an accepted `kink` count as agreeing (both optional).
     """
     if tol is None:
         tol = _stencils.default_tol(lay.low_dtype, method)
     tol = jnp.asarray(tol, numeric.dtype)
+    noise = jnp.zeros_like(numeric) if noise is None else noise
+    kink = jnp.zeros(numeric.shape, bool) if kink is None else kink
+    deterministic = jnp.asarray(True) if deterministic is None else deterministic
+    band = _NOISE_FACTOR * noise
+    diff = numeric - analytic
+    excess = jnp.where(kink, 0, jnp.sign(diff) * jnp.maximum(jnp.abs(diff) - band, 0))
+
     seg = _tree.segment_ids(lay)
     k = len(lay.sizes)
-    sq = lambda x: jax.ops.segment_sum(x * x, seg, num_segments=k)  # noqa: E731
-    leaf_err, leaf_num, leaf_ana = sq(numeric - analytic), sq(numeric), sq(analytic)
+    sums = jax.ops.segment_sum(jnp.stack([diff, numeric, analytic, excess, noise], 1) ** 2, seg, num_segments=k)
+    leaf_err, leaf_num, leaf_ana, leaf_ex, leaf_noise = sums.T
     err, norm_num, norm_ana = jnp.sqrt(leaf_err.sum()), jnp.sqrt(leaf_num.sum()), jnp.sqrt(leaf_ana.sum())
     rel_error = _rel(err, norm_num, norm_ana)
+    excess_rel = _rel(jnp.sqrt(leaf_ex.sum()), norm_num, norm_ana)
     leaf_rel = _rel(jnp.sqrt(leaf_err), jnp.sqrt(leaf_num), jnp.sqrt(leaf_ana))
+    leaf_ex_rel = _rel(jnp.sqrt(leaf_ex), jnp.sqrt(leaf_num), jnp.sqrt(leaf_ana))
     # A leaf also passes when its RMS discrepancy is small against the whole gradient's RMS scale.
     sizes = jnp.asarray(lay.sizes, numeric.dtype)
     scale = (norm_num + norm_ana) / math.sqrt(lay.n)
-    leaf_ok = (leaf_rel <= tol) | (jnp.sqrt(leaf_err / sizes) <= tol * scale)
+    leaf_ok = (leaf_ex_rel <= tol) | (jnp.sqrt(leaf_ex / sizes) <= tol * scale)
     finite = jnp.all(jnp.isfinite(numeric)) & jnp.all(jnp.isfinite(analytic))
-    passed = (rel_error <= tol) & jnp.all(leaf_ok) & finite
+    passed = (excess_rel <= tol) & jnp.all(leaf_ok) & finite & deterministic
+    theta = jnp.zeros_like(numeric) if theta is None else theta  # no θ (layer checks): no L2 hint
+    hint, hint_param = _diagnose.diagnose(lay, theta, numeric, analytic, ~leaf_ok)
     return GradCheck(
         rel_error=rel_error,
         passed=passed,
@@ -253,17 +395,16 @@ def _compare(lay, numeric, analytic, eps, tol, num_evals, method, check="check_g
         rel_error_autodiff=jnp.full((), jnp.nan, numeric.dtype),
         rel_error_autodiff_numeric=jnp.full((), jnp.nan, numeric.dtype),
         autodiff_passed=jnp.asarray(True),
+        excess_rel_error=excess_rel,
+        noise_floor=_rel(jnp.sqrt(leaf_noise.sum()), norm_num, norm_ana),
+        noise=_tree.unravel_full(lay, noise),
+        leaf_noise_floor=_tree.per_leaf(lay, _rel(jnp.sqrt(leaf_noise), jnp.sqrt(leaf_num), jnp.sqrt(leaf_ana))),
+        kink=_tree.unravel_full(lay, kink, fill=False),
+        deterministic=deterministic,
+        loss_values=loss_values,
+        hint=_tree.per_leaf(lay, hint, fill=0),
+        hint_param=_tree.per_leaf(lay, hint_param, fill=0),
     )
-
-
-def _check(spec: _Spec, params, args, eps, tol) -> GradCheck:
-    lay = _tree.layout(params)
-    theta, numeric, num_evals, eps = _numeric_flat(spec, lay, params, args, eps)
-    analytic = _analytic_flat(spec, lay, params, args, theta)
-    res = _compare(lay, numeric, analytic, eps, tol, num_evals, spec.method)
-    if spec.autodiff:
-        res = _with_autodiff(res, spec, lay, params, args, theta, numeric, analytic)
-    return res
 
 
 def _with_autodiff(res: GradCheck, spec: _Spec, lay, params, args, theta, numeric, analytic) -> GradCheck:
@@ -307,6 +448,7 @@ def check_grad(
     autodiff: bool = False,
     coords: int | None = None,
     key: jax.Array | None = None,
+    x64: bool = False,
 ) -> GradCheck:
     """Check a hand-written gradient against finite differences, coordinate by coordinate.
 
@@ -326,7 +468,9 @@ def check_grad(
       eps: base step; coordinate i is stepped by `eps·max(1, |θ_i|)`. `None` picks
         the default for the parameters' dtype and `method`.
       tol: threshold on the relative error; `None` picks the default for the dtype.
-      method: finite-difference stencil, one of "central", "forward", "five_point".
+      method: finite-difference stencil, one of "central", "forward", "five_point",
+        "complex_step" (evaluates the loss at θ + i·h·e_j: exact to rounding, but
+        the loss must carry complex values through).
       chunk_size: probes evaluated per vmapped batch; `None` bounds memory to a
         few tens of MB of perturbed parameters.
       autodiff: also compute `jax.grad(loss_fn)` and fill `rel_error_autodiff`
@@ -339,6 +483,19 @@ def check_grad(
         stratified so every checked leaf gets some (see docs/scale.md); the result is a
         `jgc.SampledCheck` with NaN in `numeric` and `analytic` where not sampled.
       key: PRNG key for `coords`.
+      x64: run the check of a float32 model in float64: x64 is enabled for the
+        call only, float params and float arrays in `args` are cast to float64,
+        and the setting is restored afterwards (also on error). Use it when a
+        float32 verdict is unclear (a discrepancy near the tolerance or the noise
+        floor); `loss_fn` and `grad_fn` must follow their inputs' dtype. It cannot
+        be used inside `jax.jit`/`jax.vmap` (x64 is fixed when tracing starts).
+
+    Each coordinate's discrepancy is discounted by twice its estimated
+    finite-difference noise (|D(h) − D(2h)| plus a rounding floor; the doubled
+    step costs extra loss evaluations, counted in `num_evals`), and coordinates
+    at a kink (relu at 0, max, abs) whose analytic value is a valid subgradient
+    are accepted. The loss is evaluated twice at θ; if the values differ the
+    check fails as non-deterministic.
 
     Returns:
       A `jgc.GradCheck`. Call `.report()` (or `print` it) for the table and
@@ -357,6 +514,10 @@ def check_grad(
     """
     _validate(loss_fn, grad_fn, method, eps, tol, chunk_size)
     _check_flag("autodiff", autodiff)
+    _check_flag("x64", x64)
+    if x64:
+        options = dict(eps=eps, tol=tol, method=method, chunk_size=chunk_size, autodiff=autodiff, coords=coords, key=key)
+        return _in_x64(check_grad, loss_fn, grad_fn, params, args, options)
     params = _prepare(params)
     _tree.layout(params)  # fail here, before tracing, on an empty or unusable tree
     if coords is not None or key is not None:
@@ -367,6 +528,28 @@ def check_grad(
         options = dict(eps=eps, tol=tol, method=method, chunk_size=chunk_size)
         return check_sampled(loss_fn, grad_fn, params, args, coords=coords, key=key, **options)
     return _call(_Spec(loss_fn, grad_fn, method, chunk_size, autodiff), params, args, eps=eps, tol=tol)
+
+
+_X64_TRACED = (
+    "x64=True cannot be used inside jax.jit, jax.vmap or another transformation: {path} is a "
+    "traced value, and x64 is fixed when tracing starts. Call check_grad(..., x64=True) outside "
+    "the transformation, or enable x64 yourself around the whole traced call "
+    "(`with jax.enable_x64(True):`) and pass float64 params."
+)
+
+
+def _in_x64(check, loss_fn, grad_fn, params, args, options):
+    """`check(...)` with x64 enabled for the call only and float leaves cast to float64."""
+    for path, leaf in jax.tree_util.tree_flatten_with_path((params, args))[0]:
+        if isinstance(leaf, jax.core.Tracer):
+            where = ("params" if path[0].idx == 0 else "args") + jax.tree_util.keystr(path[1:])
+            raise ValueError(_X64_TRACED.format(path=where))
+    with jax.enable_x64(True):
+        up = lambda x: (  # noqa: E731
+            jnp.asarray(x, jnp.float64) if _tree.is_array(x) and jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating) else x
+        )
+        params, args = jax.tree_util.tree_map(up, (params, args))
+        return check(loss_fn, grad_fn, params, *args, **options)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -61,7 +61,9 @@ def directional_derivatives(
     if chunk_size is None:
         chunk_size = default_chunk_size(theta.size, num_probes, stencil)
     center = loss(theta) if stencil.uses_center else None
-    offsets = jnp.asarray([o for o in stencil.offsets if o != 0], theta.dtype)
+    # A complex stencil (complex step) perturbs θ along the imaginary axis.
+    odtype = jnp.result_type(theta.dtype, jnp.complex64) if stencil.complex else theta.dtype
+    offsets = jnp.asarray([o for o in stencil.offsets if o != 0], odtype)
 
     def one(i):
         d, h = probe(i)
@@ -71,7 +73,8 @@ def directional_derivatives(
             values.append(center if o == 0 else next(it))
         values = jnp.stack(values)
         weights = jnp.asarray(stencil.weights, values.dtype)
-        return jnp.tensordot(weights, values, axes=1) / h, values  # values may be vectors (JVP/HVP checks)
+        # values may be vectors (JVP/HVP checks); a complex step keeps the imaginary part of Σ w·g
+        return jnp.real(jnp.tensordot(weights, values, axes=1)) / h, values
 
     (derivs, values), num_run = _map_probes(one, num_probes, chunk_size)
     # The evaluations the probes need: the padding (fewer probes than chunks × devices) is

@@ -20,8 +20,8 @@ class Coordinate(NamedTuple):
 
 _FLOAT32_NOTE = (
     "note: float32 verdicts are weaker (finite differences keep ~3-4 digits); for a firm "
-    "verdict check in float64: `with jax.enable_x64(True):` and cast params with "
-    "jax.tree.map(lambda x: x.astype(jnp.float64), params)."
+    "verdict check in float64: check_grad(..., x64=True) (outside jit), or `with "
+    "jax.enable_x64(True):` and cast params with jax.tree.map(lambda x: x.astype(jnp.float64), params)."
 )
 
 
@@ -63,13 +63,21 @@ def summary_line(res) -> str:
 
 
 def _verdict(res) -> str:
-    lay = res.layout
     ok = bool(res.passed)
     rel, tol = float(res.rel_error), float(res.tol)
     cmp = "<=" if rel <= tol else (">" if np.isfinite(rel) else "is not finite vs")
+    if res.excess_rel_error is not None:
+        ex = float(res.excess_rel_error)
+        cmp = "<=" if ex <= tol else (">" if np.isfinite(ex) else "is not finite vs")
+        err = f"rel_error {rel:.2e}, beyond noise {ex:.2e} {cmp} tol {tol:.1e}, noise floor {float(res.noise_floor):.1e}"
+    else:
+        err = f"rel_error {rel:.2e} {cmp} tol {tol:.1e}"
+    status = "passed" if ok else "FAILED"
+    if res.deterministic is not None and not bool(res.deterministic):
+        status = "FAILED (the loss is not deterministic)"
     return (
-        f"{'passed' if ok else 'FAILED'}: rel_error {rel:.2e} {cmp} tol {tol:.1e} "
-        f"({res.method}, eps {float(res.eps):.1e}, {lay.dtype.name}, "
+        f"{status}: {err} "
+        f"({res.method}, eps {float(res.eps):.1e}, {np.asarray(res.eps).dtype.name}, "
         f"{_scope(res)}, {int(res.num_evals):,} {_EVALS.get(res.check, 'loss')} evaluations)"
     )
 
@@ -135,6 +143,59 @@ def _unsampled(res, num: np.ndarray, ana: np.ndarray) -> np.ndarray:
     return np.isnan(num) & np.isnan(ana)
 
 
+_NONDETERMINISTIC = (
+    "the loss is not deterministic: two evaluations at the same θ gave {a!r} and {b!r}, so "
+    "finite differences measure noise. Draw randomness (dropout masks, sampling) from a PRNG key "
+    "passed in *args, e.g. loss_fn(params, x, key) with jax.random.bernoulli(key, ...), never from "
+    "state that changes between calls."
+)
+
+
+def _extra_lines(res) -> list[str]:
+    """Lines after the verdict: non-determinism, kinks."""
+    lines = []
+    if res.deterministic is not None and not bool(res.deterministic):
+        a, b = (float(v) for v in np.asarray(res.loss_values))
+        lines.append(_NONDETERMINISTIC.format(a=a, b=b))
+    if res.noise_floor is not None and float(res.noise_floor) > float(res.tol):
+        lines.append(
+            f"warning: the noise floor {float(res.noise_floor):.1e} exceeds tol {float(res.tol):.1e}: finite "
+            "differences cannot resolve errors this small here, so a pass is weak. Check in float64 "
+            "(check_grad(..., x64=True)) or try another eps."
+        )
+    if res.kink is not None:
+        lay = res.layout
+        kinks = [(lay.paths[i], int(np.sum(np.asarray(k)))) for i, k in enumerate(_leaves(res, res.kink)) if lay.checked[i]]
+        total = sum(c for _, c in kinks)
+        if total:
+            where = ", ".join(f"{p}: {c}" for p, c in kinks if c)
+            lines.append(
+                f"{total} kink{'s' if total > 1 else ''} ({where}): the loss is not differentiable within the "
+                "stencil there and the analytic value lies between the one-sided derivatives (a valid "
+                "subgradient), so they are not failures"
+            )
+    return lines
+
+
+def _hint_text(res, i: int, num, ana) -> str:
+    if res.hint is None:
+        return ""
+    from . import _diagnose
+
+    code = int(np.asarray(_leaves(res, res.hint)[i]))
+    if code == _diagnose.NONE:
+        return ""
+    param = float(np.asarray(_leaves(res, res.hint_param)[i]))
+    rows = None
+    if code in (_diagnose.ROWS, _diagnose.COLUMNS):
+        shape = res.layout.shapes[i]
+        d = np.asarray(num, float) - np.asarray(ana, float)
+        d = d.reshape(shape[0], -1) if code == _diagnose.ROWS else d.reshape(-1, shape[-1]).T
+        e = np.sum(d * d, axis=1)
+        rows = [int(j) for j in np.flatnonzero(e > _diagnose._SHARE * e.sum())]
+    return "hint: " + _diagnose.describe(code, param, rows)
+
+
 def _fmt_index(index: tuple[int, ...]) -> str:
     return "(" + ", ".join(map(str, index)) + ("," if len(index) == 1 else "") + ")"
 
@@ -153,7 +214,10 @@ def _leaf_rows(res, max_leaves: int | None) -> list[str]:
     shown += passing[: len(passing) - len(hidden)]
     width = max(len("leaf"), *(len(lay.paths[i]) for i in shown)) if shown else 4
     label = getattr(res, "index_label", "worst index")
+    noise = _leaves(res, res.leaf_noise_floor) if res.leaf_noise_floor is not None else None
     header = f"  {'leaf':<{width}}  {'shape':<12} {'rel_error':>9}  {label:<12} {'numeric':>11} {'analytic':>11}  note"
+    if noise is not None:
+        header = header.replace("  note", f"  {'noise':>7}  note")
     rows.append(header)
     for i in shown:
         num, ana = np.asarray(numeric[i]), np.asarray(analytic[i])
@@ -165,10 +229,19 @@ def _leaf_rows(res, max_leaves: int | None) -> list[str]:
         note = [f"{int(num.size - skipped.sum()):,} of {num.size:,} sampled"] if skipped.any() else []
         if bad.any():
             note.append(f"{int(bad.sum())} non-finite")
+        if res.kink is not None and lay.checked[i]:
+            nk = int(np.sum(np.asarray(_leaves(res, res.kink)[i])))
+            if nk:
+                note.append(f"{nk} kink{'s' if nk > 1 else ''}")
+        hint = _hint_text(res, i, num, ana) if not leaf_ok[i] else ""
+        if hint:
+            note.append(hint)
         mark = "✗" if not leaf_ok[i] or bad.any() else " "
+        nz = f"{float(np.asarray(noise[i])):>7.1e}  " if noise is not None else ""
         rows.append(
             f"{mark} {lay.paths[i]:<{width}}  {str(lay.shapes[i]):<12} {leaf_rel[i]:>9.2e}  "
-            f"{_fmt_index(tuple(int(j) for j in w)):<12} {float(num[w]):>11.4e} {float(ana[w]):>11.4e}  {', '.join(note)}".rstrip()
+            f"{_fmt_index(tuple(int(j) for j in w)):<12} {float(num[w]):>11.4e} {float(ana[w]):>11.4e}  "
+            f"{nz}{', '.join(note)}".rstrip()
         )
     if hidden:
         rows.append(
@@ -202,6 +275,7 @@ def format_report(res, max_leaves: int | None = 40) -> str:
         res = _select(res, worst_seed)
     lines.append(f"jgc {getattr(res, 'report_title', res.check)} " + _verdict(res))
     lines += _autodiff_lines(res)
+    lines += _extra_lines(res)
     lines += _leaf_rows(res, max_leaves)
     if res.layout.low_dtype.name == "float32":
         lines.append(_FLOAT32_NOTE)

@@ -50,6 +50,26 @@ class GradCheck:
         large when a custom_vjp/custom_jvp rule is wrong or `loss_fn` is not
         differentiable at the point; NaN when off.
       autodiff_passed: bool; both autodiff distances within `tol` (True when off).
+      excess_rel_error: the relative error of the discrepancy left after discounting,
+        coordinate by coordinate, twice its estimated noise and accepted kinks; this,
+        not `rel_error`, is compared with `tol`.
+      noise_floor: ‖noise‖₂ / (‖numeric‖₂ + ‖analytic‖₂): the relative error that the
+        finite differences alone may account for.
+      noise: per coordinate, shaped like the params: the estimated error of the
+        numeric value, |D(h) − D(2h)| (Richardson) plus a rounding floor.
+      leaf_noise_floor: `noise_floor` per leaf.
+      kink: per coordinate, shaped like the params: the one-sided differences
+        disagree beyond noise (a point where the loss is not differentiable lies
+        within the stencil) and the analytic value lies between them, so it is
+        accepted as a valid subgradient.
+      deterministic: bool; two evaluations of the loss at θ gave the same value.
+        False fails the check: randomness must come from a key in `*args`.
+      loss_values: the two evaluations of J(θ), shape (2,).
+      hint: per leaf, an int code of the recognised shape of a failing leaf's
+        discrepancy (0 none, 1 scaled, 2 zero, 3 transposed, 4 l2, 5 rows,
+        6 columns; see `jgc._diagnose`).
+      hint_param: per leaf, the hint's parameter (c for scaled, λ for l2, the number
+        of rows or columns).
     """
 
     rel_error: jax.Array
@@ -68,6 +88,15 @@ class GradCheck:
     rel_error_autodiff: jax.Array = float("nan")
     rel_error_autodiff_numeric: jax.Array = float("nan")
     autodiff_passed: jax.Array = True
+    excess_rel_error: jax.Array | None = None
+    noise_floor: jax.Array | None = None
+    noise: PyTree = None
+    leaf_noise_floor: PyTree = None
+    kink: PyTree = None
+    deterministic: jax.Array | None = None
+    loss_values: jax.Array | None = None
+    hint: PyTree = None
+    hint_param: PyTree = None
 
     def report(self, max_leaves: int | None = 40) -> str:
         """The text report: a verdict line, then one row per leaf (failing leaves first).

@@ -121,11 +121,18 @@ def ravel(lay: Layout, tree: PyTree) -> jax.Array:
     return flat
 
 
-def unravel(lay: Layout, theta: jax.Array, params: PyTree) -> PyTree:
-    """`params` with its checked leaves taken from θ (cast back to each leaf's dtype)."""
+def unravel(lay: Layout, theta: jax.Array, params: PyTree, keep_complex: bool = False) -> PyTree:
+    """`params` with its checked leaves taken from θ (cast back to each leaf's dtype).
+
+    With `keep_complex`, a complex θ gives complex leaves (float32 → complex64,
+    float64 → complex128) so the imaginary part of a complex step survives.
+    """
     leaves = list(jax.tree_util.tree_leaves(params))
     for i, o, s in zip(lay.checked_index, lay.offsets, lay.sizes):
-        leaves[i] = theta[o : o + s].reshape(lay.shapes[i]).astype(lay.dtypes[i])
+        dtype = lay.dtypes[i]
+        if keep_complex and jnp.iscomplexobj(theta):
+            dtype = jnp.result_type(dtype, jnp.complex64)
+        leaves[i] = theta[o : o + s].reshape(lay.shapes[i]).astype(dtype)
     return jax.tree_util.tree_unflatten(lay.treedef, leaves)
 
 

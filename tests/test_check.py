@@ -26,7 +26,7 @@ def test_correct_gradient_passes(dtype, transform):
     res = transform(lambda p: jgc.check_grad(mlp_loss, mlp_grad, p, x, y), params)
     assert res.passed.all(), res.report()
     assert (res.rel_error < (1e-8 if dtype == jnp.float64 else 1e-3)).all()
-    assert (res.num_evals == 2 * (3 * 4 + 4 + 4 * 2 + 2)).all()
+    assert (res.num_evals == 4 * (3 * 4 + 4 + 4 * 2 + 2) + 2).all()  # steps h and 2h (noise estimate), J(θ) twice
     assert res.rel_error.dtype == dtype
 
 
@@ -72,13 +72,22 @@ def test_forgotten_regularization_fails_on_every_weight(dtype):
 
 
 def test_vmap_matches_python_loop():
+    """Every field of a vmapped check equals the single check of the same seed.
+
+    Batched and single evaluations of the loss may round differently (another reduction
+    order); finite differences turn that into ~ulp·|J|/h ≈ 1e-10 here, so values are
+    compared to 1e-9 and verdicts exactly.
+    """
     with jax.enable_x64(True):
         params, x, y = _batch(jnp.float64, 4)
         batched = jax.vmap(lambda p: jgc.check_grad(mlp_loss, mlp_grad, p, x, y))(params)
         for i in range(4):
             single = jgc.check_grad(mlp_loss, mlp_grad, jax.tree_util.tree_map(lambda v, i=i: v[i], params), x, y)
             for a, b in zip(jax.tree_util.tree_leaves(single), jax.tree_util.tree_leaves(batched)):
-                np.testing.assert_allclose(np.asarray(b)[i], np.asarray(a), rtol=1e-6, atol=1e-12)
+                if np.asarray(a).dtype == bool:
+                    np.testing.assert_array_equal(np.asarray(b)[i], np.asarray(a))
+                else:
+                    np.testing.assert_allclose(np.asarray(b)[i], np.asarray(a), rtol=1e-6, atol=1e-9)
 
 
 def test_numeric_grad_matches_autodiff(dtype):
@@ -99,7 +108,8 @@ def test_methods_agree_and_count_evaluations(method):
         res = jgc.check_grad(mlp_loss, mlp_grad, p, x, y, method=method)
         assert res.passed, res.report()
         n = res.layout.n
-        assert int(res.num_evals) == {"central": 2 * n, "forward": n + 1, "five_point": 4 * n}[method]
+        # each stencil at h and at 2h (the noise estimate), plus J(θ) twice (the determinism check)
+        assert int(res.num_evals) == {"central": 4 * n + 2, "forward": 2 * n + 2, "five_point": 6 * n + 2}[method]
         assert res.method == method
 
 
@@ -120,7 +130,7 @@ def test_chunk_size_does_not_change_the_answer():
         ref = jgc.numeric_grad(mlp_loss, p, x, y)
         # n = 26: chunks of 3 → 9 equal chunks of 3 (one padding probe), chunks of 7 → 4 of 7 (two);
         # padding is not counted, so num_evals does not depend on the chunking
-        for chunk, evals in ((1, 52), (3, 52), (7, 52), (1000, 52)):
+        for chunk, evals in ((1, 106), (3, 106), (7, 106), (1000, 106)):
             assert int(jgc.check_grad(mlp_loss, mlp_grad, p, x, y, chunk_size=chunk).num_evals) == evals
             got = jgc.numeric_grad(mlp_loss, p, x, y, chunk_size=chunk)
             for a, b in zip(jax.tree_util.tree_leaves(ref), jax.tree_util.tree_leaves(got)):

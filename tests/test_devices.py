@@ -74,18 +74,28 @@ def test_four_devices_are_used(results):
     assert (four["devices"], four["mesh"]) == (4, 4)
 
 
-@pytest.mark.parametrize("mode", ["full", "committed", "directions", "sampled", "locate"])
+@pytest.mark.parametrize("mode", ["full", "committed", "directions", "sampled"])
 def test_same_results_as_one_device(results, mode):
+    # Each device evaluates its probes as a batch of another shape than one device does, and
+    # XLA's CPU kernels may round the loss differently by an ulp; finite differences amplify
+    # that to ~ulp·|J|/eps ≈ 2e-9 here (float64), hence atol 1e-8 rather than bit equality.
     one, four = results
-    assert four[mode] == one[mode]  # bit for bit
+    np.testing.assert_allclose(four[mode], one[mode], rtol=1e-8, atol=1e-8)
+
+
+def test_locate_same_coordinates_as_one_device(results):
+    one, four = results
+    assert [c[:2] for c in four["locate"][:-1]] == [c[:2] for c in one["locate"][:-1]]
+    assert four["locate"][-1] == one["locate"][-1]  # evaluations spent
+    np.testing.assert_allclose([c[2:] for c in four["locate"][:-1]], [c[2:] for c in one["locate"][:-1]], rtol=1e-8, atol=1e-8)
 
 
 def test_seeds_same_verdicts_as_one_device(results):
     # Under vmap each device evaluates its probes of all seeds as one batch of another shape
     # than one device does, and XLA's CPU matmuls may then round the loss differently by an
-    # ulp; finite differences amplify that by 1/eps = 1e6 (float64), hence rtol 1e-8.
+    # ulp; finite differences amplify that by 1/eps = 1e6 (float64), hence rtol and atol 1e-8.
     one, four = results
-    np.testing.assert_allclose(four["seeds"], one["seeds"], rtol=1e-8)
+    np.testing.assert_allclose(four["seeds"], one["seeds"], rtol=1e-8, atol=1e-8)
     assert four["seeds_passed"] == one["seeds_passed"]
 
 
