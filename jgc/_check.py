@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _engine, _probes, _stencils, _tree
+from . import _engine, _partial, _probes, _stencils, _tree
 from ._result import GradCheck, GradCheckError
 from ._typing import PyTree
 
@@ -144,6 +144,9 @@ def _prepare(params):
 
 # ---------------------------------------------------------------- core
 
+# Whether checks evaluate per leaf only the part of the loss downstream of it (jgc/_partial.py).
+PARTIAL_EVAL_DEFAULT = False
+
 
 @dataclasses.dataclass(frozen=True)
 class _Spec:
@@ -153,6 +156,7 @@ class _Spec:
     grad_fn: Callable | None
     method: str
     chunk_size: int | None
+    partial_eval: bool = False
 
     def __call__(self, params, args, eps, tol):
         return _check(self, params, args, eps, tol)
@@ -173,6 +177,9 @@ def _numeric_flat(spec: _Spec, lay, params, args, eps):
     if eps is None:
         eps = _stencils.default_eps(lay.low_dtype, spec.method)
     loss = _loss_of_theta(spec.loss_fn, lay, params, args)
+    if spec.partial_eval:  # per leaf: only the equations downstream of it (jgc/_partial.py)
+        numeric, num_evals = _partial.numeric_flat(spec.loss_fn, lay, params, args, theta, eps, stencil, spec.chunk_size, loss)
+        return theta, numeric, num_evals, jnp.asarray(eps, theta.dtype)
     probe = _probes.coordinates(theta, eps)
     numeric, _, num_evals = _engine.directional_derivatives(loss, theta, probe, lay.n, stencil, spec.chunk_size)
     return theta, numeric, num_evals, jnp.asarray(eps, theta.dtype)
@@ -224,7 +231,13 @@ def _check(spec: _Spec, params, args, eps, tol) -> GradCheck:
         num_evals=jnp.asarray(num_evals, jnp.int32),
         method=spec.method,
         layout=lay,
+        leaf_eval=_partial.plan(spec.loss_fn, lay, params, args) if spec.partial_eval else (),
     )
+
+
+def _check_partial_eval(partial_eval) -> None:
+    if not isinstance(partial_eval, bool):
+        raise TypeError(f"partial_eval must be True or False; received {type(partial_eval).__name__}: {partial_eval!r}.")
 
 
 def _validate(loss_fn, grad_fn, method, eps, tol, chunk_size, check_grad_fn=True):
@@ -249,6 +262,7 @@ def check_grad(
     tol: float | None = None,
     method: str = "central",
     chunk_size: int | None = None,
+    partial_eval: bool = PARTIAL_EVAL_DEFAULT,
 ) -> GradCheck:
     """Check a hand-written gradient against finite differences, coordinate by coordinate.
 
@@ -271,6 +285,9 @@ def check_grad(
       method: finite-difference stencil, one of "central", "forward", "five_point".
       chunk_size: probes evaluated per vmapped batch; `None` bounds memory to a
         few tens of MB of perturbed parameters.
+      partial_eval: evaluate, for the probes of each leaf, only the part of the loss
+        downstream of that leaf (the rest once); same numbers up to rounding,
+        `result.leaf_eval` says which leaves took which path (docs/partial_eval.md).
 
     Returns:
       A `jgc.GradCheck`. Call `.report()` (or `print` it) for the table and
@@ -288,9 +305,10 @@ def check_grad(
       True
     """
     _validate(loss_fn, grad_fn, method, eps, tol, chunk_size)
+    _check_partial_eval(partial_eval)
     params = _prepare(params)
     _tree.layout(params)  # fail here, before tracing, on an empty or unusable tree
-    return _call(_Spec(loss_fn, grad_fn, method, chunk_size), params, args, eps=eps, tol=tol)
+    return _call(_Spec(loss_fn, grad_fn, method, chunk_size, partial_eval), params, args, eps=eps, tol=tol)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -308,6 +326,7 @@ def numeric_grad(
     eps: float | None = None,
     method: str = "central",
     chunk_size: int | None = None,
+    partial_eval: bool = PARTIAL_EVAL_DEFAULT,
 ) -> PyTree:
     """The finite-difference gradient of `loss_fn` at `params`, shaped like `params`.
 
@@ -315,7 +334,7 @@ def numeric_grad(
       loss_fn: `loss_fn(params, *args) -> scalar`.
       params: pytree of parameters; leaves that are not floating point come back NaN.
       *args: passed unchanged to `loss_fn`.
-      eps, method, chunk_size: as in `jgc.check_grad`.
+      eps, method, chunk_size, partial_eval: as in `jgc.check_grad`.
 
     Returns:
       A pytree like `params`, every leaf in the dtype of the raveled parameters.
@@ -327,9 +346,10 @@ def numeric_grad(
       [3.0, 12.0]
     """
     _validate(loss_fn, None, method, eps, None, chunk_size, check_grad_fn=False)
+    _check_partial_eval(partial_eval)
     params = _prepare(params)
     _tree.layout(params)
-    return _call(_NumericSpec(loss_fn, None, method, chunk_size), params, args, eps=eps, tol=None)
+    return _call(_NumericSpec(loss_fn, None, method, chunk_size, partial_eval), params, args, eps=eps, tol=None)
 
 
 def relative_error(a: PyTree, b: PyTree) -> jax.Array:

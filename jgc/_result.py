@@ -40,6 +40,9 @@ class GradCheck:
       num_evals: number of loss evaluations the check performed.
       method: the finite-difference stencil.
       layout: static description of the params (paths, shapes, dtypes, checked).
+      leaf_eval: with `partial_eval=True`, per leaf of the params, how its probes
+        were evaluated: "partial" (only the part of the loss downstream of the leaf),
+        "plain: <reason>" (the whole loss), or "" (not checked); empty otherwise.
     """
 
     rel_error: jax.Array
@@ -53,6 +56,7 @@ class GradCheck:
     num_evals: jax.Array
     method: str = dataclasses.field(metadata=dict(static=True))
     layout: Layout = dataclasses.field(metadata=dict(static=True))
+    leaf_eval: tuple[str, ...] = dataclasses.field(default=(), metadata=dict(static=True))
 
     def report(self, max_leaves: int | None = 40) -> str:
         """The text report: a verdict line, then one row per leaf (failing leaves first).

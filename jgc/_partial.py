@@ -1,0 +1,211 @@
+"""Partial evaluation per leaf: what a leaf's probes do not change is computed once.
+
+A one-hot probe of a checked leaf p leaves every other leaf and every argument alone,
+so every equation of the loss's jaxpr that does not (transitively) read p computes the
+same value for all of p's probes. `numeric_flat` traces the loss once with
+`jax.make_jaxpr`, evaluates the whole jaxpr once at θ, and hands the one engine
+(`_engine.directional_derivatives`), for each leaf p, a loss of p alone that evaluates
+only the equations downstream of p and reads everything else from that one evaluation.
+Probes, steps, stencil and chunk size are the plain engine's, so the numbers are the
+plain engine's up to floating-point rounding (XLA fuses and orders a smaller program
+differently).
+
+An equation with sub-jaxprs (pjit, scan, while, cond, custom_jvp/custom_vjp) is one
+opaque equation: bound as it is, and downstream when any of its inputs is. A leaf takes
+the plain engine (the whole loss per probe) when
+
+- the loss has side effects (callbacks, debug prints): hoisting would change how often
+  they run, so the whole loss is left to the plain engine;
+- hoisting would save less than `MIN_SAVING` of the loss's estimated cost.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.extend import core as jcore
+
+from . import _engine, _probes
+
+# A leaf takes the partial path when the equations it does not reach are at least this
+# fraction of the loss's estimated cost (otherwise the plain engine does the same work).
+MIN_SAVING = 0.1
+
+PARTIAL = "partial"
+PLAIN_EFFECTS = "plain: side effects"
+PLAIN_LITTLE = "plain: little to hoist"
+
+
+# ---------------------------------------------------------------- cost model
+
+
+def _size(aval) -> int:
+    return int(np.prod(getattr(aval, "shape", ()), dtype=int))
+
+
+def _subjaxprs(eqn):
+    for value in eqn.params.values():
+        items = value if isinstance(value, (tuple, list)) else (value,)
+        for item in items:
+            if isinstance(item, jcore.ClosedJaxpr):
+                yield item.jaxpr
+            elif isinstance(item, jcore.Jaxpr):
+                yield item
+
+
+def _eqn_cost(eqn) -> float:
+    """Rough cost of one equation in flops (elementwise: one per output element)."""
+    out = sum(_size(v.aval) for v in eqn.outvars)
+    name = eqn.primitive.name
+    if name == "dot_general":
+        (lhs_contract, _), _ = eqn.params["dimension_numbers"]
+        lhs = eqn.invars[0].aval.shape
+        return 2.0 * out * math.prod(lhs[d] for d in lhs_contract)
+    if name == "conv_general_dilated":
+        rhs = eqn.invars[1].aval.shape
+        out_features = rhs[eqn.params["dimension_numbers"].rhs_spec[0]]
+        return 2.0 * out * math.prod(rhs) / max(1, out_features)
+    inner = sum(_jaxpr_cost(j) for j in _subjaxprs(eqn))
+    if inner:
+        return inner * eqn.params.get("length", 1) + out
+    return float(out)
+
+
+def _jaxpr_cost(jaxpr) -> float:
+    return sum(_eqn_cost(e) for e in jaxpr.eqns)
+
+
+# ---------------------------------------------------------------- the split
+
+
+def _downstream(jaxpr, invar) -> list[bool]:
+    """For each equation, whether it reads `invar` directly or through earlier equations."""
+    dep = {invar}
+    marks = []
+    for eqn in jaxpr.eqns:
+        hit = any(isinstance(v, jcore.Var) and v in dep for v in eqn.invars)
+        if hit:
+            dep.update(eqn.outvars)
+        marks.append(hit)
+    return marks
+
+
+def _bind(eqn, invals):
+    params = eqn.primitive.get_bind_params(eqn.params)
+    ctx = getattr(getattr(eqn, "ctx", None), "manager", None)
+    if ctx is not None:
+        with ctx:
+            out = eqn.primitive.bind(*invals, **params)
+    else:
+        out = eqn.primitive.bind(*invals, **params)
+    return out if eqn.primitive.multiple_results else [out]
+
+
+def _read(env, v):
+    return v.val if isinstance(v, jcore.Literal) else env[v]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Traced:
+    closed: jcore.ClosedJaxpr
+    paths: tuple[str, ...]  # per leaf of the params: PARTIAL, a plain reason, or "" (not checked)
+    marks: tuple[tuple[bool, ...], ...]  # per checked leaf: which equations are downstream of it
+
+
+def _trace(loss_fn, lay, params, args) -> _Traced:
+    leaves = jax.tree_util.tree_leaves(params)
+    checked = [leaves[i] for i in lay.checked_index]
+
+    def of_checked(*xs):
+        new = list(leaves)
+        for i, x in zip(lay.checked_index, xs, strict=True):
+            new[i] = x
+        return loss_fn(jax.tree_util.tree_unflatten(lay.treedef, new), *args)
+
+    closed = jax.make_jaxpr(of_checked)(*checked)
+    jaxpr = closed.jaxpr
+    total = _jaxpr_cost(jaxpr)
+    paths = [""] * len(lay.shapes)
+    marks = []
+    for k, i in enumerate(lay.checked_index):
+        mark = _downstream(jaxpr, jaxpr.invars[k])
+        marks.append(tuple(mark))
+        if jaxpr.effects:
+            paths[i] = PLAIN_EFFECTS
+        else:
+            kept = sum(_eqn_cost(e) for e, m in zip(jaxpr.eqns, mark, strict=True) if m)
+            paths[i] = PARTIAL if total > 0 and kept <= (1 - MIN_SAVING) * total else PLAIN_LITTLE
+    return _Traced(closed, tuple(paths), tuple(marks))
+
+
+def plan(loss_fn, lay, params, args) -> tuple[str, ...]:
+    """Per leaf of the params: "partial", "plain: <reason>", or "" for a leaf not checked."""
+    return _trace(loss_fn, lay, params, args).paths
+
+
+def numeric_flat(loss_fn, lay, params, args, theta, eps, stencil, chunk_size, loss):
+    """The finite-difference gradient along every coordinate, leaf by leaf.
+
+    Leaves on the partial path get a loss of that leaf alone (the equations downstream
+    of it); the others go to the plain engine with `loss` (the loss of all of θ),
+    restricted to their coordinates.
+
+    Returns:
+      (numeric, shape (n,); number of loss evaluations at stencil points, counting
+      J(θ) once).
+    """
+    traced = _trace(loss_fn, lay, params, args)
+    jaxpr = traced.closed.jaxpr
+    leaves = jax.tree_util.tree_leaves(params)
+    eps = jnp.asarray(eps, theta.dtype)
+    parts = [None] * len(lay.sizes)
+    plain_index = []
+    base = None
+    for k, (i, o, s) in enumerate(zip(lay.checked_index, lay.offsets, lay.sizes, strict=True)):
+        if traced.paths[i] != PARTIAL:
+            plain_index.append(np.arange(o, o + s))
+            continue
+        if base is None:  # evaluate the whole jaxpr once, at θ
+            base = dict(zip(jaxpr.constvars, traced.closed.consts, strict=True))
+            base.update(zip(jaxpr.invars, [leaves[j] for j in lay.checked_index], strict=True))
+            for eqn in jaxpr.eqns:
+                base.update(zip(eqn.outvars, _bind(eqn, [_read(base, v) for v in eqn.invars]), strict=True))
+        leaf_loss = _leaf_loss(jaxpr, base, k, traced.marks[k], lay.shapes[i], lay.dtypes[i])
+        theta_p = theta[o : o + s]
+        chunk = chunk_size or _engine.default_chunk_size(lay.n, s, stencil)
+        parts[k], _, _ = _engine.directional_derivatives(leaf_loss, theta_p, _probes.coordinates(theta_p, eps), s, stencil, chunk)
+    numeric = jnp.zeros_like(theta)
+    for k, (o, s) in enumerate(zip(lay.offsets, lay.sizes, strict=True)):
+        if parts[k] is not None:
+            numeric = numeric.at[o : o + s].set(parts[k])
+    if plain_index:
+        index = np.concatenate(plain_index)
+        if index.size == lay.n:
+            probe = _probes.coordinates(theta, eps)
+            numeric, _, _ = _engine.directional_derivatives(loss, theta, probe, lay.n, stencil, chunk_size)
+        else:
+            chunk = chunk_size or _engine.default_chunk_size(lay.n, index.size, stencil)
+            probe = _probes.coordinates(theta, eps, jnp.asarray(index))
+            derivs, _, _ = _engine.directional_derivatives(loss, theta, probe, index.size, stencil, chunk)
+            numeric = numeric.at[index].set(derivs)
+    num_evals = lay.n * stencil.evals_per_probe + int(stencil.uses_center)
+    return numeric, num_evals
+
+
+def _leaf_loss(jaxpr, base, k, mark, shape, dtype):
+    """J as a function of checked leaf k alone (flat, in θ's dtype), the rest read from `base`."""
+    eqns = [e for e, m in zip(jaxpr.eqns, mark, strict=True) if m]
+    invar, outvar = jaxpr.invars[k], jaxpr.outvars[0]
+
+    def leaf_loss(theta_p):
+        env = {invar: theta_p.reshape(shape).astype(dtype)}
+        read = lambda v: v.val if isinstance(v, jcore.Literal) else env[v] if v in env else base[v]  # noqa: E731
+        for eqn in eqns:
+            env.update(zip(eqn.outvars, _bind(eqn, [read(v) for v in eqn.invars]), strict=True))
+        return read(outvar)
+
+    return leaf_loss
