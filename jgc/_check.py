@@ -231,7 +231,7 @@ def _check(spec: _Spec, params, args, eps, tol) -> GradCheck:
         num_evals=jnp.asarray(num_evals, jnp.int32),
         method=spec.method,
         layout=lay,
-        leaf_eval=_partial.plan(spec.loss_fn, lay, params, args) if spec.partial_eval else (),
+        leaf_eval=_partial.plan(spec.loss_fn, lay, params, args, _stencils.get(spec.method)) if spec.partial_eval else (),
     )
 
 

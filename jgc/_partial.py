@@ -29,13 +29,18 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend import core as jcore
 
-from . import _engine, _probes
+from . import _engine, _probes, _sparse
+from ._stencils import coordinate_step
 
 # A leaf takes the partial path when the equations it does not reach are at least this
 # fraction of the loss's estimated cost (otherwise the plain engine does the same work).
 MIN_SAVING = 0.1
 
+# Tests set this to PARTIAL or SPARSE to send every leaf (without side effects) down one path.
+FORCE: str | None = None
+
 PARTIAL = "partial"
+SPARSE = "sparse"
 PLAIN_EFFECTS = "plain: side effects"
 PLAIN_LITTLE = "plain: little to hoist"
 
@@ -112,11 +117,51 @@ def _read(env, v):
 @dataclasses.dataclass(frozen=True)
 class _Traced:
     closed: jcore.ClosedJaxpr
-    paths: tuple[str, ...]  # per leaf of the params: PARTIAL, a plain reason, or "" (not checked)
+    paths: tuple[str, ...]  # per leaf of the params: PARTIAL, SPARSE, a plain reason, or "" (not checked)
     marks: tuple[tuple[bool, ...], ...]  # per checked leaf: which equations are downstream of it
 
 
-def _trace(loss_fn, lay, params, args) -> _Traced:
+def _all_vars(jaxpr):
+    out = list(jaxpr.constvars) + list(jaxpr.invars)
+    for eqn in jaxpr.eqns:
+        out += [v for v in eqn.outvars if not isinstance(v, jcore.DropVar)]
+    return out
+
+
+def _sparse_loss(jaxpr, k, mark):
+    """J of (probe multi-index, new entry value, list of base values in `_all_vars` order)."""
+    eqns = [e for e, m in zip(jaxpr.eqns, mark, strict=True) if m]
+    run = _sparse.point_loss(jaxpr, eqns, jaxpr.invars[k])
+    names = _all_vars(jaxpr)
+    return lambda idx, value, base: run(idx, value, dict(zip(names, base, strict=True)))
+
+
+def _sparse_cost(jaxpr, k, mark) -> float:
+    """Estimated cost of one sparse evaluation, from the jaxpr it traces to (shapes only)."""
+    aval = jaxpr.invars[k].aval
+    idx = [jax.ShapeDtypeStruct((), jnp.int32)] * aval.ndim
+    value = jax.ShapeDtypeStruct((), aval.dtype)
+    base = [jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype) for v in _all_vars(jaxpr)]
+    return _jaxpr_cost(jax.make_jaxpr(_sparse_loss(jaxpr, k, mark))(idx, value, base).jaxpr)
+
+
+def _choose(jaxpr, k, mark, total, stencil) -> str:
+    if jaxpr.effects:
+        return PLAIN_EFFECTS
+    if FORCE == PARTIAL:
+        return PARTIAL
+    real = all(isinstance(o, (int, float)) for o in stencil.offsets)
+    if FORCE == SPARSE and real:
+        return SPARSE
+    keep = 1 - MIN_SAVING
+    kept = sum(_eqn_cost(e) for e, m in zip(jaxpr.eqns, mark, strict=True) if m)
+    path, cost = (PARTIAL, kept) if total > 0 and kept <= keep * total else (PLAIN_LITTLE, total)
+    if real and any(mark) and _sparse_cost(jaxpr, k, mark) <= keep * cost:
+        path = SPARSE
+    return path
+
+
+def _trace(loss_fn, lay, params, args, stencil) -> _Traced:
     leaves = jax.tree_util.tree_leaves(params)
     checked = [leaves[i] for i in lay.checked_index]
 
@@ -132,33 +177,30 @@ def _trace(loss_fn, lay, params, args) -> _Traced:
     paths = [""] * len(lay.shapes)
     marks = []
     for k, i in enumerate(lay.checked_index):
-        mark = _downstream(jaxpr, jaxpr.invars[k])
-        marks.append(tuple(mark))
-        if jaxpr.effects:
-            paths[i] = PLAIN_EFFECTS
-        else:
-            kept = sum(_eqn_cost(e) for e, m in zip(jaxpr.eqns, mark, strict=True) if m)
-            paths[i] = PARTIAL if total > 0 and kept <= (1 - MIN_SAVING) * total else PLAIN_LITTLE
+        mark = tuple(_downstream(jaxpr, jaxpr.invars[k]))
+        marks.append(mark)
+        paths[i] = _choose(jaxpr, k, mark, total, stencil)
     return _Traced(closed, tuple(paths), tuple(marks))
 
 
-def plan(loss_fn, lay, params, args) -> tuple[str, ...]:
-    """Per leaf of the params: "partial", "plain: <reason>", or "" for a leaf not checked."""
-    return _trace(loss_fn, lay, params, args).paths
+def plan(loss_fn, lay, params, args, stencil) -> tuple[str, ...]:
+    """Per leaf of the params: "partial", "sparse", "plain: <reason>", or "" for a leaf not checked."""
+    return _trace(loss_fn, lay, params, args, stencil).paths
 
 
 def numeric_flat(loss_fn, lay, params, args, theta, eps, stencil, chunk_size, loss):
     """The finite-difference gradient along every coordinate, leaf by leaf.
 
     Leaves on the partial path get a loss of that leaf alone (the equations downstream
-    of it); the others go to the plain engine with `loss` (the loss of all of θ),
-    restricted to their coordinates.
+    of it), leaves on the sparse path a loss of one changed entry (`jgc/_sparse.py`);
+    the others go to the plain engine with `loss` (the loss of all of θ), restricted to
+    their coordinates.
 
     Returns:
       (numeric, shape (n,); number of loss evaluations at stencil points, counting
       J(θ) once).
     """
-    traced = _trace(loss_fn, lay, params, args)
+    traced = _trace(loss_fn, lay, params, args, stencil)
     jaxpr = traced.closed.jaxpr
     leaves = jax.tree_util.tree_leaves(params)
     eps = jnp.asarray(eps, theta.dtype)
@@ -166,7 +208,8 @@ def numeric_flat(loss_fn, lay, params, args, theta, eps, stencil, chunk_size, lo
     plain_index = []
     base = None
     for k, (i, o, s) in enumerate(zip(lay.checked_index, lay.offsets, lay.sizes, strict=True)):
-        if traced.paths[i] != PARTIAL:
+        path = traced.paths[i]
+        if path not in (PARTIAL, SPARSE):
             plain_index.append(np.arange(o, o + s))
             continue
         if base is None:  # evaluate the whole jaxpr once, at θ
@@ -174,10 +217,19 @@ def numeric_flat(loss_fn, lay, params, args, theta, eps, stencil, chunk_size, lo
             base.update(zip(jaxpr.invars, [leaves[j] for j in lay.checked_index], strict=True))
             for eqn in jaxpr.eqns:
                 base.update(zip(eqn.outvars, _bind(eqn, [_read(base, v) for v in eqn.invars]), strict=True))
-        leaf_loss = _leaf_loss(jaxpr, base, k, traced.marks[k], lay.shapes[i], lay.dtypes[i])
         theta_p = theta[o : o + s]
         chunk = chunk_size or _engine.default_chunk_size(lay.n, s, stencil)
-        parts[k], _, _ = _engine.directional_derivatives(leaf_loss, theta_p, _probes.coordinates(theta_p, eps), s, stencil, chunk)
+        if path == PARTIAL:
+            leaf_loss = _leaf_loss(jaxpr, base, k, traced.marks[k], lay.shapes[i], lay.dtypes[i])
+            probe = _probes.coordinates(theta_p, eps)
+            parts[k], _, _ = _engine.directional_derivatives(leaf_loss, theta_p, probe, s, stencil, chunk)
+        else:
+            run = _sparse_loss(jaxpr, k, traced.marks[k])
+            values = [base[v] for v in _all_vars(jaxpr)]
+            point_loss = lambda idx, value, run=run, values=values: run(idx, value, values)  # noqa: E731
+            center = _read(base, jaxpr.outvars[0])
+            shape, dtype = lay.shapes[i], lay.dtypes[i]
+            parts[k], _, _ = coordinate_derivatives(point_loss, theta_p, shape, dtype, eps, stencil, chunk, center)
     numeric = jnp.zeros_like(theta)
     for k, (o, s) in enumerate(zip(lay.offsets, lay.sizes, strict=True)):
         if parts[k] is not None:
@@ -194,6 +246,35 @@ def numeric_flat(loss_fn, lay, params, args, theta, eps, stencil, chunk_size, lo
             numeric = numeric.at[index].set(derivs)
     num_evals = lay.n * stencil.evals_per_probe + int(stencil.uses_center)
     return numeric, num_evals
+
+
+def coordinate_derivatives(point_loss, theta_p, shape, dtype, eps, stencil, chunk_size, center):
+    """`_engine.directional_derivatives` for the one-hot probes of one leaf, one entry at a time.
+
+    The same stencil, steps and chunks as the engine with `_probes.coordinates`: probe j
+    moves entry j of the leaf (flat θ_p, in θ's dtype) to θ_p[j] + o·h_j, and
+    `point_loss(multi_index, new_value)` evaluates J there; `center` is J(θ).
+
+    Returns:
+      (derivatives, shape (size,); loss values at the stencil points, shape
+      (size, len(stencil.offsets)); number of loss evaluations).
+    """
+    offsets = jnp.asarray([o for o in stencil.offsets if o != 0], theta_p.dtype)
+
+    def one(j):
+        h = coordinate_step(theta_p[j], eps)
+        idx = [jnp.asarray(c, jnp.int32) for c in jnp.unravel_index(j, shape)]
+        shifted = jax.vmap(lambda o: point_loss(idx, (theta_p[j] + (o * h) * 1).astype(dtype)))(offsets)
+        values, it = [], iter(shifted)
+        for o in stencil.offsets:
+            values.append(center.astype(shifted.dtype) if o == 0 else next(it))
+        values = jnp.stack(values)
+        weights = jnp.asarray(stencil.weights, values.dtype)
+        return jnp.sum(weights * values) / h, values
+
+    derivs, values = jax.lax.map(one, jnp.arange(theta_p.size), batch_size=chunk_size)
+    num_evals = theta_p.size * stencil.evals_per_probe + int(stencil.uses_center)
+    return derivs, values, num_evals
 
 
 def _leaf_loss(jaxpr, base, k, mark, shape, dtype):

@@ -121,11 +121,12 @@ def _leaf_eval_rows(res) -> list[str]:
         return []
     lay = res.layout
     partial = [lay.paths[i] for i, u in enumerate(used) if u == "partial"]
+    sparse = [lay.paths[i] for i, u in enumerate(used) if u == "sparse"]
     plain: dict[str, list[str]] = {}
     for i, u in enumerate(used):
         if u.startswith("plain"):
             plain.setdefault(u.partition(": ")[2] or "plain", []).append(lay.paths[i])
-    row = f"  partial evaluation: {len(partial)} of {len(lay.checked_index)} leaves"
+    row = f"  partial evaluation: {len(partial)} leaves downstream only, {len(sparse)} sparse, of {len(lay.checked_index)}"
     for reason, paths in plain.items():
         shown = ", ".join(paths[:8]) + (" …" if len(paths) > 8 else "")
         row += f"; plain engine ({reason}): {shown}"

@@ -27,10 +27,11 @@ from jgc import _partial
 _ROUNDING = 64  # multiples of ε·max(1, |J|)/eps allowed between the two paths
 
 
-@pytest.fixture
-def every_leaf_partial(monkeypatch):
-    """Send every leaf down the partial path, however little it hoists."""
-    monkeypatch.setattr(_partial, "MIN_SAVING", 0.0)
+@pytest.fixture(params=["partial", "sparse"])
+def forced(request, monkeypatch):
+    """Send every leaf down one path (downstream-only, or sparse change propagation)."""
+    monkeypatch.setattr(_partial, "FORCE", request.param)
+    return request.param
 
 
 def _assert_same(loss, params, *args, method="central", eps=None):
@@ -153,20 +154,20 @@ MODELS = {"mlp": _mlp, "cnn": _cnn, "rnn_scan": _rnn, "layernorm": _layernorm, "
 
 
 @pytest.mark.parametrize("model", sorted(MODELS))
-def test_models_same_numbers(model, dtype, every_leaf_partial):
+def test_models_same_numbers(model, dtype, forced):
     loss, params, args = MODELS[model](dtype)
     lay = jgc._tree.layout(params)
-    assert _partial.plan(loss, lay, params, args) == ("partial",) * len(lay.paths)
+    assert _partial.plan(loss, lay, params, args, jgc._stencils.get("central")) == (forced,) * len(lay.paths)
     _assert_same(loss, params, *args)
 
 
 @pytest.mark.parametrize("method", ["forward", "five_point"])
-def test_other_stencils(method, dtype, every_leaf_partial):
+def test_other_stencils(method, dtype, forced):
     loss, params, args = _mlp(dtype)
     _assert_same(loss, params, *args, method=method)
 
 
-def test_explicit_eps_and_chunk(every_leaf_partial):
+def test_explicit_eps_and_chunk(forced):
     loss, params, args = _cnn(jnp.float32)
     a = jgc.numeric_grad(loss, params, *args, eps=3e-2, chunk_size=5)
     b = jgc.numeric_grad(loss, params, *args, eps=3e-2, chunk_size=5, partial_eval=True)
@@ -177,7 +178,7 @@ def test_explicit_eps_and_chunk(every_leaf_partial):
         np.testing.assert_allclose(z, x, rtol=0, atol=scale)
 
 
-def test_mixed_dtypes_and_unchecked_leaves(every_leaf_partial):
+def test_mixed_dtypes_and_unchecked_leaves(forced):
     with jax.enable_x64(True):
         ks = jax.random.split(jax.random.PRNGKey(6), 2)
         params = {"a": _normal(ks[0], (3, 2), jnp.float32), "b": _normal(ks[1], (2,), jnp.float64), "n": jnp.arange(3)}
@@ -186,7 +187,7 @@ def test_mixed_dtypes_and_unchecked_leaves(every_leaf_partial):
             return jnp.sum(jnp.tanh(p["a"].astype(jnp.float64) @ p["b"] + p["n"])) ** 2
 
         res = jgc.check_grad(loss, None, params, partial_eval=True)
-        assert res.leaf_eval == ("partial", "partial", "")
+        assert res.leaf_eval == (forced, forced, "")
         assert bool(res.passed), res.report()
         # θ is float64; the float32 leaf's steps are float32-exact, so rounding is at float32 level there
         plain = jgc.numeric_grad(loss, params)
@@ -196,7 +197,7 @@ def test_mixed_dtypes_and_unchecked_leaves(every_leaf_partial):
         assert np.isnan(part["n"]).all()
 
 
-def test_unused_leaf_and_nested_jit(every_leaf_partial, dtype):
+def test_unused_leaf_and_nested_jit(forced, dtype):
     ks = jax.random.split(jax.random.PRNGKey(7), 2)
     params = {"used": _normal(ks[0], (3,), dtype), "unused": _normal(ks[1], (2,), dtype)}
     inner = jax.jit(lambda w: jnp.sum(jnp.sin(w) * jnp.arange(3, dtype=dtype)))
@@ -216,10 +217,20 @@ def test_default_off_and_plan():
     res = jgc.check_grad(loss, None, params, *args)
     assert res.leaf_eval == ()
     assert "partial evaluation" not in res.report()
-    # with the real cost threshold, the first layer (nothing worth hoisting) takes the plain engine
+    # the cost model: sparse propagation pays for the first two layers, the last is cheap either way
     res = jgc.check_grad(loss, None, params, *args, partial_eval=True)
-    assert res.leaf_eval == ("plain: little to hoist", "partial", "partial", "partial", "partial", "partial")
-    assert "partial evaluation: 5 of 6 leaves; plain engine (little to hoist): [0]['W']" in res.report()
+    assert res.leaf_eval == ("sparse", "sparse", "sparse", "sparse", "partial", "partial")
+    assert "partial evaluation: 2 leaves downstream only, 4 sparse, of 6" in res.report()
+    _assert_same(loss, params, *args)
+
+
+def test_unhandled_primitive_takes_the_plain_engine(dtype):
+    # conv_general_dilated has no sparse rule and the conv kernel is the first layer: plain engine
+    loss, params, args = _cnn(dtype)
+    res = jgc.check_grad(loss, None, params, *args, partial_eval=True)
+    assert res.leaf_eval == ("partial", "plain: little to hoist", "sparse")  # bias, conv, dense
+    assert "plain engine (little to hoist): ['conv']" in res.report()
+    assert bool(res.passed), res.report()
     _assert_same(loss, params, *args)
 
 
@@ -241,7 +252,7 @@ def test_side_effects_take_the_plain_engine_bitwise(dtype):
 
 def test_single_leaf_nothing_to_hoist_is_plain_bitwise(dtype):
     w = jnp.linspace(-1, 1, 5, dtype=dtype)
-    loss = lambda w: jnp.sum(jnp.tanh(w) ** 3)
+    loss = lambda w: jnp.sum(jnp.cumsum(jnp.tanh(w)) ** 2)  # cumsum: no sparse rule, nothing to hoist
     res = jgc.check_grad(loss, None, w, partial_eval=True)
     assert res.leaf_eval == ("plain: little to hoist",)
     np.testing.assert_array_equal(jgc.numeric_grad(loss, w, partial_eval=True), jgc.numeric_grad(loss, w))
@@ -258,7 +269,7 @@ def test_bad_option():
 # ---------------------------------------------------------------- planted bug, jit, vmap
 
 
-def test_planted_bug_under_transforms(transform, dtype, every_leaf_partial):
+def test_planted_bug_under_transforms(transform, dtype, forced):
     loss, params, args = _mlp(dtype)
 
     def bad_grad(p, x, y):
@@ -269,7 +280,7 @@ def test_planted_bug_under_transforms(transform, dtype, every_leaf_partial):
     batch = jax.tree_util.tree_map(lambda v: jnp.stack([v, 0.9 * v]), params)
     bad = transform(lambda p: jgc.check_grad(loss, bad_grad, p, *args, partial_eval=True), batch)
     assert not np.any(bad.passed)
-    assert bad.leaf_eval == ("partial",) * 6
+    assert bad.leaf_eval == (forced,) * 6
     leaf_ok = [np.asarray(v) for v in jax.tree_util.tree_leaves(bad.leaf_passed)]
     assert [bool(np.all(v)) for v in leaf_ok] == [True, True, True, False, True, True]
     assert [row.split()[1] for row in bad.report().splitlines() if row.startswith("✗")] == ["[1]['b']"]
@@ -280,7 +291,7 @@ def test_planted_bug_under_transforms(transform, dtype, every_leaf_partial):
         np.testing.assert_allclose(b, a, rtol=0, atol=atol)
 
 
-def test_data_traced_inside_the_users_jit(every_leaf_partial):
+def test_data_traced_inside_the_users_jit(forced):
     loss, params, (x, y) = _mlp(jnp.float32)
 
     @jax.jit
@@ -307,11 +318,11 @@ def _trees(draw):
 
 
 @settings(max_examples=12, deadline=None)
-@given(tree=_trees(), x64=st.booleans())
-def test_random_pytrees(tree, x64):
+@given(tree=_trees(), x64=st.booleans(), path=st.sampled_from(["partial", "sparse"]))
+def test_random_pytrees(tree, x64, path):
     shapes, seeds, nested = tree
     with jax.enable_x64(x64), pytest.MonkeyPatch.context() as mp:
-        mp.setattr(_partial, "MIN_SAVING", 0.0)
+        mp.setattr(_partial, "FORCE", path)
         dtype = jnp.float64 if x64 else jnp.float32
         leaves = [_normal(jax.random.PRNGKey(s), shape, dtype, 0.7) for s, shape in zip(seeds, shapes, strict=True)]
         params = {"a": leaves[0], "rest": [{"w": v} for v in leaves[1:]]} if nested else leaves
