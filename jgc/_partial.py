@@ -8,7 +8,9 @@ same value for all of p's probes. `numeric_flat` traces the loss once with
 only the equations downstream of p and reads everything else from that one evaluation.
 Probes, steps, stencil and chunk size are the plain engine's, so the numbers are the
 plain engine's up to floating-point rounding (XLA fuses and orders a smaller program
-differently).
+differently). Where it is cheaper, a leaf takes the *sparse* path instead: the probe's
+one changed entry is propagated through the downstream equations as a point or a slab
+(`jgc/_sparse.py`, `coordinate_derivatives` below), recomputing only what changed.
 
 An equation with sub-jaxprs (pjit, scan, while, cond, custom_jvp/custom_vjp) is one
 opaque equation: bound as it is, and downstream when any of its inputs is. A leaf takes
@@ -16,7 +18,12 @@ the plain engine (the whole loss per probe) when
 
 - the loss has side effects (callbacks, debug prints): hoisting would change how often
   they run, so the whole loss is left to the plain engine;
-- hoisting would save less than `MIN_SAVING` of the loss's estimated cost.
+- the stencil's offsets are not real numbers (a complex step needs the whole loss);
+- neither path saves `MIN_SAVING` of the estimated cost of the plain one.
+
+Costs are estimated from the jaxprs (flops of `dot_general` and convolutions, one per
+output element otherwise): the loss's, the downstream equations', and the jaxpr the
+sparse evaluation of one probe traces to.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ PARTIAL = "partial"
 SPARSE = "sparse"
 PLAIN_EFFECTS = "plain: side effects"
 PLAIN_LITTLE = "plain: little to hoist"
+PLAIN_STENCIL = "plain: stencil"  # offsets that are not real multiples of h (a complex step)
 
 
 # ---------------------------------------------------------------- cost model
@@ -148,15 +156,14 @@ def _sparse_cost(jaxpr, k, mark) -> float:
 def _choose(jaxpr, k, mark, total, stencil) -> str:
     if jaxpr.effects:
         return PLAIN_EFFECTS
-    if FORCE == PARTIAL:
-        return PARTIAL
-    real = all(isinstance(o, (int, float)) for o in stencil.offsets)
-    if FORCE == SPARSE and real:
-        return SPARSE
+    if not all(isinstance(o, (int, float)) for o in stencil.offsets):
+        return PLAIN_STENCIL
+    if FORCE is not None:
+        return FORCE
     keep = 1 - MIN_SAVING
     kept = sum(_eqn_cost(e) for e, m in zip(jaxpr.eqns, mark, strict=True) if m)
     path, cost = (PARTIAL, kept) if total > 0 and kept <= keep * total else (PLAIN_LITTLE, total)
-    if real and any(mark) and _sparse_cost(jaxpr, k, mark) <= keep * cost:
+    if any(mark) and _sparse_cost(jaxpr, k, mark) <= keep * cost:
         path = SPARSE
     return path
 
