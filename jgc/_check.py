@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _diagnose, _engine, _probes, _stencils, _tree
+from . import _diagnose, _engine, _partial, _probes, _stencils, _tree
 from ._result import GradCheck, GradCheckError
 from ._typing import PyTree
 
@@ -168,6 +168,9 @@ def _prepare(params):
 
 # ---------------------------------------------------------------- core
 
+# Whether checks evaluate per leaf only the part of the loss downstream of it (jgc/_partial.py).
+PARTIAL_EVAL_DEFAULT = False
+
 
 @dataclasses.dataclass(frozen=True)
 class _Spec:
@@ -178,6 +181,7 @@ class _Spec:
     method: str
     chunk_size: int | None
     autodiff: bool = False
+    partial_eval: bool = False
 
     def __call__(self, params, args, eps, tol):
         return _check(self, params, args, eps, tol)
@@ -223,6 +227,11 @@ def _evaluate(spec: _Spec, lay, params, args, eps, stencil):
     loss = _loss_of_theta(spec.loss_fn, lay, params, args, keep_complex=stencil.complex)
     if stencil.complex:
         _check_complex_loss(loss, theta)
+    if spec.partial_eval:  # per leaf: only the equations downstream of it (jgc/_partial.py)
+        numeric, values, num_evals = _partial.numeric_flat(
+            spec.loss_fn, lay, params, args, theta, eps, stencil, spec.chunk_size, loss
+        )
+        return theta, numeric, values, num_evals, jnp.asarray(eps, theta.dtype)
     probe = _probes.coordinates(theta, eps)
     numeric, values, num_evals = _engine.directional_derivatives(loss, theta, probe, lay.n, stencil, spec.chunk_size)
     return theta, numeric, values, num_evals, jnp.asarray(eps, theta.dtype)
@@ -324,6 +333,7 @@ def _check(spec: _Spec, params, args, eps, tol) -> GradCheck:
         kink=kink,
         deterministic=deterministic,
         loss_values=jnp.stack([j0, j0_again]),
+        leaf_eval=_partial.plan(spec.loss_fn, lay, params, args, ext.stencil) if spec.partial_eval else (),
     )
     if spec.autodiff:
         res = _with_autodiff(res, spec, lay, params, args, theta, numeric, analytic)
@@ -345,6 +355,7 @@ def _compare(
     kink=None,
     deterministic=None,
     loss_values=None,
+    leaf_eval=(),
 ) -> GradCheck:
     """Compare two flat vectors ordered like θ of `lay`, leaf by leaf, into a GradCheck.
 
@@ -404,6 +415,7 @@ def _compare(
         loss_values=loss_values,
         hint=_tree.per_leaf(lay, hint, fill=0),
         hint_param=_tree.per_leaf(lay, hint_param, fill=0),
+        leaf_eval=leaf_eval,
     )
 
 
@@ -449,6 +461,7 @@ def check_grad(
     coords: int | None = None,
     key: jax.Array | None = None,
     x64: bool = False,
+    partial_eval: bool = PARTIAL_EVAL_DEFAULT,
 ) -> GradCheck:
     """Check a hand-written gradient against finite differences, coordinate by coordinate.
 
@@ -489,6 +502,9 @@ def check_grad(
         float32 verdict is unclear (a discrepancy near the tolerance or the noise
         floor); `loss_fn` and `grad_fn` must follow their inputs' dtype. It cannot
         be used inside `jax.jit`/`jax.vmap` (x64 is fixed when tracing starts).
+      partial_eval: evaluate, for the probes of each leaf, only the part of the loss
+        downstream of that leaf (the rest once); same numbers up to rounding,
+        `result.leaf_eval` says which leaves took which path (docs/partial_eval.md).
 
     Each coordinate's discrepancy is discounted by twice its estimated
     finite-difference noise (|D(h) − D(2h)| plus a rounding floor; the doubled
@@ -515,19 +531,21 @@ def check_grad(
     _validate(loss_fn, grad_fn, method, eps, tol, chunk_size)
     _check_flag("autodiff", autodiff)
     _check_flag("x64", x64)
+    _check_flag("partial_eval", partial_eval)
     if x64:
         options = dict(eps=eps, tol=tol, method=method, chunk_size=chunk_size, autodiff=autodiff, coords=coords, key=key)
+        options["partial_eval"] = partial_eval
         return _in_x64(check_grad, loss_fn, grad_fn, params, args, options)
     params = _prepare(params)
     _tree.layout(params)  # fail here, before tracing, on an empty or unusable tree
     if coords is not None or key is not None:
-        if autodiff:
-            raise ValueError("autodiff=True is not supported with coords=: run the autodiff cross-check on a full check.")
+        if autodiff or partial_eval:
+            raise ValueError("autodiff=True and partial_eval=True need the full check: they are not supported with coords=.")
         from ._sampled import check_sampled
 
         options = dict(eps=eps, tol=tol, method=method, chunk_size=chunk_size)
         return check_sampled(loss_fn, grad_fn, params, args, coords=coords, key=key, **options)
-    return _call(_Spec(loss_fn, grad_fn, method, chunk_size, autodiff), params, args, eps=eps, tol=tol)
+    return _call(_Spec(loss_fn, grad_fn, method, chunk_size, autodiff, partial_eval), params, args, eps=eps, tol=tol)
 
 
 _X64_TRACED = (
@@ -567,6 +585,7 @@ def numeric_grad(
     eps: float | None = None,
     method: str = "central",
     chunk_size: int | None = None,
+    partial_eval: bool = PARTIAL_EVAL_DEFAULT,
 ) -> PyTree:
     """The finite-difference gradient of `loss_fn` at `params`, shaped like `params`.
 
@@ -574,7 +593,7 @@ def numeric_grad(
       loss_fn: `loss_fn(params, *args) -> scalar`.
       params: pytree of parameters; leaves that are not floating point come back NaN.
       *args: passed unchanged to `loss_fn`.
-      eps, method, chunk_size: as in `jgc.check_grad`.
+      eps, method, chunk_size, partial_eval: as in `jgc.check_grad`.
 
     Returns:
       A pytree like `params`, every leaf in the dtype of the raveled parameters.
@@ -586,9 +605,10 @@ def numeric_grad(
       [3.0, 12.0]
     """
     _validate(loss_fn, None, method, eps, None, chunk_size, check_grad_fn=False)
+    _check_flag("partial_eval", partial_eval)
     params = _prepare(params)
     _tree.layout(params)
-    return _call(_NumericSpec(loss_fn, None, method, chunk_size), params, args, eps=eps, tol=None)
+    return _call(_NumericSpec(loss_fn, None, method, chunk_size, partial_eval=partial_eval), params, args, eps=eps, tol=None)
 
 
 def relative_error(a: PyTree, b: PyTree) -> jax.Array:

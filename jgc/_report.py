@@ -251,7 +251,27 @@ def _leaf_rows(res, max_leaves: int | None) -> list[str]:
         unchecked.append(f"{lay.paths[i]} ({lay.dtypes[i]})")
     if unchecked:
         rows.append(f"  not checked (not floating point): {', '.join(unchecked)}")
+    rows += _leaf_eval_rows(res)
     return rows
+
+
+def _leaf_eval_rows(res) -> list[str]:
+    """With partial evaluation on: which leaves took the partial path, which the plain engine and why."""
+    used = getattr(res, "leaf_eval", ())
+    if not used:
+        return []
+    lay = res.layout
+    partial = [lay.paths[i] for i, u in enumerate(used) if u == "partial"]
+    sparse = [lay.paths[i] for i, u in enumerate(used) if u == "sparse"]
+    plain: dict[str, list[str]] = {}
+    for i, u in enumerate(used):
+        if u.startswith("plain"):
+            plain.setdefault(u.partition(": ")[2] or "plain", []).append(lay.paths[i])
+    row = f"  partial evaluation: {len(partial)} leaves downstream only, {len(sparse)} sparse, of {len(lay.checked_index)}"
+    for reason, paths in plain.items():
+        shown = ", ".join(paths[:8]) + (" …" if len(paths) > 8 else "")
+        row += f"; plain engine ({reason}): {shown}"
+    return [row]
 
 
 def format_report(res, max_leaves: int | None = 40) -> str:

@@ -70,6 +70,9 @@ class GradCheck:
         6 columns; see `jgc._diagnose`).
       hint_param: per leaf, the hint's parameter (c for scaled, λ for l2, the number
         of rows or columns).
+      leaf_eval: with `partial_eval=True`, per leaf of the params, how its probes
+        were evaluated: "partial" (only the part of the loss downstream of the leaf),
+        "plain: <reason>" (the whole loss), or "" (not checked); empty otherwise.
     """
 
     rel_error: jax.Array
@@ -97,6 +100,7 @@ class GradCheck:
     loss_values: jax.Array | None = None
     hint: PyTree = None
     hint_param: PyTree = None
+    leaf_eval: tuple[str, ...] = dataclasses.field(default=(), metadata=dict(static=True))
 
     def report(self, max_leaves: int | None = 40) -> str:
         """The text report: a verdict line, then one row per leaf (failing leaves first).

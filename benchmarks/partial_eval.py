@@ -1,0 +1,225 @@
+"""Partial evaluation (jgc/_partial.py, jgc/_sparse.py) against the plain engine and the peers.
+
+For each model: a full per-coordinate numeric gradient in float64 on CPU by
+
+- jgc, plain engine   (`jgc.numeric_grad(..., partial_eval=False)`), 2n evaluations;
+- jgc, partial eval   (`jgc.numeric_grad(..., partial_eval=True)`), same probes and stencil;
+- scipy.optimize.check_grad (forward differences, n + 1 evaluations of a jitted JAX loss);
+- torch.autograd.gradcheck (CPU, float64, central differences, 2n evaluations of the same
+  model written in torch).
+
+jgc times are split into compile (`jax.jit(...).lower(...).compile()`) and one run of the
+compiled function; every tool runs once, in one process, one after the other, so the
+ratios compare runs made under the same machine load. The numeric gradients of the two jgc
+paths are compared (max |difference| and relative error).
+
+Usage:
+  python benchmarks/partial_eval.py            # the full set (a few minutes on 2 cores)
+  python benchmarks/partial_eval.py --quick    # tiny sizes, checks the script runs
+  python benchmarks/partial_eval.py --no-peers # jgc paths only
+  python benchmarks/partial_eval.py --torch none  # skip torch.autograd.gradcheck: in its full
+      # (slow) mode it took 1,172 s on mlp_first_layer here, ~17 ms per loss evaluation
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+import jgc
+
+jax.config.update("jax_enable_x64", True)  # a benchmark process of its own: float64 throughout
+
+
+# ---------------------------------------------------------------- models (JAX and torch)
+
+
+def mlp(sizes, batch, seed=0):
+    ks = jax.random.split(jax.random.PRNGKey(seed), 2 * len(sizes) + 2)
+    params = [
+        {"W": jax.random.normal(ks[2 * i], (a, b)) / np.sqrt(a), "b": 0.1 * jax.random.normal(ks[2 * i + 1], (b,))}
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True))
+    ]
+    x, y = jax.random.normal(ks[-1], (batch, sizes[0])), jax.random.normal(ks[-2], (batch,))
+
+    def loss(p, x, y):
+        h = x
+        for layer in p[:-1]:
+            h = jnp.tanh(h @ layer["W"] + layer["b"][None])
+        return jnp.mean(((h @ p[-1]["W"] + p[-1]["b"][None])[:, 0] - y) ** 2)
+
+    def torch_loss(p, x, y):
+        h = x
+        for layer in p[:-1]:
+            h = (h @ layer["W"] + layer["b"]).tanh()
+        return (((h @ p[-1]["W"] + p[-1]["b"])[:, 0] - y) ** 2).mean()
+
+    return loss, torch_loss, params, (x, y)
+
+
+def cnn(batch, channels=(3, 8, 8), side=12, hidden=8, seed=0):
+    ks = jax.random.split(jax.random.PRNGKey(seed), 10)
+    c0, c1, c2 = channels
+    flat = c2 * (side - 4) ** 2
+    params = {
+        "conv1": jax.random.normal(ks[0], (c1, c0, 3, 3)) / np.sqrt(9 * c0),
+        "b1": 0.1 * jax.random.normal(ks[1], (c1,)),
+        "conv2": jax.random.normal(ks[2], (c2, c1, 3, 3)) / np.sqrt(9 * c1),
+        "b2": 0.1 * jax.random.normal(ks[3], (c2,)),
+        "W": jax.random.normal(ks[4], (flat, hidden)) / np.sqrt(flat),
+        "c": 0.1 * jax.random.normal(ks[5], (hidden,)),
+        "v": jax.random.normal(ks[6], (hidden,)) / np.sqrt(hidden),
+    }
+    x, y = jax.random.normal(ks[7], (batch, c0, side, side)), jax.random.normal(ks[8], (batch,))
+
+    def loss(p, x, y):
+        h = jax.lax.conv_general_dilated(x, p["conv1"], (1, 1), "VALID")
+        h = jnp.tanh(h + p["b1"][None, :, None, None])
+        h = jax.lax.conv_general_dilated(h, p["conv2"], (1, 1), "VALID")
+        h = jnp.tanh(h + p["b2"][None, :, None, None])
+        h = jnp.tanh(h.reshape(h.shape[0], -1) @ p["W"] + p["c"][None])
+        return jnp.mean((h @ p["v"] - y) ** 2)
+
+    def torch_loss(p, x, y):
+        import torch.nn.functional as F
+
+        h = (F.conv2d(x, p["conv1"]) + p["b1"][None, :, None, None]).tanh()
+        h = (F.conv2d(h, p["conv2"]) + p["b2"][None, :, None, None]).tanh()
+        h = (h.reshape(h.shape[0], -1) @ p["W"] + p["c"]).tanh()
+        return ((h @ p["v"] - y) ** 2).mean()
+
+    return loss, torch_loss, params, (x, y)
+
+
+def models(quick):
+    if quick:
+        return {
+            "mlp_first_layer": mlp((20, 12, 6, 3, 1), 8),
+            "mlp_uniform_deep": mlp((12,) * 5 + (1,), 8),
+            "cnn": cnn(4, channels=(2, 3, 3), side=6, hidden=3),
+        }
+    return {
+        # the issue's model: 200-128-64-10-1, 128 examples, n = 34,645; the first layer is 74% of n
+        "mlp_first_layer": mlp((200, 128, 64, 10, 1), 128),
+        # uniform widths: every layer about the same size, n = 12,737
+        "mlp_uniform_deep": mlp((40,) * 8 + (1,), 32),
+        # two 3x3 convolutions and a dense head on 12x12 images, n = 10,673
+        "cnn": cnn(16, channels=(3, 8, 16), side=12, hidden=10),
+        # first layer 784 -> 128 (n = 101,770), jgc paths only: the peers would take many minutes
+        "mlp_first_layer_1e5": mlp((784, 128, 10, 1), 16),
+    }
+
+
+# ---------------------------------------------------------------- timing
+
+
+def _time(fn):
+    t = time.perf_counter()
+    out = fn()
+    jax.block_until_ready(out)
+    return out, time.perf_counter() - t
+
+
+def time_jgc(loss, params, args, partial_eval):
+    f = jax.jit(lambda p: jgc.numeric_grad(loss, p, *args, partial_eval=partial_eval))
+    compiled, t_compile = _time(lambda: f.lower(params).compile())
+    grad, t_run = _time(lambda: compiled(params))
+    return grad, t_compile, t_run
+
+
+def time_scipy(loss, params, args):
+    from scipy.optimize import check_grad
+
+    theta, unravel = ravel_pytree(params)
+    f = jax.jit(lambda t: loss(unravel(t), *args))
+    g = jax.jit(lambda t: ravel_pytree(jax.grad(loss)(unravel(t), *args))[0])
+    x0 = np.asarray(theta)
+    f(x0).block_until_ready(), g(x0).block_until_ready()  # compile outside the timing
+    t = time.perf_counter()
+    err = check_grad(lambda t: float(f(t)), lambda t: np.asarray(g(t)), x0)
+    return float(err), time.perf_counter() - t
+
+
+def time_torch(torch_loss, params, args):
+    import torch
+
+    theta, unravel = ravel_pytree(params)
+    shapes = [np.shape(v) for v in jax.tree_util.tree_leaves(params)]
+    treedef = jax.tree_util.tree_structure(params)
+    targs = [torch.from_numpy(np.array(a)) for a in args]
+
+    def fn(flat):
+        leaves, o = [], 0
+        for s in shapes:
+            size = int(np.prod(s))
+            leaves.append(flat[o : o + size].reshape(s))
+            o += size
+        return torch_loss(jax.tree_util.tree_unflatten(treedef, leaves), *targs)
+
+    x = torch.from_numpy(np.asarray(theta).copy()).requires_grad_(True)
+    t = time.perf_counter()
+    ok = torch.autograd.gradcheck(fn, (x,), eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=False)
+    return bool(ok), time.perf_counter() - t
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--no-peers", action="store_true")
+    ap.add_argument("--torch", choices=["all", "first", "none"], default="first", help="models for torch gradcheck")
+    ap.add_argument("--out", default=None)
+    opts = ap.parse_args()
+    results = {
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "jax": jax.__version__,
+            "device": str(jax.devices()[0]),
+        },
+        "command": "python benchmarks/partial_eval.py"
+        + (" --quick" if opts.quick else "")
+        + (" --no-peers" if opts.no_peers else "")
+        + f" --torch {opts.torch}",
+        "models": {},
+    }
+    for name, (loss, torch_loss, params, args) in models(opts.quick).items():
+        lay = jgc._tree.layout(params)
+        row = {"n": lay.n, "leaves": dict(zip(lay.paths, (list(s) for s in lay.shapes), strict=True))}
+        row["leaf_eval"] = dict(
+            zip(lay.paths, jgc._partial.plan(loss, lay, params, args, jgc._stencils.get("central")), strict=True)
+        )
+        plain, row["plain_compile_s"], row["plain_run_s"] = time_jgc(loss, params, args, False)
+        part, row["partial_compile_s"], row["partial_run_s"] = time_jgc(loss, params, args, True)
+        a, b = ravel_pytree(plain)[0], ravel_pytree(part)[0]
+        row["max_abs_diff"] = float(jnp.max(jnp.abs(a - b)))
+        row["rel_diff"] = float(jgc.relative_error(plain, part))
+        row["ratio_run"] = row["partial_run_s"] / row["plain_run_s"]
+        row["ratio_total"] = (row["partial_compile_s"] + row["partial_run_s"]) / (row["plain_compile_s"] + row["plain_run_s"])
+        if not opts.no_peers and not name.endswith("1e5"):
+            row["scipy_check_grad_err"], row["scipy_s"] = time_scipy(loss, params, args)
+            total = row["partial_compile_s"] + row["partial_run_s"]
+            row["ratio_total_vs_scipy"] = total / row["scipy_s"]
+            if opts.torch == "all" or (opts.torch == "first" and name == "mlp_first_layer"):
+                row["torch_gradcheck_ok"], row["torch_s"] = time_torch(torch_loss, params, args)
+                row["ratio_total_vs_torch"] = total / row["torch_s"]
+        results["models"][name] = row
+        print(name, json.dumps(row), flush=True)
+        out = opts.out or os.path.join(
+            os.path.dirname(__file__), "results", "partial_eval" + ("_quick" if opts.quick else "") + ".json"
+        )
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        with open(out, "w") as f:  # after every model: an interrupted run keeps what it measured
+            json.dump(results, f, indent=1)
+    print("saved", out)
+
+
+if __name__ == "__main__":
+    main()

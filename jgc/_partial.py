@@ -1,0 +1,303 @@
+"""Partial evaluation per leaf: what a leaf's probes do not change is computed once.
+
+A one-hot probe of a checked leaf p leaves every other leaf and every argument alone,
+so every equation of the loss's jaxpr that does not (transitively) read p computes the
+same value for all of p's probes. `numeric_flat` traces the loss once with
+`jax.make_jaxpr`, evaluates the whole jaxpr once at θ, and hands the one engine
+(`_engine.directional_derivatives`), for each leaf p, a loss of p alone that evaluates
+only the equations downstream of p and reads everything else from that one evaluation.
+Probes, steps, stencil and chunk size are the plain engine's, so the numbers are the
+plain engine's up to floating-point rounding (XLA fuses and orders a smaller program
+differently). Where it is cheaper, a leaf takes the *sparse* path instead: the probe's
+one changed entry is propagated through the downstream equations as a point or a slab
+(`jgc/_sparse.py`, `coordinate_derivatives` below), recomputing only what changed.
+
+An equation with sub-jaxprs (pjit, scan, while, cond, custom_jvp/custom_vjp) is one
+opaque equation: bound as it is, and downstream when any of its inputs is. A leaf takes
+the plain engine (the whole loss per probe) when
+
+- the loss has side effects (callbacks, debug prints): hoisting would change how often
+  they run, so the whole loss is left to the plain engine;
+- the stencil's offsets are not real numbers (a complex step needs the whole loss);
+- neither path saves `MIN_SAVING` of the estimated cost of the plain one.
+
+Costs are estimated from the jaxprs (flops of `dot_general` and convolutions, one per
+output element otherwise): the loss's, the downstream equations', and the jaxpr the
+sparse evaluation of one probe traces to.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.extend import core as jcore
+
+from . import _engine, _probes, _sparse
+from ._stencils import coordinate_step
+
+# A leaf takes the partial path when the equations it does not reach are at least this
+# fraction of the loss's estimated cost (otherwise the plain engine does the same work).
+MIN_SAVING = 0.1
+
+# Tests set this to PARTIAL or SPARSE to send every leaf (without side effects) down one path.
+FORCE: str | None = None
+
+PARTIAL = "partial"
+SPARSE = "sparse"
+PLAIN_EFFECTS = "plain: side effects"
+PLAIN_LITTLE = "plain: little to hoist"
+PLAIN_STENCIL = "plain: stencil"  # offsets that are not real multiples of h (a complex step)
+
+
+# ---------------------------------------------------------------- cost model
+
+
+def _size(aval) -> int:
+    return int(np.prod(getattr(aval, "shape", ()), dtype=int))
+
+
+def _subjaxprs(eqn):
+    for value in eqn.params.values():
+        items = value if isinstance(value, (tuple, list)) else (value,)
+        for item in items:
+            if isinstance(item, jcore.ClosedJaxpr):
+                yield item.jaxpr
+            elif isinstance(item, jcore.Jaxpr):
+                yield item
+
+
+def _eqn_cost(eqn) -> float:
+    """Rough cost of one equation in flops (elementwise: one per output element)."""
+    out = sum(_size(v.aval) for v in eqn.outvars)
+    name = eqn.primitive.name
+    if name == "dot_general":
+        (lhs_contract, _), _ = eqn.params["dimension_numbers"]
+        lhs = eqn.invars[0].aval.shape
+        return 2.0 * out * math.prod(lhs[d] for d in lhs_contract)
+    if name == "conv_general_dilated":
+        rhs = eqn.invars[1].aval.shape
+        out_features = rhs[eqn.params["dimension_numbers"].rhs_spec[0]]
+        return 2.0 * out * math.prod(rhs) / max(1, out_features)
+    inner = sum(_jaxpr_cost(j) for j in _subjaxprs(eqn))
+    if inner:
+        return inner * eqn.params.get("length", 1) + out
+    return float(out)
+
+
+def _jaxpr_cost(jaxpr) -> float:
+    return sum(_eqn_cost(e) for e in jaxpr.eqns)
+
+
+# ---------------------------------------------------------------- the split
+
+
+def _downstream(jaxpr, invar) -> list[bool]:
+    """For each equation, whether it reads `invar` directly or through earlier equations."""
+    dep = {invar}
+    marks = []
+    for eqn in jaxpr.eqns:
+        hit = any(isinstance(v, jcore.Var) and v in dep for v in eqn.invars)
+        if hit:
+            dep.update(eqn.outvars)
+        marks.append(hit)
+    return marks
+
+
+def _bind(eqn, invals):
+    params = eqn.primitive.get_bind_params(eqn.params)
+    ctx = getattr(getattr(eqn, "ctx", None), "manager", None)
+    if ctx is not None:
+        with ctx:
+            out = eqn.primitive.bind(*invals, **params)
+    else:
+        out = eqn.primitive.bind(*invals, **params)
+    return out if eqn.primitive.multiple_results else [out]
+
+
+def _read(env, v):
+    return v.val if isinstance(v, jcore.Literal) else env[v]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Traced:
+    closed: jcore.ClosedJaxpr
+    paths: tuple[str, ...]  # per leaf of the params: PARTIAL, SPARSE, a plain reason, or "" (not checked)
+    marks: tuple[tuple[bool, ...], ...]  # per checked leaf: which equations are downstream of it
+
+
+def _all_vars(jaxpr):
+    out = list(jaxpr.constvars) + list(jaxpr.invars)
+    for eqn in jaxpr.eqns:
+        out += [v for v in eqn.outvars if not isinstance(v, jcore.DropVar)]
+    return out
+
+
+def _sparse_loss(jaxpr, k, mark):
+    """J of (probe multi-index, new entry value, list of base values in `_all_vars` order)."""
+    eqns = [e for e, m in zip(jaxpr.eqns, mark, strict=True) if m]
+    run = _sparse.point_loss(jaxpr, eqns, jaxpr.invars[k])
+    names = _all_vars(jaxpr)
+    return lambda idx, value, base: run(idx, value, dict(zip(names, base, strict=True)))
+
+
+def _sparse_cost(jaxpr, k, mark) -> float:
+    """Estimated cost of one sparse evaluation, from the jaxpr it traces to (shapes only)."""
+    aval = jaxpr.invars[k].aval
+    idx = [jax.ShapeDtypeStruct((), jnp.int32)] * aval.ndim
+    value = jax.ShapeDtypeStruct((), aval.dtype)
+    base = [jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype) for v in _all_vars(jaxpr)]
+    return _jaxpr_cost(jax.make_jaxpr(_sparse_loss(jaxpr, k, mark))(idx, value, base).jaxpr)
+
+
+def _choose(jaxpr, k, mark, total, stencil) -> str:
+    if jaxpr.effects:
+        return PLAIN_EFFECTS
+    if not all(isinstance(o, (int, float)) for o in stencil.offsets):
+        return PLAIN_STENCIL
+    if FORCE is not None:
+        return FORCE
+    keep = 1 - MIN_SAVING
+    kept = sum(_eqn_cost(e) for e, m in zip(jaxpr.eqns, mark, strict=True) if m)
+    path, cost = (PARTIAL, kept) if total > 0 and kept <= keep * total else (PLAIN_LITTLE, total)
+    if any(mark) and _sparse_cost(jaxpr, k, mark) <= keep * cost:
+        path = SPARSE
+    return path
+
+
+def _trace(loss_fn, lay, params, args, stencil) -> _Traced:
+    leaves = jax.tree_util.tree_leaves(params)
+    checked = [leaves[i] for i in lay.checked_index]
+
+    def of_checked(*xs):
+        new = list(leaves)
+        for i, x in zip(lay.checked_index, xs, strict=True):
+            new[i] = x
+        return loss_fn(jax.tree_util.tree_unflatten(lay.treedef, new), *args)
+
+    closed = jax.make_jaxpr(of_checked)(*checked)
+    jaxpr = closed.jaxpr
+    total = _jaxpr_cost(jaxpr)
+    paths = [""] * len(lay.shapes)
+    marks = []
+    for k, i in enumerate(lay.checked_index):
+        mark = tuple(_downstream(jaxpr, jaxpr.invars[k]))
+        marks.append(mark)
+        paths[i] = _choose(jaxpr, k, mark, total, stencil)
+    return _Traced(closed, tuple(paths), tuple(marks))
+
+
+def plan(loss_fn, lay, params, args, stencil) -> tuple[str, ...]:
+    """Per leaf of the params: "partial", "sparse", "plain: <reason>", or "" for a leaf not checked."""
+    return _trace(loss_fn, lay, params, args, stencil).paths
+
+
+def numeric_flat(loss_fn, lay, params, args, theta, eps, stencil, chunk_size, loss):
+    """The finite-difference gradient along every coordinate, leaf by leaf.
+
+    Leaves on the partial path get a loss of that leaf alone (the equations downstream
+    of it), leaves on the sparse path a loss of one changed entry (`jgc/_sparse.py`);
+    the others go to the plain engine with `loss` (the loss of all of θ), restricted to
+    their coordinates.
+
+    Returns:
+      (numeric, shape (n,); the loss values at the stencil points, shape (n, offsets);
+      number of loss evaluations at stencil points, counting J(θ) once).
+    """
+    traced = _trace(loss_fn, lay, params, args, stencil)
+    jaxpr = traced.closed.jaxpr
+    leaves = jax.tree_util.tree_leaves(params)
+    eps = jnp.asarray(eps, theta.dtype)
+    parts = [None] * len(lay.sizes)
+    part_values = [None] * len(lay.sizes)
+    plain_index = []
+    base = None
+    for k, (i, o, s) in enumerate(zip(lay.checked_index, lay.offsets, lay.sizes, strict=True)):
+        path = traced.paths[i]
+        if path not in (PARTIAL, SPARSE):
+            plain_index.append(np.arange(o, o + s))
+            continue
+        if base is None:  # evaluate the whole jaxpr once, at θ
+            base = dict(zip(jaxpr.constvars, traced.closed.consts, strict=True))
+            base.update(zip(jaxpr.invars, [leaves[j] for j in lay.checked_index], strict=True))
+            for eqn in jaxpr.eqns:
+                base.update(zip(eqn.outvars, _bind(eqn, [_read(base, v) for v in eqn.invars]), strict=True))
+        theta_p = theta[o : o + s]
+        chunk = chunk_size or _engine.default_chunk_size(lay.n, s, stencil)
+        if path == PARTIAL:
+            leaf_loss = _leaf_loss(jaxpr, base, k, traced.marks[k], lay.shapes[i], lay.dtypes[i])
+            probe = _probes.coordinates(theta_p, eps)
+            parts[k], part_values[k], _ = _engine.directional_derivatives(leaf_loss, theta_p, probe, s, stencil, chunk)
+        else:
+            run = _sparse_loss(jaxpr, k, traced.marks[k])
+            values = [base[v] for v in _all_vars(jaxpr)]
+            point_loss = lambda idx, value, run=run, values=values: run(idx, value, values)  # noqa: E731
+            center = _read(base, jaxpr.outvars[0])
+            shape, dtype = lay.shapes[i], lay.dtypes[i]
+            parts[k], part_values[k], _ = coordinate_derivatives(point_loss, theta_p, shape, dtype, eps, stencil, chunk, center)
+    numeric = jnp.zeros_like(theta)
+    values = jnp.zeros((lay.n, len(stencil.offsets)), theta.dtype)
+    for k, (o, s) in enumerate(zip(lay.offsets, lay.sizes, strict=True)):
+        if parts[k] is not None:
+            numeric = numeric.at[o : o + s].set(parts[k])
+            values = values.at[o : o + s].set(part_values[k].astype(theta.dtype))
+    if plain_index:
+        index = np.concatenate(plain_index)
+        if index.size == lay.n:
+            probe = _probes.coordinates(theta, eps)
+            numeric, values, _ = _engine.directional_derivatives(loss, theta, probe, lay.n, stencil, chunk_size)
+        else:
+            chunk = chunk_size or _engine.default_chunk_size(lay.n, index.size, stencil)
+            probe = _probes.coordinates(theta, eps, jnp.asarray(index))
+            derivs, plain_values, _ = _engine.directional_derivatives(loss, theta, probe, index.size, stencil, chunk)
+            numeric = numeric.at[index].set(derivs)
+            values = values.at[index].set(plain_values)
+    num_evals = lay.n * stencil.evals_per_probe + int(stencil.uses_center)
+    return numeric, values, num_evals
+
+
+def coordinate_derivatives(point_loss, theta_p, shape, dtype, eps, stencil, chunk_size, center):
+    """`_engine.directional_derivatives` for the one-hot probes of one leaf, one entry at a time.
+
+    The same stencil, steps and chunks as the engine with `_probes.coordinates`: probe j
+    moves entry j of the leaf (flat θ_p, in θ's dtype) to θ_p[j] + o·h_j, and
+    `point_loss(multi_index, new_value)` evaluates J there; `center` is J(θ).
+
+    Returns:
+      (derivatives, shape (size,); loss values at the stencil points, shape
+      (size, len(stencil.offsets)); number of loss evaluations).
+    """
+    offsets = jnp.asarray([o for o in stencil.offsets if o != 0], theta_p.dtype)
+
+    def one(j):
+        h = coordinate_step(theta_p[j], eps)
+        idx = [jnp.asarray(c, jnp.int32) for c in jnp.unravel_index(j, shape)]
+        shifted = jax.vmap(lambda o: point_loss(idx, (theta_p[j] + (o * h) * 1).astype(dtype)))(offsets)
+        values, it = [], iter(shifted)
+        for o in stencil.offsets:
+            values.append(center.astype(shifted.dtype) if o == 0 else next(it))
+        values = jnp.stack(values)
+        weights = jnp.asarray(stencil.weights, values.dtype)
+        return jnp.sum(weights * values) / h, values
+
+    derivs, values = jax.lax.map(one, jnp.arange(theta_p.size), batch_size=chunk_size)
+    num_evals = theta_p.size * stencil.evals_per_probe + int(stencil.uses_center)
+    return derivs, values, num_evals
+
+
+def _leaf_loss(jaxpr, base, k, mark, shape, dtype):
+    """J as a function of checked leaf k alone (flat, in θ's dtype), the rest read from `base`."""
+    eqns = [e for e, m in zip(jaxpr.eqns, mark, strict=True) if m]
+    invar, outvar = jaxpr.invars[k], jaxpr.outvars[0]
+
+    def leaf_loss(theta_p):
+        env = {invar: theta_p.reshape(shape).astype(dtype)}
+        read = lambda v: v.val if isinstance(v, jcore.Literal) else env[v] if v in env else base[v]  # noqa: E731
+        for eqn in eqns:
+            env.update(zip(eqn.outvars, _bind(eqn, [read(v) for v in eqn.invars]), strict=True))
+        return read(outvar)
+
+    return leaf_loss
