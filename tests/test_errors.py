@@ -117,7 +117,9 @@ def test_bad_tol():
 def test_unknown_method():
     with pytest.raises(
         ValueError,
-        match=re.escape("method='centered' is not a known stencil; expected one of ['central', 'five_point', 'forward']."),
+        match=re.escape(
+            "method='centered' is not a known stencil; expected one of ['central', 'complex_step', 'five_point', 'forward']."
+        ),
     ):
         jgc.check_grad(loss, grad, P, method="centered")
 

@@ -62,10 +62,13 @@ def test_sampled_values_match_the_full_check():
         for leaf in ("W", "b"):
             got, want = np.asarray(res.numeric[leaf]), np.asarray(full.numeric[leaf])
             seen = ~np.isnan(got)
-            np.testing.assert_allclose(got[seen], want[seen], rtol=1e-12)
+            # another batch shape may round the loss by an ulp: ~ulp·|J|/eps ≈ 1e-9 in the derivative
+            np.testing.assert_allclose(got[seen], want[seen], rtol=1e-12, atol=1e-8)
         every = jgc.check_grad(loss, grad, p, x, coords=1000, key=KEY)  # more than n: every coordinate
         assert every.sampled == 35
-        np.testing.assert_allclose(float(every.rel_error), float(full.rel_error), rtol=1e-10)
+        np.testing.assert_allclose(
+            float(every.rel_error), float(full.rel_error), rtol=1e-10, atol=1e-9
+        )  # both are rounding noise here
 
 
 def test_report_and_worst():
