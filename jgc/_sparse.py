@@ -117,6 +117,10 @@ def _elementwise(run, eqn, reps):
     if not all(_sparse(r) for r in changed):
         return None
     if all(isinstance(r, Point) for r in changed):
+        # A point lives in the leaf's index space: every other operand, and the output, must share it.
+        ndims = [jnp.ndim(run.value(v)) for v, r in zip(eqn.invars, reps, strict=True) if r is None]
+        if any(d not in (0, len(run.idx)) for d in ndims) or len(eqn.outvars[0].aval.shape) not in (0, len(run.idx)):
+            return None
         args = [r.value if r is not None else run.entry(run.value(v)) for v, r in zip(eqn.invars, reps, strict=True)]
         return [Point(_bind(eqn, args)[0])]
     slabs = {(r.axis, r.comp) for r in changed if isinstance(r, Slab)}
