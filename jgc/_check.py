@@ -243,6 +243,16 @@ def _numeric_flat(spec: _Spec, lay, params, args, eps):
     return theta, numeric, num_evals, eps
 
 
+def _setup(spec, lay, params, args, eps, tol):
+    """What every check on the engine starts from: the loss checked, stencil, θ, eps and tol (as arrays)."""
+    _check_loss_output(jax.eval_shape(lambda: spec.loss_fn(params, *args)))
+    stencil = _stencils.get(spec.method)
+    theta = _tree.ravel(lay, params)
+    eps = _stencils.default_eps(lay.low_dtype, spec.method) if eps is None else eps
+    tol = _stencils.default_tol(lay.low_dtype, spec.method) if tol is None else tol
+    return stencil, theta, jnp.asarray(eps, theta.dtype), jnp.asarray(tol, theta.dtype)
+
+
 def _analytic_flat(spec: _Spec, lay, params, args, theta):
     if spec.grad_fn is None:
         return jax.grad(_loss_of_theta(spec.loss_fn, lay, params, args))(theta)

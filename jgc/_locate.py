@@ -65,7 +65,7 @@ class _Gradient:
 
     def __call__(self, params, args):
         lay = _tree.layout(params)
-        _check._check_loss_output(jax.eval_shape(lambda p: self.loss_fn(p, *args), params))
+        _check._check_loss_output(jax.eval_shape(lambda: self.loss_fn(params, *args)))
         theta = _tree.ravel(lay, params)
         return theta, _check._analytic_flat(self, lay, params, args, theta)
 

@@ -107,15 +107,7 @@ def _downstream(jaxpr, invar) -> list[bool]:
     return marks
 
 
-def _bind(eqn, invals):
-    params = eqn.primitive.get_bind_params(eqn.params)
-    ctx = getattr(getattr(eqn, "ctx", None), "manager", None)
-    if ctx is not None:
-        with ctx:
-            out = eqn.primitive.bind(*invals, **params)
-    else:
-        out = eqn.primitive.bind(*invals, **params)
-    return out if eqn.primitive.multiple_results else [out]
+_bind = _sparse._bind  # one equation, evaluated with its primitive (under its context manager)
 
 
 def _read(env, v):

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from . import _check, _engine, _probes, _stencils, _tree
+from . import _check, _engine, _probes, _tree
 from ._compare import compare
 from ._result import SampledCheck
 
@@ -60,12 +60,7 @@ class _Spec:
 
     def __call__(self, params, args, key, eps, tol):
         lay = _tree.layout(params)
-        _check._check_loss_output(jax.eval_shape(lambda p: self.loss_fn(p, *args), params))
-        stencil = _stencils.get(self.method)
-        theta = _tree.ravel(lay, params)
-        eps = _stencils.default_eps(lay.low_dtype, self.method) if eps is None else eps
-        tol = _stencils.default_tol(lay.low_dtype, self.method) if tol is None else tol
-        eps, tol = jnp.asarray(eps, theta.dtype), jnp.asarray(tol, theta.dtype)
+        stencil, theta, eps, tol = _check._setup(self, lay, params, args, eps, tol)
         counts = allocate(lay.sizes, self.coords)
         index = draw(key, lay, counts)
         loss = _check._loss_of_theta(self.loss_fn, lay, params, args)

@@ -81,3 +81,21 @@ def test_bad_input():
         jgc.check_directions(loss, grad, p, x, key=0)
     with pytest.raises(ValueError, match=re.escape("num must be a positive int; received 0.")):
         jgc.check_directions(loss, grad, p, x, key=KEY, num=0)
+
+
+def test_non_array_leaves_pass_through_every_fast_mode():
+    """A string leaf (a config flag) rides along, static, in directional, sampled and locate checks."""
+
+    def loss(p, x):
+        assert p["mode"] == "train"
+        return jnp.sum(jnp.sin(p["w"] * x))
+
+    def grad(p, x):
+        return {"w": x * jnp.cos(p["w"] * x), "mode": None}
+
+    p = {"w": jnp.linspace(-1.0, 1.0, 6), "mode": "train"}
+    x = jnp.linspace(0.5, 2.0, 6)
+    key = jax.random.key(0)
+    assert bool(jgc.check_directions(loss, grad, p, x, key=key).passed)
+    assert bool(jgc.check_grad(loss, grad, p, x, coords=3, key=key).passed)
+    assert jgc.locate(loss, grad, p, x, key=key).wrong == ()
