@@ -137,17 +137,6 @@ _X64_TRACED = (
 )
 
 
-def to_float64(tree):
-    """Float arrays of a pytree cast to float64 (under x64), the rest unchanged."""
-
-    def up(x):
-        if _tree.is_array(x) and not _tree.is_key(x) and jnp.issubdtype(np.asarray(x).dtype, jnp.floating):
-            return np.asarray(x, np.float64)
-        return x
-
-    return jax.tree_util.tree_map(up, tree)
-
-
 def in_x64(check, loss_fn, grad_fn, params, args, options):
     """`check(...)` with x64 enabled for the call only and float leaves cast to float64."""
     for path, leaf in jax.tree_util.tree_flatten_with_path((params, args))[0]:
@@ -155,7 +144,7 @@ def in_x64(check, loss_fn, grad_fn, params, args, options):
             where = ("params" if path[0].idx == 0 else "args") + jax.tree_util.keystr(path[1:])
             raise ValueError(_X64_TRACED.format(path=where))
     with jax.enable_x64(True):
-        params, args = to_float64((params, args))
+        params, args = _tree.to_float64((params, args))
         return check(loss_fn, grad_fn, params, *args, **options)
 
 

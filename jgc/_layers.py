@@ -120,12 +120,12 @@ def vector_check(problem: Problem, probes, rule, rule_name: str, like: str, per_
     layout, order = pair_layout(problem.lay, problem.out_lay, per_group, probe_groups, "out")
     flat = lambda x: x.reshape(-1)[order]  # noqa: E731
     seg = layout.segments
-    u = float(np.finfo(problem.dtype).eps)
-    floor = session.tol if problem.tol_given else xp.maximum(xp.max(session.rel_level), u) ** (2 / 3)
+    floor = xp.max(session.floor)
     args = [flat(getattr(measured, f)) for f in ("numeric", "analytic", "bound", "kink", "known")]
+    doubled = flat(xp.broadcast_to(measured.doubled.reshape(measured.doubled.shape + (1,) * (measured.numeric.ndim - 1)), measured.numeric.shape))
     decision = _verdict.decide(xp, *args, seg, layout.k, layout.sizes, session.tol, floor, True, layout.low_dtype == np.float64)
     center = xp.max(xp.abs(xp.real(session.center)))
-    noise = Noise(args[2], args[3], args[4], xp.max(session.level), xp.asarray(session.rel_level).max(), xp.stack([center, center]), xp.asarray(True))
+    noise = Noise(args[2], args[3], args[4], doubled, xp.max(session.level), xp.asarray(session.rel_level).max(), xp.stack([center, center]), xp.asarray(True))
     return result(
         passed=decision.passed,
         failed=decision.failed,

@@ -122,7 +122,7 @@ def locate(
     # the probe program is sized for the first level (num directions per leaf)
     session = Session(problem, _probes.BLOCKS, num * lay.k, eps=eps, key=key, project=analytic, chunk_size=chunk_size)
     eps_value = float(session.eps)
-    floor = float(session.tol) if problem.tol_given else max(float(session.rel_level), float(np.finfo(problem.dtype).eps)) ** (2 / 3)
+    floor = float(session.floor)
     theta = problem.theta_x
 
     # A block is (start, size, parent); blocks of one coordinate are coordinate checks.

@@ -39,7 +39,8 @@ class Measured:
     kink: object  # a kink, with the analytic value a valid subgradient
     known: object  # False: needed a truncation estimate it did not get (traced, beyond top_k)
     step: object  # h per probe
-    truncation_measured: object  # stage 2 ran for this probe
+    doubled: object  # stage 2 (step 2h) ran for this probe
+    truncation: object  # the Richardson truncation estimate where stage 2 ran, else 0
 
     def take(self, rows) -> Measured:
         return Measured(*(getattr(self, f.name)[rows] for f in dataclasses.fields(self)))
@@ -81,13 +82,20 @@ class Session:
         floor = 0.5 * u_loss * xp.abs(xp.real(self.center))
         self.level = xp.maximum(xp.median(xp.stack(levels), axis=0), floor)  # ε_J ([out])
         scale = xp.maximum(xp.abs(xp.real(self.center)), xp.max(self.level) / u_loss)
-        self.rel_level = xp.max(self.level / scale) if xp.ndim(self.level) else self.level / scale
+        rel = self.level / xp.where(scale > 0, scale, 1)  # relative to |J(θ)| (0 when J is exactly 0 and noiseless)
+        self.rel_level = xp.max(rel) if xp.ndim(rel) else rel
         nominal_eps, nominal_tol = _stencils.defaults(p.lay.low_dtype, p.method, self.rel_level, xp)
         self.eps = nominal_eps if eps is None else xp.asarray(eps, p.dtype)
         self.tol = nominal_tol if p.tol is None or not p.tol_given else xp.asarray(p.tol, p.dtype)
         self.eps = xp.asarray(self.eps, p.dtype)
         self.tol = xp.asarray(self.tol, p.dtype)
         self.lower_precision = _stencils.lower_precision(p.lay.low_dtype, self.rel_level, xp)
+        # a failure needs a discrepancy beyond the noise and above this relative floor: `tol`
+        # when given, else u^(2/3) of the loss's real precision (the analytic side's own rounding)
+        u = float(np.finfo(p.lay.low_dtype).eps)
+        self.floor = self.tol if p.tol_given else xp.maximum(self.rel_level, u) ** (2 / 3)
+        self.key = key
+        self.final = p.lay.low_dtype == np.float64  # nothing more precise can be tried
 
     @property
     def evals(self):
@@ -118,7 +126,10 @@ class Session:
         values, h, proj = self.runner.run(probes, offsets, count=count)
         return _noise.derivative(self.xp, st, values, self.center, h, 2.0 if doubled else 1.0), values, h, proj
 
-    def measure(self, probes: _probes.Probes, analytic=None, top_k: int | None = None) -> Measured:
+    def rounding_bound(self, D, h):
+        return _noise.rounding(self.xp, self.problem.stencil, self.level, self.rel_level, D, h)
+
+    def measure(self, probes: _probes.Probes, analytic=None, top_k: int | None = None, force: bool = False) -> Measured:
         """Stage 1 for all probes, stage 2 where it can change a verdict (see the module docstring).
 
         `analytic` (P[, out]): the analytic values; None takes the projections ⟨project, d⟩.
@@ -130,7 +141,7 @@ class Session:
         r = _noise.rounding(xp, st, self.level, self.rel_level, D, h)
         diff = xp.abs(D - A)
         finite = xp.isfinite(D) & xp.isfinite(A)
-        suspicious = (diff > r) & finite
+        suspicious = ((diff > r) | force) & finite
         per_probe = suspicious if D.ndim == 1 else xp.any(suspicious, axis=tuple(range(1, D.ndim)))
         P = D.shape[0]
         if self.problem.traced:
@@ -144,6 +155,7 @@ class Session:
         bound = r
         kink = xp.zeros(D.shape, bool)
         measured = xp.zeros(P, bool)
+        trunc = xp.zeros(D.shape, D.dtype)
         if rows.shape[0]:
             sub = probes.take(rows)
             if self.problem.traced:  # rows beyond the real need: null probes, results ignored
@@ -155,7 +167,7 @@ class Session:
             b2 = r[rows] + 2 * t
             if st.one_sided:
                 scale = xp.sqrt(xp.mean(xp.where(finite, D * D, 0)))
-                k2, margin = _noise.kinks(xp, st, v1[rows], v2, self.center, h[rows], A[rows], D[rows], b2, self.level, self.tol, scale)
+                k2, margin = _noise.kinks(xp, st, v1[rows], v2, self.center, h[rows], A[rows], D[rows], b2, self.level, self.floor, scale)
                 b2 = xp.where(k2, margin, b2)
             else:
                 k2 = xp.zeros(b2.shape, bool)
@@ -164,9 +176,10 @@ class Session:
                 bound = bound.at[rows].set(xp.where(vcol, b2, bound[rows]))
                 kink = kink.at[rows].set(vcol & k2)
                 measured = measured.at[rows].set(valid)
+                trunc = trunc.at[rows].set(xp.where(vcol, t, 0))
             else:
-                bound, kink, measured = bound.copy(), kink.copy(), measured.copy()
-                bound[rows], kink[rows], measured[rows] = b2, k2, True
+                bound, kink, measured, trunc = bound.copy(), kink.copy(), measured.copy(), trunc.copy()
+                bound[rows], kink[rows], measured[rows], trunc[rows] = b2, k2, True, t
         mcol = measured.reshape(measured.shape + (1,) * (D.ndim - 1))
         known = ~suspicious | mcol
-        return Measured(D, A, bound, kink, known, h, measured)
+        return Measured(D, A, bound, kink, known, h, measured, trunc)

@@ -113,12 +113,12 @@ def truncation(xp, stencil: Stencil, D, D2):
     return xp.abs(D2 - D) / (2**stencil.order - 1)
 
 
-def kinks(xp, stencil: Stencil, v1, v2, center, h, A, D, bound, eps_j, tol, scale):
+def kinks(xp, stencil: Stencil, v1, v2, center, h, A, D, bound, eps_j, floor, scale):
     """Per probe: the loss is not differentiable within the stencil and A is a valid subgradient.
 
     Returns (kink, margin): kink where the one-sided derivatives, each extrapolated from h
-    and 2h, differ beyond twice their noise margin (and beyond what matters at `tol`) and A
-    lies between them within the margin.
+    and 2h, differ beyond twice their noise margin (and beyond the verdict's relative
+    floor) and A lies between them within the margin.
     """
     g = {}
     for off, vals in ((stencil.offsets, v1), (stencil.doubled, v2)):
@@ -131,7 +131,7 @@ def kinks(xp, stencil: Stencil, v1, v2, center, h, A, D, bound, eps_j, tol, scal
     jump = right - left
     # each side keeps √(4 + 2.25 + 0.25) ≈ 2.55 of the values' rounding, per 1/h
     margin = bound + KAPPA * 2.55 * eps_j / hh
-    matters = tol * (xp.abs(D) + xp.abs(A) + scale)
+    matters = floor * (xp.abs(D) + xp.abs(A) + scale)
     lo, hi = xp.minimum(right, left) - margin, xp.maximum(right, left) + margin
     kink = (xp.abs(jump) > 2 * margin + matters) & (A >= lo) & (A <= hi)
     return kink, margin

@@ -118,12 +118,10 @@ def run(loss_fn: Callable, grad_fn: Callable | None, params, args, options: Opti
     u = float(np.finfo(problem.dtype).eps)
     j0 = xp.real(session.center)
     deterministic = (j0 == j_again) | (xp.abs(j0 - j_again) <= 4 * u * xp.abs(j0)) | (xp.isnan(j0) & xp.isnan(j_again))
-    sizes = lay.sizes
-    floor = session.tol if problem.tol_given else xp.maximum(session.rel_level, u) ** (2 / 3)
-    final = lay.low_dtype == np.float64
-
     def decide(m):
-        return _verdict.decide(xp, m.numeric, m.analytic, m.bound, m.kink, m.known, seg, lay.k, sizes, session.tol, floor, deterministic, final)
+        return _verdict.decide(
+            xp, m.numeric, m.analytic, m.bound, m.kink, m.known, seg, lay.k, lay.sizes, session.tol, session.floor, deterministic, session.final
+        )
 
     decision = decide(measured)
     if options.resolve and not problem.traced:
@@ -140,6 +138,7 @@ def run(loss_fn: Callable, grad_fn: Callable | None, params, args, options: Opti
         measured.bound,
         measured.kink,
         measured.known,
+        measured.doubled,
         xp.asarray(session.level),
         xp.asarray(session.rel_level),
         xp.stack([j0, xp.asarray(j_again, j0.dtype)]),

@@ -181,6 +181,7 @@ class Problem:
         A `grad_fn` that cannot be traced (a NumPy backward pass) runs on the host when the
         inputs are concrete; the report says so.
         """
+        self.grad_fn, self.grad_name = grad_fn, grad_name
         grad = None if grad_fn is None else _jit.Ref(grad_fn)
         spec = Gradient(grad, self.fun.ref, self.lay, self.static, autodiff=autodiff, grad_name=grad_name, loss_name=self.name)
         try:

@@ -60,7 +60,7 @@ def summary_line(res) -> str:
 
 def _paths(res, mask) -> str:
     lay = res.layout
-    paths = [lay.paths[i] for k, i in enumerate(lay.checked_index) if mask[k]]
+    paths = [lay.name(i) for k, i in enumerate(lay.checked_index) if mask[k]]
     return ", ".join(paths[:6]) + (f" and {len(paths) - 6} more" if len(paths) > 6 else "")
 
 
@@ -261,7 +261,7 @@ def _leaf_rows(res, max_leaves: int | None) -> list[str]:
     ok = [k for k in order if passed[k] and not bad[k]]
     hidden = ok[max_leaves:] if max_leaves is not None else []
     shown += ok[: len(ok) - len(hidden)]
-    width = max(len("leaf"), *(len(lay.checked_paths[k]) for k in shown)) if shown else 4
+    width = max(len("leaf"), *(len(lay.name(lay.checked_index[k])) for k in shown)) if shown else 4
     label = res.index_label
     rows = [
         f"  {'leaf':<{width}}  {'shape':<12} {'rel_error':>9} {'proven':>8} {'possible':>8}  {label:<12} "
@@ -292,7 +292,7 @@ def _leaf_rows(res, max_leaves: int | None) -> list[str]:
         else:
             cells = f"{_fmt_index(tuple(int(j) for j in w)):<12} {float(num[w]):>11.4e} {float(ana[w]):>11.4e} {float(bnd[w]):>8.1e}"
         rows.append(
-            f"{mark} {lay.paths[i]:<{width}}  {str(lay.shapes[i]):<12} {rel[k]:>9.2e} {lower[k]:>8.1e} {upper[k]:>8.1e}  "
+            f"{mark} {lay.name(i):<{width}}  {str(lay.shapes[i]):<12} {rel[k]:>9.2e} {lower[k]:>8.1e} {upper[k]:>8.1e}  "
             f"{cells}  {', '.join(note)}".rstrip()
         )
     if hidden:

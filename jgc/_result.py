@@ -40,6 +40,8 @@ class Noise:
       kink: per entry, a kink with the analytic value a valid subgradient.
       known: per entry, False where the bound lacks a truncation estimate it needed (only
         inside a trace, beyond the static number of re-evaluated probes).
+      doubled: per entry, the stencil was also evaluated at step 2h (its discrepancy exceeded
+        the rounding bound, so truncation or a kink could explain it).
       level: ε_J, the absolute rounding noise of the loss values (per output for a
         vector-valued function).
       rel_level: ε_J relative to |J(θ)|.
@@ -50,6 +52,7 @@ class Noise:
     bound: jax.Array
     kink: jax.Array
     known: jax.Array
+    doubled: jax.Array
     level: jax.Array
     rel_level: jax.Array
     loss_values: jax.Array

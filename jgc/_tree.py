@@ -116,6 +116,10 @@ class Layout:
     def checked_paths(self) -> tuple[str, ...]:
         return tuple(self.paths[i] for i in self.checked_index)
 
+    def name(self, i: int) -> str:
+        """Leaf i's path for messages ("params" for a single array)."""
+        return self.paths[i] or "params"
+
     def locate(self, flat_index: int) -> tuple[str, tuple[int, ...]]:
         """Flat θ index → (leaf path, index inside the leaf)."""
         k = int(self.segments[flat_index])
@@ -215,3 +219,14 @@ def per_leaf(lay: Layout, values, fill=np.nan) -> PyTree:
     for k, i in enumerate(lay.checked_index):
         leaves[i] = values[..., k]
     return jax.tree_util.tree_unflatten(lay.treedef, leaves)
+
+
+def to_float64(tree):
+    """Float arrays of a pytree cast to float64 (call it under x64), the rest unchanged."""
+
+    def up(x):
+        if is_array(x) and not is_key(x) and jnp.issubdtype(np.asarray(x).dtype, jnp.floating):
+            return np.asarray(x, np.float64)
+        return x
+
+    return jax.tree_util.tree_map(up, tree)

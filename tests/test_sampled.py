@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import jgc
-from jgc._sampled import allocate
+from jgc._pipeline import allocate
 
 
 def loss(p, x):
