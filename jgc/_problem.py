@@ -55,7 +55,14 @@ class Fun:
         fn = self.ref()
         if self.kind == LOSS:
             p = _tree.unravel(self.lay, theta, params, keep_complex=True)
-            out = _validate.trace(self.name, fn, p, *args)
+            if jnp.iscomplexobj(theta):
+                try:
+                    out = _validate.trace(self.name, fn, p, *args)
+                except (TypeError, ValueError) as e:  # any failure: the loss is not complex-safe
+                    first = str(e).splitlines()[0][:300] if str(e) else ""
+                    raise TypeError(_COMPLEX_MSG.format(problem=f"but loss_fn raised {type(e).__name__}: {first}")) from e
+            else:
+                out = _validate.trace(self.name, fn, p, *args)
             _validate.scalar_output(out, self.name)
             if jnp.iscomplexobj(theta) and not jnp.iscomplexobj(out):
                 raise TypeError(

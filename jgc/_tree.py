@@ -173,7 +173,9 @@ def leaves_up_to(lay: Layout, tree: PyTree, name: str, like: str) -> list:
     if extra:
         parts.append(f"extra leaves {', '.join(extra)}")
     if not parts:
-        parts.append(f"other containers: received {treedef}")
+        raise ValueError(
+            f"{name} returned a pytree with other containers than {like}: received {treedef}, expected {lay.treedef}."
+        )
     raise ValueError(
         f"{name} returned a pytree whose structure differs from {like}: {'; '.join(parts)}. "
         f"Expected the structure of {like}: {lay.treedef}."

@@ -104,6 +104,7 @@ def float_outputs(out: PyTree, name: str = "f") -> None:
 
 def like_params(lay: _tree.Layout, tree: PyTree, name: str = "grad_fn", like: str = "params", what: str = "gradient") -> None:
     """`tree` must have the structure of `lay`, and its shapes and dtypes on checked leaves."""
+    noun = "parameter" if like == "params" else like
     leaves = _tree.leaves_up_to(lay, tree, name, like)
     for i in lay.checked_index:
         g = leaves[i]
@@ -113,9 +114,9 @@ def like_params(lay: _tree.Layout, tree: PyTree, name: str = "grad_fn", like: st
                 f"{name} output {path}: {what} is {type(g).__name__}; expected an array of shape {shape} and dtype {dtype}."
             )
         if tuple(g.shape) != shape:
-            raise ValueError(f"{name} output {path}: {what} shape {tuple(g.shape)} != {like} shape {shape}.")
+            raise ValueError(f"{name} output {path}: {what} shape {tuple(g.shape)} != {noun} shape {shape}.")
         if jnp.dtype(g.dtype).name != dtype:
-            raise TypeError(f"{name} output {path}: {what} dtype {jnp.dtype(g.dtype).name} != {like} dtype {dtype}.")
+            raise TypeError(f"{name} output {path}: {what} dtype {jnp.dtype(g.dtype).name} != {noun} dtype {dtype}.")
 
 
 # ---------------------------------------------------------------- tracing

@@ -91,3 +91,14 @@ def mlp_grad_bug(p, x, y, bug):
 
 def mlp_loss_bug(p, x, y, bug):
     return mlp_loss(p, x, y)
+
+
+def evals(res, m=2, second_trace=1):
+    """The loss evaluations of a check on the engine: the noise probe (24: three coordinates,
+    eight points each), J(θ) (a null probe: m), m per probe, m again per probe evaluated at
+    step 2h, and J(θ) once more from a second trace (the determinism check)."""
+    import numpy as np
+
+    doubled = np.asarray(res.noise.doubled)
+    probes = doubled.shape[-1]
+    return 24 + m + m * probes + m * doubled.sum(axis=-1) + second_trace
