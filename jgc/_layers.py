@@ -65,6 +65,7 @@ class Rule:
     ref: _jit.Ref
     name: str
     like: str
+    noun: str
     lay: _tree.Layout
     out_lay: _tree.Layout
     static: tuple
@@ -81,7 +82,7 @@ class Rule:
                 out = _validate.trace(self.name, self.ref(), tuple(params), t)
             else:
                 out = _validate.trace(self.name, self.ref(), params, t, *args)
-            _validate.like_params(self.out_lay, out, self.name, like=self.like, what="output")
+            _validate.like_params(self.out_lay, out, self.name, like=self.like, noun=self.noun)
             return _tree.ravel(self.out_lay, out).astype(theta.dtype)
 
         return jax.lax.map(one, jnp.arange(len(probes)))
@@ -90,31 +91,36 @@ class Rule:
 def pair_layout(lay: _tree.Layout, out_lay: _tree.Layout, per_group: int, probe_groups: int, out_name: str):
     """The groups of a vector check: one per (probe group, output leaf), shaped (probe, *output shape).
 
-    Returns (the layout, the flat (probe, output) index of each entry in group order).
+    With one probe group the layout keeps the output's tree (so `numeric["W"]` works), each
+    checked leaf gaining a leading probe axis. Returns (the layout, the flat (probe, output)
+    index of each entry in group order).
     """
-    paths, shapes, dtypes, order = [], [], [], []
     out_n = out_lay.n
+    order = []
     for g in range(probe_groups):
-        for o, off, size in zip(out_lay.checked_index, out_lay.offsets, out_lay.sizes, strict=True):
-            if probe_groups == 1:
-                paths.append(out_lay.paths[o])
-            else:
-                paths.append(f"{out_name}{out_lay.paths[o]} ← {lay.checked_paths[g]}")
+        rows = np.arange(g * per_group, (g + 1) * per_group)
+        for off, size in zip(out_lay.offsets, out_lay.sizes, strict=True):
+            order.append((rows[:, None] * out_n + off + np.arange(size)[None, :]).reshape(-1))
+    order = np.concatenate(order) if order else np.zeros(0, int)
+    if probe_groups == 1:
+        shapes = tuple((per_group, *s) if c else s for s, c in zip(out_lay.shapes, out_lay.checked, strict=True))
+        return dataclasses.replace(out_lay, shapes=shapes), order
+    paths, shapes, dtypes = [], [], []
+    for g in range(probe_groups):
+        for o in out_lay.checked_index:
+            paths.append(f"{out_name}{out_lay.paths[o]} ← {lay.checked_paths[g]}")
             shapes.append((per_group, *out_lay.shapes[o]))
             dtypes.append(min(jnp.dtype(lay.low_dtype), jnp.dtype(out_lay.dtypes[o]), key=lambda d: d.itemsize).name)
-            rows = np.arange(g * per_group, (g + 1) * per_group)
-            order.append((rows[:, None] * out_n + off + np.arange(size)[None, :]).reshape(-1))
     treedef = jax.tree_util.tree_structure([0] * len(paths))
-    layout = _tree.Layout(treedef, tuple(paths), tuple(shapes), tuple(dtypes), (True,) * len(paths))
-    return layout, np.concatenate(order) if order else np.zeros(0, int)
+    return _tree.Layout(treedef, tuple(paths), tuple(shapes), tuple(dtypes), (True,) * len(paths)), order
 
 
-def vector_check(problem: Problem, probes, rule, rule_name: str, like: str, per_group: int, probe_groups: int, result, options, eps, key):
+def vector_check(problem: Problem, probes, rule, rule_name: str, like: tuple, per_group: int, probe_groups: int, result, options, eps, key):
     """The engine on a vector-valued function of θ along `probes`, against `rule`, per (group, output leaf)."""
     xp = problem.xp
     session = Session(problem, probes.kind, len(probes), eps=eps, key=key, chunk_size=options.chunk_size)
     probes = dataclasses.replace(probes, base=xp.broadcast_to(session.eps, probes.base.shape).astype(problem.dtype))
-    spec = Rule(_jit.Ref(rule), rule_name, like, problem.lay, problem.out_lay, problem.static, result is JVPCheck)
+    spec = Rule(_jit.Ref(rule), rule_name, *like, problem.lay, problem.out_lay, problem.static, result is JVPCheck)
     analytic = problem.call(("rule", spec), spec, key, probes)
     measured = session.measure(probes, analytic, top_k=max(1, len(probes) // 4) if len(probes) > 64 else None)
     layout, order = pair_layout(problem.lay, problem.out_lay, per_group, probe_groups, "out")
@@ -170,7 +176,7 @@ class VJPGrad:
         grad = _validate.trace("vjp_fn", self.vjp_fn(), primals, cotangent)
         grad = tuple(grad) if isinstance(grad, list) else grad
         lay = _tree.layout(primals, name="primals")
-        _validate.like_params(lay, grad, "vjp_fn", like="the primals (a tuple, one entry per primal)")
+        _validate.like_params(lay, grad, "vjp_fn", like="the primals (a tuple, one entry per primal)", noun="primal")
         return grad
 
 
@@ -246,7 +252,8 @@ def _jvp(f, jvp_fn, primals, args, options, eps, tol, key):
     probes = _probes.leaf_blocks(lay.offsets, lay.sizes, num, 0.0)
     if problem.traced:
         probes = jax.tree_util.tree_map(jnp.asarray, probes)
-    return vector_check(problem, probes, jvp_fn, "jvp_fn", "the output of f", num, lay.k, JVPCheck, options, eps, key)
+    like = ("the output of f", "output")
+    return vector_check(problem, probes, jvp_fn, "jvp_fn", like, num, lay.k, JVPCheck, options, eps, key)
 
 
 def check_jvp(

@@ -89,12 +89,20 @@ def derivative(xp, stencil: Stencil, values, center, h, scale: float = 1.0):
     if stencil.complex:
         total = xp.real(xp.tensordot(values, w.astype(values.dtype), axes=([1], [0])))
     else:
-        total = xp.tensordot(xp.real(values), w.astype(xp.real(values).dtype), axes=([1], [0])) + stencil.center * xp.real(center)
+        total = xp.tensordot(xp.real(values), w.astype(xp.real(values).dtype), axes=([1], [0]))
+        total = total + stencil.center * _row(xp, xp.real(center), total)
     return total / _col(xp, scale * h, total)
 
 
 def _col(xp, h, like):
+    """Per-probe values (P,) shaped to broadcast against (P[, out])."""
     return xp.reshape(h, h.shape + (1,) * (like.ndim - h.ndim))
+
+
+def _row(xp, x, like):
+    """Per-output values ([out]) shaped to broadcast against (P[, out]) (explicit ranks, for strict JAX)."""
+    x = xp.asarray(x)
+    return xp.reshape(x, (1,) * (like.ndim - x.ndim) + x.shape)
 
 
 def rounding(xp, stencil: Stencil, eps_j, rel_j, D, h):
@@ -104,8 +112,8 @@ def rounding(xp, stencil: Stencil, eps_j, rel_j, D, h):
     loss's relative rounding level times |D|.
     """
     if stencil.complex:
-        return KAPPA * rel_j * xp.abs(D)
-    return KAPPA * stencil.noise_gain * eps_j / _col(xp, h, D)
+        return KAPPA * _row(xp, rel_j, D) * xp.abs(D)
+    return KAPPA * stencil.noise_gain * _row(xp, eps_j, D) / _col(xp, h, D)
 
 
 def truncation(xp, stencil: Stencil, D, D2):
@@ -124,13 +132,13 @@ def kinks(xp, stencil: Stencil, v1, v2, center, h, A, D, bound, eps_j, floor, sc
     for off, vals in ((stencil.offsets, v1), (stencil.doubled, v2)):
         for k, o in enumerate(off):
             g.setdefault(o, xp.real(vals[:, k]))
-    g0 = xp.real(center)
+    g0 = _row(xp, xp.real(center), D)
     hh = _col(xp, h, D)
     right = (2 * g[1.0] - 1.5 * g0 - 0.5 * g[2.0]) / hh
     left = (1.5 * g0 - 2 * g[-1.0] + 0.5 * g[-2.0]) / hh
     jump = right - left
     # each side keeps √(4 + 2.25 + 0.25) ≈ 2.55 of the values' rounding, per 1/h
-    margin = bound + KAPPA * 2.55 * eps_j / hh
+    margin = bound + KAPPA * 2.55 * _row(xp, eps_j, D) / hh
     matters = floor * (xp.abs(D) + xp.abs(A) + scale)
     lo, hi = xp.minimum(right, left) - margin, xp.maximum(right, left) + margin
     kink = (xp.abs(jump) > 2 * margin + matters) & (A >= lo) & (A <= hi)

@@ -102,21 +102,19 @@ def float_outputs(out: PyTree, name: str = "f") -> None:
             )
 
 
-def like_params(lay: _tree.Layout, tree: PyTree, name: str = "grad_fn", like: str = "params", what: str = "gradient") -> None:
-    """`tree` must have the structure of `lay`, and its shapes and dtypes on checked leaves."""
-    noun = "parameter" if like == "params" else like
+def like_params(lay: _tree.Layout, tree: PyTree, name: str = "grad_fn", like: str = "params", noun: str = "parameter") -> None:
+    """`tree` must have the structure of `lay` (`like` names it), and the shapes and dtypes of
+    its checked leaves (`noun` names one)."""
     leaves = _tree.leaves_up_to(lay, tree, name, like)
     for i in lay.checked_index:
         g = leaves[i]
         path, shape, dtype = lay.paths[i], lay.shapes[i], lay.dtypes[i]
         if g is None or not hasattr(g, "shape") or not hasattr(g, "dtype"):
-            raise TypeError(
-                f"{name} output {path}: {what} is {type(g).__name__}; expected an array of shape {shape} and dtype {dtype}."
-            )
+            raise TypeError(f"{name} output {path} is {type(g).__name__}; expected an array of shape {shape} and dtype {dtype}.")
         if tuple(g.shape) != shape:
-            raise ValueError(f"{name} output {path}: {what} shape {tuple(g.shape)} != {noun} shape {shape}.")
+            raise ValueError(f"{name} output {path}: shape {tuple(g.shape)} != {noun} shape {shape}.")
         if jnp.dtype(g.dtype).name != dtype:
-            raise TypeError(f"{name} output {path}: {what} dtype {jnp.dtype(g.dtype).name} != {noun} dtype {dtype}.")
+            raise TypeError(f"{name} output {path}: dtype {jnp.dtype(g.dtype).name} != {noun} dtype {dtype}.")
 
 
 # ---------------------------------------------------------------- tracing

@@ -16,8 +16,9 @@ its own gradient (floor: `tol` when the user sets it, else a relative floor of t
 precision, u^(2/3), below which the analytic side's own rounding could explain it). It
 **passes** when it does not fail and upper ≤ tol: the differences resolve the tolerance.
 A group whose true gradient is ~0 cannot be resolved against its own scale; once nothing
-more precise can be tried (float64), it passes when its possible error is below tol of
-the whole gradient's root-mean-square scale. Otherwise the group is **inconclusive**.
+more precise can be tried (float64), or when neither the loss nor the analytic values
+moved at all (a structural zero), it passes when its possible error is below tol of the
+whole gradient's root-mean-square scale. Otherwise the group is **inconclusive**.
 
 The check fails if a group fails, a value is not finite or the loss is not
 deterministic; it passes when every group passes; else it is inconclusive. The classic
@@ -110,8 +111,10 @@ def decide(xp, numeric, analytic, bound, kink, known, seg: np.ndarray, k: int, s
     rms = norm / np.sqrt(max(1.0, float(np.sum(sizes))))
     failed_g = (lower > xp.asarray(floor, dtype)[..., None]) | bad
     own = upper <= xp.asarray(tol, dtype)[..., None]
-    if final:
-        own = own | (xp.sqrt(up2) <= xp.asarray(tol, dtype)[..., None] * rms[..., None] * xp.asarray(np.sqrt(counts), dtype))
+    negligible = xp.sqrt(up2) <= xp.asarray(tol, dtype)[..., None] * rms[..., None] * xp.asarray(np.sqrt(counts), dtype)
+    # a group where neither the loss nor the analytic values moved at all is structurally zero
+    still = (n2 == 0) & (a2 == 0)
+    own = own | (negligible & (final | still))
     passed_g = own & ~failed_g
     deterministic = xp.asarray(deterministic)
     failed = xp.any(failed_g, axis=-1) | ~deterministic
