@@ -73,9 +73,10 @@ def _verdict(res) -> str:
         what = f"every leaf agrees within tol {tol:.1e} (largest possible error {np.nanmax(np.asarray(g.upper, float)):.1e})"
     elif bool(res.failed):
         parts = []
-        if failed.any():
-            proven = np.asarray(g.lower, float)[failed]
-            parts.append(f"{_paths(res, failed)} differ beyond the noise (proven error {np.nanmax(proven):.1e})")
+        differ = failed & ~nonfinite
+        if differ.any():
+            proven = np.asarray(g.lower, float)[differ]
+            parts.append(f"{_paths(res, differ)} differ beyond the noise (proven error {np.nanmax(proven):.1e})")
         if nonfinite.any():
             parts.append(f"non-finite values in {_paths(res, nonfinite)}")
         if not bool(np.asarray(res.noise.deterministic)):
@@ -256,11 +257,13 @@ def _leaf_rows(res, max_leaves: int | None) -> list[str]:
     passed, failed = np.asarray(g.passed, bool), np.asarray(g.failed, bool)
     nonfinite = _nonfinite_leaves(res)
     bad = failed | nonfinite
-    order = [int(k) for k in _order(np.where(bad, np.inf, rel), ~bad & passed)]
-    shown = [k for k in order if not passed[k] or bad[k]]
-    ok = [k for k in order if passed[k] and not bad[k]]
-    hidden = ok[max_leaves:] if max_leaves is not None else []
-    shown += ok[: len(ok) - len(hidden)]
+    open_ = ~passed & ~bad
+    rank = np.where(bad, 0, np.where(open_, 1, 2))  # failed, then unresolved, then passed; worst first in each
+    order = [int(k) for k in np.lexsort((-np.where(np.isnan(rel), np.inf, rel), rank))]
+    shown = [k for k in order if bad[k]]
+    rest = [k for k in order if not bad[k]]
+    hidden = rest[max_leaves:] if max_leaves is not None else []
+    shown += rest[: len(rest) - len(hidden)]
     width = max(len("leaf"), *(len(lay.name(lay.checked_index[k])) for k in shown)) if shown else 4
     label = res.index_label
     rows = [
@@ -296,9 +299,9 @@ def _leaf_rows(res, max_leaves: int | None) -> list[str]:
             f"{cells}  {', '.join(note)}".rstrip()
         )
     if hidden:
-        rows.append(
-            f"  … {len(hidden)} more passing leaves (largest rel_error {rel[hidden[0]]:.2e}); report(max_leaves=None) shows all"
-        )
+        unresolved = int(open_[hidden].sum())
+        what = f"{len(hidden) - unresolved} more passing leaves" + (f" and {unresolved} unresolved" if unresolved else "")
+        rows.append(f"  … {what} (largest rel_error {np.nanmax(rel[hidden]):.2e}); report(max_leaves=None) shows all")
     unchecked = [f"{lay.paths[i]} ({lay.dtypes[i]})" for i in np.flatnonzero(~np.asarray(lay.checked))]
     if unchecked:
         rows.append(f"  not checked (not floating point): {', '.join(unchecked)}")

@@ -109,7 +109,8 @@ def resolve(session, probes, measured: Measured, decision, decide, seg):
             break
     if ladder:
         session.notes.append(f"{ladder} coordinate(s) of unresolved leaves re-measured with adapted steps")
-    if _open(decision).any() and session.problem.lay.low_dtype == np.float32:
+    # float64 costs a compile: only for a check that nothing has failed yet
+    if _open(decision).any() and not bool(decision.failed) and session.problem.lay.low_dtype == np.float32:
         measured, decision = _in_float64(session, probes, measured, decision, decide, seg)
     return measured, decision
 

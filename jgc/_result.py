@@ -203,8 +203,8 @@ class GradCheck:
         """The text report: a verdict line, then one row per leaf (failing leaves first).
 
         Args:
-          max_leaves: show at most this many passing leaves (failing and inconclusive ones
-            are always shown); `None` shows all.
+          max_leaves: show at most this many leaves besides the failing ones (which are always
+            shown; unresolved leaves come first); `None` shows all.
         """
         from ._report import format_report
 
