@@ -11,10 +11,10 @@ only, for float64), for 1, 16 and 256 seeds:
          in one compiled call. First call (tracing and compilation included) and warm (median
          of --repeat calls).
   floor  the least the same work can cost: one jitted call that initialises the seeds'
-         parameters and evaluates, per seed, the loss at the 2n points θ ± h·e_i (vmapped
-         over seeds and over a chunk of points, chunks run by lax.map, the perturbed copies
-         of θ kept under --chunk-mb like jgc's default), plus jit(vmap(jax.grad(loss))) over
-         the seeds. First call and warm.
+         parameters (as check_seeds does) and evaluates, per seed, the loss at the 2n points
+         θ ± h·e_i (vmapped over seeds and over a chunk of points, chunks run by lax.map,
+         the perturbed copies of θ kept under --chunk-mb like jgc's default) and
+         vmap(jax.grad(loss)) over the seeds. First call and warm.
 
 Results: a Markdown table, and JSON with jax.devices(), the device kind, each cell's peak
 device memory where the backend reports it (memory_stats, cumulative in the subprocess),
@@ -24,11 +24,13 @@ Time budget. A full check costs 4n + 2 loss evaluations per seed (jgc's stencil 
 2h, J(θ) twice), the floor 2n. The default grid is 273 seeds × 2 dtypes over the three
 MLPs: ≈ 94.5 M evaluations for jgc and 47.2 M for the floor, 80% of them on n = 34,645
 (≈ 8.9 MFLOP per evaluation with 128 examples; 1.1 MFLOP at n = 8,577): ≈ 1.0 PFLOP for
-one call of every cell, so about 1–2 minutes at 10–20 TFLOP/s sustained, and the same
-again per warm repeat (cells whose first call takes over --slow seconds get one), plus
-compilation (≈ 36 compiled programs) and 6 process starts: about 5–8 minutes. Cells that would overrun are skipped: each subprocess gets a deadline
-(--budget seconds from the start), and a cell is skipped, with the reason, when its time
-predicted from the previous seed count (scaled by the number of seeds) would pass it.
+one call of every cell, about 1–2 minutes at 10–20 TFLOP/s sustained; a first call and up
+to --repeat warm calls per cell (one only when the first took over --slow seconds), the
+≈ 36 compilations and 6 process starts could take 4–8 minutes. --budget (default 360 s)
+caps the run: every subprocess gets the deadline, a cell is skipped, with the reason,
+when its time predicted from the previous seed count (scaled by the number of seeds)
+would pass it, and a subprocess still running 90 s past the deadline is killed (the
+cells it finished are kept), so the run ends within about 7.5 minutes.
 
 Run:
     python benchmarks/gpu.py                       # on the GPU; writes benchmarks/results/gpu.json
@@ -98,6 +100,16 @@ def child(model_name, dtype, opts):
     h = 1e-6 if dtype == "float64" else 1e-2
     previous = {}  # method -> (seeds, first_s, warm_s) of the last cell run
 
+    def floor_program(chunk):
+        """One jitted program: the seeds' θ (initialised once), the 2n evaluations and jax.grad, per seed."""
+        numeric = _nets.floor_numeric_grad(loss_of_theta, n, h, chunk)
+
+        def program(keys):
+            thetas = jax.vmap(lambda k: ravel_pytree(model.init(k))[0])(keys)
+            return jax.vmap(numeric)(thetas), jax.vmap(jax.grad(loss_of_theta))(thetas)
+
+        return jax.jit(program)
+
     def timed(fn):
         t = time.perf_counter()
         out = jax.block_until_ready(fn())
@@ -121,11 +133,8 @@ def child(model_name, dtype, opts):
                 row["num_evals"] = None
             else:
                 chunk = _nets.floor_chunk(n, dt.itemsize, opts.chunk_mb * 2**20, batch=seeds)
-                numeric = _nets.floor_numeric_grad(loss_of_theta, n, h, chunk)
-                thetas = lambda ks: jax.vmap(lambda k: ravel_pytree(model.init(k))[0])(ks)
-                evals = jax.jit(lambda ks: jax.vmap(numeric)(thetas(ks)))  # noqa: B023
-                grads = jax.jit(lambda ks: jax.vmap(jax.grad(loss_of_theta))(thetas(ks)))  # noqa: B023
-                fn = lambda: (evals(keys), grads(keys))  # noqa: B023
+                floor = floor_program(chunk)
+                fn = lambda: floor(keys)  # noqa: B023
                 row.update(chunk=chunk, h=h, num_evals=2 * n)
             out, first = timed(fn)
             warm = [timed(fn)[1] for _ in range(opts.repeat if first <= opts.slow else 1)]
@@ -180,7 +189,7 @@ def main():
         "--budget",
         type=float,
         default=None,
-        help="seconds for the whole run (default 420; --quick 1800); cells predicted to overrun are skipped",
+        help="seconds for the whole run (default 360; --quick 1800); cells predicted to overrun are skipped",
     )
     ap.add_argument("--chunk-mb", type=float, default=64.0, help="the floor's perturbed copies of θ per chunk, all seeds (MB)")
     ap.add_argument(
@@ -194,7 +203,7 @@ def main():
     opts.seed_list = [int(s) for s in opts.seeds.split(",")]
     if opts.quick:
         opts.repeat = min(opts.repeat, 1)
-    opts.budget = opts.budget or (1800.0 if opts.quick else 420.0)
+    opts.budget = opts.budget or (1800.0 if opts.quick else 360.0)
     if opts.child:
         opts.deadline = opts.deadline or time.time() + opts.budget
         child(*opts.child, opts)
@@ -233,7 +242,7 @@ def main():
                 result["rows"].append({"kind": "skipped", "model": model, "dtype": dtype, "skipped": "the --budget was spent"})
                 print(f"{model} {dtype}: skipped, the --budget was spent", flush=True)
                 continue
-            remaining = deadline - time.time() + 120  # a grace period past the deadline for a cell under way
+            remaining = deadline - time.time() + 90  # a grace period past the deadline for a cell under way
             try:
                 proc = subprocess.run(cmd, capture_output=True, text=True, timeout=max(remaining, 30))
                 stdout, rc, err = proc.stdout, proc.returncode, proc.stderr
