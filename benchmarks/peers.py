@@ -14,7 +14,9 @@ process only). Methods:
                    (float64, default tolerances). It checks torch's autograd gradient (a JAX
                    backward pass cannot be handed to torch); its cost is the numerical Jacobian,
                    2n forward calls. Skipped, with the reason, when 2n × one forward call is
-                   estimated over --torch-budget seconds.
+                   estimated over --torch-budget seconds. On a loaded machine torch's OpenMP
+                   threads can make a small forward call 100× slower (30 ms instead of 0.1 ms
+                   for n = 8,577 on 2 busy cores): use --torch-threads 1 there.
   course           the course's loop: for each i, θ ± ε·e_i in NumPy and one jitted loss call
                    each (2n calls), ε = 1e-7, then the relative error
   floor            the bare floor: jit(vmap(loss of θ)) over the 2n points θ ± h·e_i (h = 1e-6),
@@ -175,6 +177,8 @@ def cell(model_name, method, opts):
     elif method == "torch":
         import torch
 
+        if opts.torch_threads:
+            torch.set_num_threads(opts.torch_threads)
         fn = _nets.torch_flat_loss(model)
         x = torch.from_numpy(np.array(theta)).requires_grad_(True)
         per_call = []
@@ -262,7 +266,7 @@ def _machine():
 
 def _child_cmd(model, method, opts):
     cmd = [sys.executable, __file__, "--one", model, method, "--repeat", str(opts.repeat), "--slow", str(opts.slow)]
-    cmd += ["--torch-budget", str(opts.torch_budget), "--chunk", str(opts.chunk)]
+    cmd += ["--torch-budget", str(opts.torch_budget), "--torch-threads", str(opts.torch_threads), "--chunk", str(opts.chunk)]
     return cmd + (["--quick"] if opts.quick else []) + (["--verify"] if opts.verify else [])
 
 
@@ -341,6 +345,7 @@ def main():
     ap.add_argument("--slow", type=float, default=120.0, help="no warm calls when the first took more seconds than this")
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per cell (its subprocess is killed after)")
     ap.add_argument("--torch-budget", type=float, default=600.0, help="skip torch gradcheck when estimated over this")
+    ap.add_argument("--torch-threads", type=int, default=0, help="torch.set_num_threads in the torch cells (0: torch's default)")
     ap.add_argument("--chunk", type=int, default=0, help="coordinates per chunk of the floor (0: ~64 MB of perturbed θ)")
     ap.add_argument("--quick", action="store_true", help="tiny models of the same structure")
     ap.add_argument("--verify", action="store_true", help="in the jgc cells: compare jgc's and scipy's numeric gradients")
