@@ -301,6 +301,17 @@ def floor_numeric_grad(loss_of_theta, n, h, chunk):
     return lambda theta: jax.lax.map(lambda s: one_chunk(theta, s), jnp.arange(0, n, chunk)).reshape(-1)[:n]
 
 
+def floor_sequential_numeric_grad(loss_of_theta, n, h):
+    """The same 2n evaluations one at a time in one compiled loop (lax.map, no vmap): the floor where
+    batching the loss is slow (vmap of a convolution over perturbed kernels is a grouped convolution,
+    which XLA:CPU runs far slower than the same number of plain ones)."""
+
+    def one(theta, i):
+        return (loss_of_theta(theta.at[i].add(h)) - loss_of_theta(theta.at[i].add(-h))) / (2 * h)
+
+    return lambda theta: jax.lax.map(lambda i: one(theta, i), jnp.arange(n))
+
+
 def floor_chunk(n, itemsize, budget_bytes=64 * 2**20, batch=1):
     """Coordinates per chunk so that the 2·chunk perturbed copies of θ (times `batch`) stay under budget_bytes."""
     return int(max(1, min(n, budget_bytes // (2 * n * itemsize * batch))))

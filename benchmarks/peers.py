@@ -21,7 +21,12 @@ process only). Methods:
                    each (2n calls), ε = 1e-7, then the relative error
   floor            the bare floor: jit(vmap(loss of θ)) over the 2n points θ ± h·e_i (h = 1e-6),
                    in chunks run by lax.map, plus jit(jax.grad(loss)) compiled and run once.
-                   A full central-difference check cannot cost less.
+                   A full central-difference check cannot cost less, as long as batching the
+                   loss with vmap pays (the ratios use this floor)
+  floor_seq        the same 2n evaluations one at a time in one compiled loop (lax.map, no
+                   vmap) plus jit(jax.grad(loss)): the floor where vmap does not pay (vmap of a
+                   convolution over perturbed kernels is a grouped convolution, which XLA:CPU
+                   runs far slower than the same number of plain convolutions)
 
 "first" is the first call in the fresh process (tracing and compilation included; the JAX
 backend is already up, since building the model uses it). "warm" is the median of --repeat
@@ -63,7 +68,7 @@ import time
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import _nets  # noqa: E402
 
-METHODS = ["jgc", "jgc_partial", "scipy", "torch", "course", "floor"]
+METHODS = ["jgc", "jgc_partial", "scipy", "torch", "course", "floor", "floor_seq"]
 RESULTS = pathlib.Path(__file__).parent / "results"
 
 
@@ -209,10 +214,13 @@ def cell(model_name, method, opts):
         _times(row, first, warm)
         row.update(passed=bool(ok), num_evals=2 * n)
 
-    elif method == "floor":
+    elif method in ("floor", "floor_seq"):
         h = 1e-6
         chunk = opts.chunk or _nets.floor_chunk(n, theta.dtype.itemsize)
-        evals = jax.jit(_nets.floor_numeric_grad(loss_of_theta, n, h, chunk))
+        if method == "floor":
+            evals = jax.jit(_nets.floor_numeric_grad(loss_of_theta, n, h, chunk))
+        else:
+            chunk, evals = 1, jax.jit(_nets.floor_sequential_numeric_grad(loss_of_theta, n, h))
         grad = jax.jit(jax.grad(loss_of_theta))
         t = time.perf_counter()
         evals_c = evals.lower(theta).compile()
