@@ -43,7 +43,9 @@ n = 6,379); an RNN (tanh cell, 15 steps of lax.scan, 48 hidden units, n = 2,785)
 Run (writes benchmarks/results/peers.json after every cell, then prints a Markdown table
 with each time's ratio to scipy's and to the floor's):
 
-    python benchmarks/peers.py                   # every model and method (an hour or more on 2 cores)
+    python benchmarks/peers.py                   # every model and method (an hour or more on 2 cores;
+        # on the CNN, jgc and the vmapped floor each ran past 900 s on a loaded 2-core machine,
+        # floor_seq took 4.5 s: raise --timeout, or leave the CNN to --sizes runs of its own)
     python benchmarks/peers.py --quick --verify  # tiny models: checks that the script works
     python benchmarks/peers.py --sizes mlp47,mlp8577 --methods jgc,scipy,floor --repeat 5
     python benchmarks/peers.py --table benchmarks/results/peers.json   # print the table of a saved run
