@@ -30,9 +30,15 @@ _ROUNDING = 16  # multiples of ε·max(1, |J|)/eps allowed between the two paths
 
 @pytest.fixture(params=["partial", "sparse"])
 def forced(request, monkeypatch):
-    """Send every leaf down one path (downstream-only, or sparse change propagation)."""
+    """Send every leaf down one path (downstream-only, or sparse change propagation).
+
+    `FORCE` is read while jgc traces a check, and jit caches a trace per loss function: the
+    caches are cleared so a loss checked under one path is traced again under the other.
+    """
+    jax.clear_caches()
     monkeypatch.setattr(_partial, "FORCE", request.param)
-    return request.param
+    yield request.param
+    jax.clear_caches()
 
 
 def _assert_same(loss, params, *args, method="central", eps=None):
