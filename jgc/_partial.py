@@ -9,11 +9,19 @@ only the equations downstream of p and reads everything else from that one evalu
 Probes, steps, stencil and chunk size are the plain engine's, so the numbers are the
 plain engine's up to floating-point rounding (XLA fuses and orders a smaller program
 differently). Where it is cheaper, a leaf takes the *sparse* path instead: the probe's
-one changed entry is propagated through the downstream equations as a point or a slab
-(`jgc/_sparse.py`, `coordinate_derivatives` below), recomputing only what changed.
+one changed entry is propagated through the downstream equations as a box of changed
+entries (`jgc/_sparse.py`, `coordinate_derivatives` below), recomputing only what changed.
 
-An equation with sub-jaxprs (pjit, scan, while, cond, custom_jvp/custom_vjp) is one
-opaque equation: bound as it is, and downstream when any of its inputs is. A leaf takes
+Per leaf, a caller can also use the pieces on their own: `_trace` (the jaxpr, paths and
+which equations are downstream of each leaf), `base_values` (every variable at θ), and
+from them `leaf_loss` (J of one leaf's flat values) and `entry_loss` (J of one entry's
+multi-index and new value).
+
+Call-like equations (nested `jax.jit`, `jax.checkpoint`, `custom_jvp_call` such as
+`jax.nn.relu`, `custom_vjp_call`) are inlined when the loss is traced: their bodies'
+equations are split like any other (a custom rule only says how to differentiate; here the
+function is only evaluated). Equations with other sub-jaxprs (`scan`, `while`, `cond`)
+stay whole: bound as they are, and downstream when any of their inputs is. A leaf takes
 the plain engine (the whole loss per probe) when
 
 - the loss has side effects (callbacks, debug prints): hoisting would change how often
