@@ -251,6 +251,7 @@ def main():
     ap.add_argument("--out", default=None)
     ap.add_argument("--course", action="store_true", help="the course MLPs: first and warm calls of numeric_grad")
     ap.add_argument("--repeats", type=int, default=3, help="warm calls per path with --course")
+    ap.add_argument("--models", default=None, help="comma-separated names of the models to run (default: all)")
     opts = ap.parse_args()
     if opts.course:
         return course(opts)
@@ -267,7 +268,11 @@ def main():
         + f" --torch {opts.torch}",
         "models": {},
     }
-    for name, (loss, torch_loss, params, args) in models(opts.quick).items():
+    chosen = models(opts.quick)
+    if opts.models:
+        chosen = {k: v for k, v in chosen.items() if k in opts.models.split(",")}
+        results["command"] += f" --models {opts.models}"
+    for name, (loss, torch_loss, params, args) in chosen.items():
         lay = jgc._tree.layout(params)
         row = {"n": lay.n, "leaves": dict(zip(lay.paths, (list(s) for s in lay.shapes), strict=True))}
         row["leaf_eval"] = dict(
