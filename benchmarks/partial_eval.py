@@ -34,6 +34,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -113,17 +114,17 @@ def course_mlp(sizes, m, seed=0):
     """The course network: W[l] (n_l, n_{l-1}), b[l] (n_l, 1), X (n_0, m), tanh, sigmoid, cross-entropy."""
     ks = jax.random.split(jax.random.PRNGKey(seed), 2 * len(sizes) + 2)
     params = {}
-    for l in range(1, len(sizes)):
-        params[f"W{l}"] = jax.random.normal(ks[2 * l], (sizes[l], sizes[l - 1])) / np.sqrt(sizes[l - 1])
-        params[f"b{l}"] = 0.1 * jax.random.normal(ks[2 * l + 1], (sizes[l], 1))
+    for i in range(1, len(sizes)):
+        params[f"W{i}"] = jax.random.normal(ks[2 * i], (sizes[i], sizes[i - 1])) / np.sqrt(sizes[i - 1])
+        params[f"b{i}"] = 0.1 * jax.random.normal(ks[2 * i + 1], (sizes[i], 1))
     X = jax.random.normal(ks[0], (sizes[0], m))
     Y = (jax.random.uniform(ks[1], (1, m)) > 0.5).astype(X.dtype)
     L = len(sizes) - 1
 
     def loss(p, X, Y):
         A = X
-        for l in range(1, L):
-            A = jnp.tanh(p[f"W{l}"] @ A + p[f"b{l}"])
+        for i in range(1, L):
+            A = jnp.tanh(p[f"W{i}"] @ A + p[f"b{i}"])
         AL = jax.nn.sigmoid(p[f"W{L}"] @ A + p[f"b{L}"])
         return -jnp.mean(Y * jnp.log(AL) + (1 - Y) * jnp.log(1 - AL))
 
@@ -135,13 +136,21 @@ def course(opts):
     sizes = {"course_100-64-32-1": ((100, 64, 32, 1), 64), "course_200-128-64-10-1": ((200, 128, 64, 10, 1), 64)}
     if opts.quick:
         sizes = {"course_12-8-4-1": ((12, 8, 4, 1), 16)}
-    results = {"machine": _machine(), "command": "python benchmarks/partial_eval.py --course" + (" --quick" if opts.quick else "") + f" --repeats {opts.repeats}", "models": {}}
+    results = {
+        "machine": _machine(),
+        "command": "python benchmarks/partial_eval.py --course"
+        + (" --quick" if opts.quick else "")
+        + f" --repeats {opts.repeats}",
+        "models": {},
+    }
     for name, (layers, m) in sizes.items():
         loss, params, args = course_mlp(layers, m)
         lay = jgc._tree.layout(params)
         row = {"n": lay.n, "examples": m}
-        row["leaf_eval"] = dict(zip(lay.paths, jgc._partial.plan(loss, lay, params, args, jgc._stencils.get("central")), strict=True))
-        calls = {pe: (lambda pe=pe: jgc.numeric_grad(loss, params, *args, partial_eval=pe)) for pe in (False, True)}
+        row["leaf_eval"] = dict(
+            zip(lay.paths, jgc._partial.plan(loss, lay, params, args, jgc._stencils.get("central")), strict=True)
+        )
+        calls = {pe: functools.partial(jgc.numeric_grad, loss, params, *args, partial_eval=pe) for pe in (False, True)}
         grads, first, warm = {}, {}, {False: [], True: []}
         for pe in (False, True):
             grads[pe], first[pe] = _time(calls[pe])
@@ -162,7 +171,9 @@ def course(opts):
         row["max_abs_partial_minus_grad"] = float(jnp.max(jnp.abs(b - exact)))
         results["models"][name] = row
         print(name, json.dumps(row), flush=True)
-        out = opts.out or os.path.join(os.path.dirname(__file__), "results", "partial_eval_course" + ("_quick" if opts.quick else "") + ".json")
+        out = opts.out or os.path.join(
+            os.path.dirname(__file__), "results", "partial_eval_course" + ("_quick" if opts.quick else "") + ".json"
+        )
         with open(out, "w") as f:
             json.dump(results, f, indent=1)
     print("saved", out)

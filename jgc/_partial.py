@@ -291,11 +291,15 @@ def numeric_flat(loss_fn, lay, params, args, theta, eps, stencil, chunk_size, lo
         chunk = chunk_size or _engine.default_chunk_size(lay.n, s, stencil)
         if path == PARTIAL:
             probe = _probes.coordinates(theta_p, eps)
-            parts[k], part_values[k], _ = _engine.directional_derivatives(leaf_loss(traced, base, k), theta_p, probe, s, stencil, chunk)
+            parts[k], part_values[k], _ = _engine.directional_derivatives(
+                leaf_loss(traced, base, k), theta_p, probe, s, stencil, chunk
+            )
         else:
             center = _read(base, jaxpr.outvars[0])
             shape, dtype = lay.shapes[i], lay.dtypes[i]
-            parts[k], part_values[k], _ = coordinate_derivatives(entry_loss(traced, base, k), theta_p, shape, dtype, eps, stencil, chunk, center)
+            parts[k], part_values[k], _ = coordinate_derivatives(
+                entry_loss(traced, base, k), theta_p, shape, dtype, eps, stencil, chunk, center
+            )
     numeric = jnp.zeros_like(theta)
     values = jnp.zeros((lay.n, len(stencil.offsets)), theta.dtype)
     for k, (o, s) in enumerate(zip(lay.offsets, lay.sizes, strict=True)):

@@ -146,7 +146,10 @@ class _Run:
         """The entries of v's new value in `reg` (per axis (start or None, size))."""
         if r is not None and not isinstance(r, Box):
             x = r
-        elif r is None or any(rs is not None and bs is not None and not _same((rs, rn), (bs, bn)) for (rs, rn), (bs, bn) in zip(reg, _reg(r), strict=True)):
+        elif r is None or any(
+            rs is not None and bs is not None and not _same((rs, rn), (bs, bn))
+            for (rs, rn), (bs, bn) in zip(reg, _reg(r), strict=True)
+        ):
             x = self.dense(v, r)
         else:  # the box lies inside the region's windows: slice its full axes, write it into θ's values
             new = r.new
@@ -175,7 +178,10 @@ def _changed_boxes(reps):
 def _elementwise(run, eqn, reps):
     out_shape = eqn.outvars[0].aval.shape
     shapes = [tuple(v.aval.shape) for v in eqn.invars]
-    if any(len(s) not in (0, len(out_shape)) or (s and any(a not in (1, b) for a, b in zip(s, out_shape, strict=True))) for s in shapes):
+    if any(
+        len(s) not in (0, len(out_shape)) or (s and any(a not in (1, b) for a, b in zip(s, out_shape, strict=True)))
+        for s in shapes
+    ):
         return None
     if _changed_boxes(reps) is None or len(eqn.outvars) != 1:
         return None
@@ -204,12 +210,17 @@ def _axiswise(run, eqn, reps, mixed):
     if any(len(s) != nd for s in shapes) or any(len(o.aval.shape) != nd for o in eqn.outvars):
         return None
     keep = [d for d in range(nd) if d not in mixed]
-    if any(s[d] != shapes[0][d] for s in shapes for d in keep) or any(o.aval.shape[d] != shapes[0][d] for o in eqn.outvars for d in keep):
+    if any(s[d] != shapes[0][d] for s in shapes for d in keep) or any(
+        o.aval.shape[d] != shapes[0][d] for o in eqn.outvars for d in keep
+    ):
         return None
     reg = [(None, n) for n in shapes[0]]
     for d in keep:
         reg[d] = _union([_reg(r)[d] for r in reps if r is not None], shapes[0][d])
-    args = [run.region(v, r, [(None, s[d]) if d in mixed else reg[d] for d in range(nd)]) for v, r, s in zip(eqn.invars, reps, shapes, strict=True)]
+    args = [
+        run.region(v, r, [(None, s[d]) if d in mixed else reg[d] for d in range(nd)])
+        for v, r, s in zip(eqn.invars, reps, shapes, strict=True)
+    ]
     outs = _bind(eqn, args)
     return [_box([None if d in mixed else reg[d][0] for d in range(nd)], o) for o in outs]
 
@@ -355,7 +366,10 @@ def _concatenate(run, eqn, reps):
         reg[axis] = _reg(r)[axis]
         new = run.region(eqn.invars[i], r, reg)
         return [_box([s + offset if d == axis else s for d, (s, _) in enumerate(reg)], new)]
-    args = [run.region(v, r, [(None, v.aval.shape[d]) if d == axis else reg[d] for d in range(len(reg))]) for v, r in zip(eqn.invars, reps, strict=True)]
+    args = [
+        run.region(v, r, [(None, v.aval.shape[d]) if d == axis else reg[d] for d in range(len(reg))])
+        for v, r in zip(eqn.invars, reps, strict=True)
+    ]
     return [_box([None if d == axis else s for d, (s, _) in enumerate(reg)], _bind(eqn, args)[0])]
 
 
@@ -397,7 +411,9 @@ def _slice(run, eqn, reps):
         else:
             in_reg.append((None, shape[d])), out_reg.append((None, out_shape[d]))
             starts.append(a), limits.append(b), new_strides.append(k)
-    out = _bind(eqn, [run.region(v, r, in_reg)], start_indices=tuple(starts), limit_indices=tuple(limits), strides=tuple(new_strides))[0]
+    out = _bind(
+        eqn, [run.region(v, r, in_reg)], start_indices=tuple(starts), limit_indices=tuple(limits), strides=tuple(new_strides)
+    )[0]
     return _visible(run, eqn, out, out_reg, visible)
 
 
@@ -461,14 +477,19 @@ def _dynamic_update_slice(run, eqn, reps):
             return None
         inside = jnp.ones((), bool)
         for d, (s, n) in enumerate(_reg(r)):
-            pos = (0 if s is None else s) + lax.broadcasted_iota(jnp.int32, tuple(n if e == d else 1 for e in range(len(shape))), d)
+            pos = (0 if s is None else s) + lax.broadcasted_iota(
+                jnp.int32, tuple(n if e == d else 1 for e in range(len(shape))), d
+            )
             inside = inside & (pos >= starts[d]) & (pos < starts[d] + ushape[d])
         theta_out = run.region(eqn.outvars[0], None, _reg(r))
         return [Box(r.starts, lax.select(jnp.broadcast_to(inside, r.new.shape), theta_out, r.new.astype(theta_out.dtype)))]
     r = reps[1]  # the update changed: it lands at the update's place
     reg = _reg(r) if isinstance(r, Box) else _full(ushape)
     new = r.new if isinstance(r, Box) else r
-    out_starts = [None if s is None and n == shape[d] else st + (0 if s is None else s) for d, ((s, n), st) in enumerate(zip(reg, starts, strict=True))]
+    out_starts = [
+        None if s is None and n == shape[d] else st + (0 if s is None else s)
+        for d, ((s, n), st) in enumerate(zip(reg, starts, strict=True))
+    ]
     return [_box(out_starts, new.astype(eqn.outvars[0].aval.dtype))]
 
 
@@ -522,7 +543,10 @@ def _reduce(run, eqn, reps):
         delta = r.new - run.region(v, None, box)  # out + Σ(new − old) over the box
         out = run.region(eqn.outvars[0], None, kept) + _bind(eqn, [delta])[0]
     else:
-        out = _bind(eqn, [run.region(v, r, [(None, n) if d in axes else w for d, (w, n) in enumerate(zip(box, v.aval.shape, strict=True))])])[0]
+        out = _bind(
+            eqn,
+            [run.region(v, r, [(None, n) if d in axes else w for d, (w, n) in enumerate(zip(box, v.aval.shape, strict=True))])],
+        )[0]
     return [_box([s for s, _ in kept], out)]
 
 
@@ -644,7 +668,10 @@ RULES = {
     "reduce_window_sum": _reduce_window,
     "reduce_window_max": _reduce_window,
     "reduce_window_min": _reduce_window,
-    **{name: _reduce for name in "reduce_sum reduce_max reduce_min reduce_prod reduce_and reduce_or reduce_xor argmax argmin".split()},
+    **{
+        name: _reduce
+        for name in "reduce_sum reduce_max reduce_min reduce_prod reduce_and reduce_or reduce_xor argmax argmin".split()
+    },
 }
 
 

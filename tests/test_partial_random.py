@@ -57,7 +57,9 @@ class Op:
     out: tuple  # the activation's shape after this operation
     static: dict = dataclasses.field(default_factory=dict)
     params: dict = dataclasses.field(default_factory=dict)  # name -> (shape, scale)
-    args: dict = dataclasses.field(default_factory=dict)  # name -> ("x", shape) | ("ids", shape, high) | ("int", value) | ("ints", shape)
+    args: dict = dataclasses.field(
+        default_factory=dict
+    )  # name -> ("x", shape) | ("ids", shape, high) | ("int", value) | ("ints", shape)
     jit: bool = False
 
 
@@ -114,7 +116,9 @@ def _d_dense(draw, shape, name):
     side = draw(st.sampled_from(["right", "left"]))
     wshape = (shape[axis], k) if side == "right" else (k, shape[axis])
     matmul = draw(st.booleans()) and len(shape) == 2 and axis == (1 if side == "right" else 0)
-    return Op("dense", _replace(shape, axis, k), {"axis": axis, "side": side, "matmul": matmul}, {name: (wshape, shape[axis] ** -0.5)})
+    return Op(
+        "dense", _replace(shape, axis, k), {"axis": axis, "side": side, "matmul": matmul}, {name: (wshape, shape[axis] ** -0.5)}
+    )
 
 
 def _d_bdot(draw, shape, name):
@@ -124,7 +128,9 @@ def _d_bdot(draw, shape, name):
     k = draw(st.integers(1, 3))
     free = [shape[d] for d in range(len(shape)) if d not in (a, b)]
     if draw(st.booleans()):  # activation on the left: (batch, free..., k)
-        return Op("bdot", (shape[b], *free, k), {"a": a, "b": b, "side": "right"}, {name: ((shape[b], shape[a], k), shape[a] ** -0.5)})
+        return Op(
+            "bdot", (shape[b], *free, k), {"a": a, "b": b, "side": "right"}, {name: ((shape[b], shape[a], k), shape[a] ** -0.5)}
+        )
     return Op("bdot", (shape[b], k, *free), {"a": a, "b": b, "side": "left"}, {name: ((shape[b], k, shape[a]), shape[a] ** -0.5)})
 
 
@@ -184,7 +190,12 @@ def _d_slice(draw, shape, name):
 def _d_dslice(draw, shape, name):
     axis = draw(st.integers(0, len(shape) - 1))
     size = draw(st.integers(1, shape[axis]))
-    return Op("dslice", _replace(shape, axis, size), {"axis": axis, "size": size}, args={name: ("int", draw(st.integers(-1, shape[axis])))})
+    return Op(
+        "dslice",
+        _replace(shape, axis, size),
+        {"axis": axis, "size": size},
+        args={name: ("int", draw(st.integers(-1, shape[axis])))},
+    )
 
 
 def _d_dus(draw, shape, name):
@@ -192,7 +203,10 @@ def _d_dus(draw, shape, name):
     u = draw(st.integers(1, shape[axis]))
     from_h = draw(st.booleans())  # the update also depends on h: both operands change
     return Op(
-        "dus", shape, {"axis": axis, "u": u, "from_h": from_h, "start": name + "_at"}, {name: (_replace(shape, axis, u), 0.5)},
+        "dus",
+        shape,
+        {"axis": axis, "u": u, "from_h": from_h, "start": name + "_at"},
+        {name: (_replace(shape, axis, u), 0.5)},
         {name + "_at": ("int", draw(st.integers(-1, shape[axis])))},
     )
 
@@ -211,7 +225,9 @@ def _d_concat(draw, shape, name):
     other = draw(st.sampled_from(["param", "h"]))
     m = shape[axis] if other == "h" else m
     params = {name: (_replace(shape, axis, m), 0.5)} if other == "param" else {}
-    return Op("concat", _replace(shape, axis, shape[axis] + m), {"axis": axis, "other": other, "first": draw(st.booleans())}, params)
+    return Op(
+        "concat", _replace(shape, axis, shape[axis] + m), {"axis": axis, "other": other, "first": draw(st.booleans())}, params
+    )
 
 
 def _d_stack(draw, shape, name):
@@ -234,14 +250,20 @@ def _d_scatter(draw, shape, name):
     m = draw(st.integers(1, 4))
     if how == "add_rows":  # h.at[ids].add(p): ids index axis 0 of h, with repeats
         return Op("scatter", shape, {"how": how}, {name: ((m,) + shape[1:], 0.5)}, {name + "_ids": ("ids", (m,), shape[0])})
-    return Op("scatter", (m,) + shape[1:], {"how": how, "m": m}, {}, {name + "_ids": ("ids", (shape[0],), m)})  # zeros.at[ids].add(h)
+    return Op(
+        "scatter", (m,) + shape[1:], {"how": how, "m": m}, {}, {name + "_ids": ("ids", (shape[0],), m)}
+    )  # zeros.at[ids].add(h)
 
 
 def _d_reduce(draw, shape, name):
     fn = draw(st.sampled_from(["sum", "max", "min", "mean"]))
     axes = tuple(sorted(draw(st.sets(st.sampled_from(range(len(shape))), min_size=1))))
     keep = draw(st.booleans()) or len(axes) == len(shape)
-    out = tuple(1 if d in axes else n for d, n in enumerate(shape)) if keep else tuple(n for d, n in enumerate(shape) if d not in axes)
+    out = (
+        tuple(1 if d in axes else n for d, n in enumerate(shape))
+        if keep
+        else tuple(n for d, n in enumerate(shape) if d not in axes)
+    )
     return Op("reduce", out, {"fn": fn, "axes": axes, "keep": keep})
 
 
@@ -311,8 +333,11 @@ _DRAW = {
 }  # fmt: skip
 
 
+_KINDS = tuple(sorted(_DRAW))
+
+
 @st.composite
-def _models(draw, kinds=tuple(sorted(_DRAW)), max_ops=7):
+def _models(draw, kinds=_KINDS, max_ops=7):
     counter = iter(range(1000))
     start = draw(st.sampled_from(["x", "param", "emb", "image"]))
     if start == "emb":  # an embedding table indexed by integer ids (with repeats)
@@ -325,7 +350,13 @@ def _models(draw, kinds=tuple(sorted(_DRAW)), max_ops=7):
             start = draw(st.sampled_from(["x", "param"]))
         else:
             shape = tuple(draw(st.lists(st.integers(1, 4), min_size=1, max_size=4)))
-        first = Op("start", shape, {"from": start}, {"h0": (shape, 1.0)} if start == "param" else {}, {"x": ("x", shape)} if start == "x" else {})
+        first = Op(
+            "start",
+            shape,
+            {"from": start},
+            {"h0": (shape, 1.0)} if start == "param" else {},
+            {"x": ("x", shape)} if start == "x" else {},
+        )
     ops, shape = [first], first.out
     want = draw(st.integers(2, max_ops))
     for _ in range(3 * want):
@@ -421,7 +452,13 @@ def _apply(op, h, P, A):
         return jnp.flip(h, s["axis"])
     if k == "conv":
         return lax.conv_general_dilated(
-            h, p, s["strides"], s["padding"], rhs_dilation=s["dilation"], dimension_numbers=s["dn"], feature_group_count=s["groups"]
+            h,
+            p,
+            s["strides"],
+            s["padding"],
+            rhs_dilation=s["dilation"],
+            dimension_numbers=s["dn"],
+            feature_group_count=s["groups"],
         )
     if k == "pool":
         return lax.reduce_window(h, -jnp.inf, lax.max, s["window"], (1,) * h.ndim, "VALID")
@@ -527,17 +564,17 @@ def _course(dtype, sizes, m=16, seed=0):
     examples in columns (X of shape (n_0, m)), tanh hidden layers, a sigmoid output and cross-entropy."""
     rng = np.random.default_rng(seed)
     params = {}
-    for l in range(1, len(sizes)):
-        params[f"W{l}"] = jnp.asarray(rng.normal(size=(sizes[l], sizes[l - 1])) / np.sqrt(sizes[l - 1]), dtype)
-        params[f"b{l}"] = jnp.asarray(0.1 * rng.normal(size=(sizes[l], 1)), dtype)
+    for i in range(1, len(sizes)):
+        params[f"W{i}"] = jnp.asarray(rng.normal(size=(sizes[i], sizes[i - 1])) / np.sqrt(sizes[i - 1]), dtype)
+        params[f"b{i}"] = jnp.asarray(0.1 * rng.normal(size=(sizes[i], 1)), dtype)
     X = jnp.asarray(rng.normal(size=(sizes[0], m)), dtype)
     Y = jnp.asarray(rng.random(size=(1, m)) > 0.5, dtype)
     L = len(sizes) - 1
 
     def loss(p, X, Y):
         A = X
-        for l in range(1, L):
-            A = jnp.tanh(p[f"W{l}"] @ A + p[f"b{l}"])
+        for i in range(1, L):
+            A = jnp.tanh(p[f"W{i}"] @ A + p[f"b{i}"])
         AL = jax.nn.sigmoid(p[f"W{L}"] @ A + p[f"b{L}"])
         return -jnp.mean(Y * jnp.log(AL) + (1 - Y) * jnp.log(1 - AL))
 

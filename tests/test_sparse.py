@@ -107,8 +107,16 @@ CASES = {
     "take along axis 1": (lambda x: jnp.take(x, IDS, axis=1), (2, 4), "gather"),
     "scatter-add, operand changed": (lambda x: x.at[IDS].add(1.5), (4, 3), "scatter-add"),
     "scatter-add, updates changed": (lambda u: jnp.zeros((5, 3)).at[IDS].add(u), (4, 3), "scatter-add"),
-    "dynamic_update_slice, operand": (lambda x: lax.dynamic_update_slice(x, jnp.ones((2, 2)), (jnp.int32(1), jnp.int32(2))), (4, 4), "dynamic_update_slice"),
-    "dynamic_update_slice, update": (lambda u: lax.dynamic_update_slice(jnp.ones((4, 4)), u, (jnp.int32(3), jnp.int32(1))), (2, 2), "dynamic_update_slice"),
+    "dynamic_update_slice, operand": (
+        lambda x: lax.dynamic_update_slice(x, jnp.ones((2, 2)), (jnp.int32(1), jnp.int32(2))),
+        (4, 4),
+        "dynamic_update_slice",
+    ),
+    "dynamic_update_slice, update": (
+        lambda u: lax.dynamic_update_slice(jnp.ones((4, 4)), u, (jnp.int32(3), jnp.int32(1))),
+        (2, 2),
+        "dynamic_update_slice",
+    ),
     "sum over axis 0": (lambda x: jnp.sum(jnp.tanh(x), 0), (3, 4), "reduce_sum"),
     "max over axes (0, 2)": (lambda x: jnp.max(x, (0, 2)), (2, 3, 4), "reduce_max"),
     "min over axis 1": (lambda x: jnp.min(x, 1), (3, 4), "reduce_min"),
@@ -124,16 +132,24 @@ CASES = {
     "conv input NCHW": (lambda x: lax.conv_general_dilated(x, KER, (1, 1), "SAME"), (2, 3, 5, 4), "conv_general_dilated"),
     "conv kernel NCHW": (lambda k: lax.conv_general_dilated(IMG, k, (2, 1), "VALID"), (2, 3, 3, 2), "conv_general_dilated"),
     "conv input NHWC": (
-        lambda x: lax.conv_general_dilated(x, jnp.transpose(KER, (2, 3, 1, 0)), (1, 2), ((1, 0), (0, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC")),
+        lambda x: lax.conv_general_dilated(
+            x, jnp.transpose(KER, (2, 3, 1, 0)), (1, 2), ((1, 0), (0, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC")
+        ),
         (2, 5, 4, 3),
         "conv_general_dilated",
     ),
     "conv kernel HWIO, dilated": (
-        lambda k: lax.conv_general_dilated(jnp.transpose(IMG, (0, 2, 3, 1)), k, (1, 1), "SAME", rhs_dilation=(2, 1), dimension_numbers=("NHWC", "HWIO", "NHWC")),
+        lambda k: lax.conv_general_dilated(
+            jnp.transpose(IMG, (0, 2, 3, 1)), k, (1, 1), "SAME", rhs_dilation=(2, 1), dimension_numbers=("NHWC", "HWIO", "NHWC")
+        ),
         (3, 2, 3, 2),
         "conv_general_dilated",
     ),
-    "max pool": (lambda x: lax.reduce_window(x, -jnp.inf, lax.max, (1, 1, 2, 2), (1, 1, 2, 2), "VALID"), (2, 3, 4, 4), "reduce_window_max"),
+    "max pool": (
+        lambda x: lax.reduce_window(x, -jnp.inf, lax.max, (1, 1, 2, 2), (1, 1, 2, 2), "VALID"),
+        (2, 3, 4, 4),
+        "reduce_window_max",
+    ),
 }
 
 
