@@ -9,11 +9,19 @@ only the equations downstream of p and reads everything else from that one evalu
 Probes, steps, stencil and chunk size are the plain engine's, so the numbers are the
 plain engine's up to floating-point rounding (XLA fuses and orders a smaller program
 differently). Where it is cheaper, a leaf takes the *sparse* path instead: the probe's
-one changed entry is propagated through the downstream equations as a point or a slab
-(`jgc/_sparse.py`, `coordinate_derivatives` below), recomputing only what changed.
+one changed entry is propagated through the downstream equations as a box of changed
+entries (`jgc/_sparse.py`, `coordinate_derivatives` below), recomputing only what changed.
 
-An equation with sub-jaxprs (pjit, scan, while, cond, custom_jvp/custom_vjp) is one
-opaque equation: bound as it is, and downstream when any of its inputs is. A leaf takes
+Per leaf, a caller can also use the pieces on their own: `_trace` (the jaxpr, paths and
+which equations are downstream of each leaf), `base_values` (every variable at θ), and
+from them `leaf_loss` (J of one leaf's flat values) and `entry_loss` (J of one entry's
+multi-index and new value).
+
+Call-like equations (nested `jax.jit`, `jax.checkpoint`, `custom_jvp_call` such as
+`jax.nn.relu`, `custom_vjp_call`) are inlined when the loss is traced: their bodies'
+equations are split like any other (a custom rule only says how to differentiate; here the
+function is only evaluated). Equations with other sub-jaxprs (`scan`, `while`, `cond`)
+stay whole: bound as they are, and downstream when any of their inputs is. A leaf takes
 the plain engine (the whole loss per probe) when
 
 - the loss has side effects (callbacks, debug prints): hoisting would change how often
@@ -160,6 +168,43 @@ def _choose(jaxpr, k, mark, total, stencil) -> str:
     return path
 
 
+# Call-like equations whose body is evaluated in place (so that its equations can be split):
+# nested `jax.jit`, `jax.checkpoint`, and custom_jvp / custom_vjp functions (their primal
+# function: the rules only say how to differentiate, and partial evaluation only evaluates).
+INLINE = frozenset(
+    "jit pjit closed_call core_call custom_jvp_call custom_vjp_call custom_vjp_call_jaxpr remat2 checkpoint".split()
+)
+
+
+def _callee(eqn):
+    """(jaxpr, consts) that a call-like equation evaluates, or None (the equation stays whole)."""
+    if eqn.primitive.name not in INLINE:
+        return None
+    for key in ("jaxpr", "call_jaxpr", "fun_jaxpr"):
+        sub = eqn.params.get(key)
+        if isinstance(sub, jcore.ClosedJaxpr):
+            jaxpr, consts = sub.jaxpr, sub.consts
+        elif isinstance(sub, jcore.Jaxpr):
+            jaxpr, consts = sub, ()
+        else:
+            continue
+        if len(jaxpr.invars) == len(eqn.invars) and len(jaxpr.outvars) == len(eqn.outvars) and not jaxpr.effects:
+            return jaxpr, consts
+    return None
+
+
+def _eval_inlined(jaxpr, consts, args):
+    """Evaluate a jaxpr, the bodies of call-like equations equation by equation (to be traced)."""
+    env = dict(zip(jaxpr.constvars, consts, strict=True))
+    env.update(zip(jaxpr.invars, args, strict=True))
+    for eqn in jaxpr.eqns:
+        invals = [_read(env, v) for v in eqn.invars]
+        callee = _callee(eqn)
+        outs = _eval_inlined(*callee, invals) if callee is not None else _bind(eqn, invals)
+        env.update(zip(eqn.outvars, outs, strict=True))
+    return [_read(env, v) for v in jaxpr.outvars]
+
+
 def _trace(loss_fn, lay, params, args, stencil) -> _Traced:
     leaves = jax.tree_util.tree_leaves(params)
     checked = [leaves[i] for i in lay.checked_index]
@@ -171,6 +216,9 @@ def _trace(loss_fn, lay, params, args, stencil) -> _Traced:
         return loss_fn(jax.tree_util.tree_unflatten(lay.treedef, new), *args)
 
     closed = jax.make_jaxpr(of_checked)(*checked)
+    if not closed.jaxpr.effects and any(_callee(e) is not None for e in closed.jaxpr.eqns):
+        outer = closed
+        closed = jax.make_jaxpr(lambda *xs: _eval_inlined(outer.jaxpr, outer.consts, xs))(*checked)
     jaxpr = closed.jaxpr
     total = _jaxpr_cost(jaxpr)
     paths = [""] * len(lay.shapes)
@@ -180,6 +228,31 @@ def _trace(loss_fn, lay, params, args, stencil) -> _Traced:
         marks.append(mark)
         paths[i] = _choose(jaxpr, k, mark, total, stencil)
     return _Traced(closed, tuple(paths), tuple(marks))
+
+
+def base_values(traced: _Traced, checked) -> dict:
+    """Every variable of the traced jaxpr at θ (`checked`: the checked leaves, in order)."""
+    jaxpr = traced.closed.jaxpr
+    base = dict(zip(jaxpr.constvars, traced.closed.consts, strict=True))
+    base.update(zip(jaxpr.invars, checked, strict=True))
+    for eqn in jaxpr.eqns:
+        base.update(zip(eqn.outvars, _bind(eqn, [_read(base, v) for v in eqn.invars]), strict=True))
+    return base
+
+
+def leaf_loss(traced: _Traced, base, k):
+    """J of checked leaf k's flat values (the other leaves and args at θ): downstream equations only."""
+    jaxpr = traced.closed.jaxpr
+    aval = jaxpr.invars[k].aval
+    return _leaf_loss(jaxpr, base, k, traced.marks[k], aval.shape, aval.dtype)
+
+
+def entry_loss(traced: _Traced, base, k):
+    """J of (multi-index, new value) of one entry of checked leaf k, the rest at θ: sparse propagation."""
+    jaxpr = traced.closed.jaxpr
+    run = _sparse_loss(jaxpr, k, traced.marks[k])
+    values = [base[v] for v in _all_vars(jaxpr)]
+    return lambda idx, value: run(idx, value, values)
 
 
 def plan(loss_fn, lay, params, args, stencil) -> tuple[str, ...]:
@@ -213,23 +286,20 @@ def numeric_flat(loss_fn, lay, params, args, theta, eps, stencil, chunk_size, lo
             plain_index.append(np.arange(o, o + s))
             continue
         if base is None:  # evaluate the whole jaxpr once, at θ
-            base = dict(zip(jaxpr.constvars, traced.closed.consts, strict=True))
-            base.update(zip(jaxpr.invars, [leaves[j] for j in lay.checked_index], strict=True))
-            for eqn in jaxpr.eqns:
-                base.update(zip(eqn.outvars, _bind(eqn, [_read(base, v) for v in eqn.invars]), strict=True))
+            base = base_values(traced, [leaves[j] for j in lay.checked_index])
         theta_p = theta[o : o + s]
         chunk = chunk_size or _engine.default_chunk_size(lay.n, s, stencil)
         if path == PARTIAL:
-            leaf_loss = _leaf_loss(jaxpr, base, k, traced.marks[k], lay.shapes[i], lay.dtypes[i])
             probe = _probes.coordinates(theta_p, eps)
-            parts[k], part_values[k], _ = _engine.directional_derivatives(leaf_loss, theta_p, probe, s, stencil, chunk)
+            parts[k], part_values[k], _ = _engine.directional_derivatives(
+                leaf_loss(traced, base, k), theta_p, probe, s, stencil, chunk
+            )
         else:
-            run = _sparse_loss(jaxpr, k, traced.marks[k])
-            values = [base[v] for v in _all_vars(jaxpr)]
-            point_loss = lambda idx, value, run=run, values=values: run(idx, value, values)  # noqa: E731
             center = _read(base, jaxpr.outvars[0])
             shape, dtype = lay.shapes[i], lay.dtypes[i]
-            parts[k], part_values[k], _ = coordinate_derivatives(point_loss, theta_p, shape, dtype, eps, stencil, chunk, center)
+            parts[k], part_values[k], _ = coordinate_derivatives(
+                entry_loss(traced, base, k), theta_p, shape, dtype, eps, stencil, chunk, center
+            )
     numeric = jnp.zeros_like(theta)
     values = jnp.zeros((lay.n, len(stencil.offsets)), theta.dtype)
     for k, (o, s) in enumerate(zip(lay.offsets, lay.sizes, strict=True)):

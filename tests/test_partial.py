@@ -30,9 +30,15 @@ _ROUNDING = 16  # multiples of ε·max(1, |J|)/eps allowed between the two paths
 
 @pytest.fixture(params=["partial", "sparse"])
 def forced(request, monkeypatch):
-    """Send every leaf down one path (downstream-only, or sparse change propagation)."""
+    """Send every leaf down one path (downstream-only, or sparse change propagation).
+
+    `FORCE` is read while jgc traces a check, and jit caches a trace per loss function: the
+    caches are cleared so a loss checked under one path is traced again under the other.
+    """
+    jax.clear_caches()
     monkeypatch.setattr(_partial, "FORCE", request.param)
-    return request.param
+    yield request.param
+    jax.clear_caches()
 
 
 def _assert_same(loss, params, *args, method="central", eps=None):
@@ -225,14 +231,30 @@ def test_default_off_and_plan():
     _assert_same(loss, params, *args)
 
 
-def test_unhandled_primitive_takes_the_plain_engine(dtype):
-    # conv_general_dilated has no sparse rule and the conv kernel is the first layer: plain engine
+def test_conv_takes_the_sparse_path(dtype):
+    # conv_general_dilated has sparse rules: a kernel entry recomputes one output feature
     loss, params, args = _cnn(dtype)
     res = jgc.check_grad(loss, None, params, *args, partial_eval=True)
-    assert res.leaf_eval == ("partial", "plain: little to hoist", "sparse")  # bias, conv, dense
-    assert "plain engine (little to hoist): ['conv']" in res.report()
+    assert res.leaf_eval == ("sparse", "sparse", "sparse")  # bias, conv, dense
     assert bool(res.passed), res.report()
     _assert_same(loss, params, *args)
+
+
+def test_unhandled_primitive_takes_the_plain_engine(dtype):
+    # a while loop has no sparse rule; the leaf read by it first reaches all of the loss
+    ks = jax.random.split(jax.random.PRNGKey(8), 3)
+    params = {"w": _normal(ks[0], (5,), dtype), "v": _normal(ks[1], (5,), dtype)}
+    x = _normal(ks[2], (5,), dtype)
+
+    def loss(p, x):
+        h = jax.lax.fori_loop(0, 3, lambda i, h: jnp.tanh(h * p["w"] + x), x)
+        return jnp.sum(h * p["v"])
+
+    res = jgc.check_grad(loss, None, params, x, partial_eval=True)
+    assert res.leaf_eval[1] == "plain: little to hoist"  # v is cheap either way; w reaches everything
+    assert "plain engine (little to hoist): ['w']" in res.report()
+    assert bool(res.passed), res.report()
+    _assert_same(loss, params, x)
 
 
 def test_side_effects_take_the_plain_engine_bitwise(dtype):
@@ -253,7 +275,7 @@ def test_side_effects_take_the_plain_engine_bitwise(dtype):
 
 def test_single_leaf_nothing_to_hoist_is_plain_bitwise(dtype):
     w = jnp.linspace(-1, 1, 5, dtype=dtype)
-    loss = lambda w: jnp.sum(jnp.cumsum(jnp.tanh(w)) ** 2)  # cumsum: no sparse rule, nothing to hoist
+    loss = lambda w: jnp.sum(jnp.cumsum(jnp.tanh(w)) ** 2)  # cumsum mixes its one axis: nothing to save
     res = jgc.check_grad(loss, None, w, partial_eval=True)
     assert res.leaf_eval == ("plain: little to hoist",)
     np.testing.assert_array_equal(jgc.numeric_grad(loss, w, partial_eval=True), jgc.numeric_grad(loss, w))
