@@ -45,6 +45,7 @@ def check_grad(
     coords: int | None = None,
     key: jax.Array | None = None,
     x64: bool = False,
+    partial_eval: bool = True,
 ) -> GradCheck:
     """Check a hand-written gradient against finite differences, coordinate by coordinate.
 
@@ -93,6 +94,11 @@ def check_grad(
         only, float params and float arrays in `args` are cast to float64, and the
         setting is restored afterwards (also on error). `loss_fn` and `grad_fn` must
         follow their inputs' dtype. It cannot be used inside `jax.jit`/`jax.vmap`.
+      partial_eval: on concrete inputs, evaluate a leaf's probes on only the part of the loss
+        downstream of it (or only the entries a one-entry change touches) where the cost model
+        says that pays for compiling its own program; same numbers up to rounding, and
+        `result.leaf_eval` says which path each leaf took (docs/partial_eval.md). False: the
+        whole loss for every probe.
 
     Returns:
       A `jgc.GradCheck`. Call `.report()` (or `print` it) for the table and
@@ -112,12 +118,13 @@ def check_grad(
     validate(loss_fn, grad_fn, method, eps, tol, chunk_size)
     _validate.flag("autodiff", autodiff)
     _validate.flag("x64", x64)
+    _validate.flag("partial_eval", partial_eval)
     if x64:
         options = dict(eps=eps, tol=tol, method=method, chunk_size=chunk_size, autodiff=autodiff, coords=coords, key=key)
-        return in_x64(check_grad, loss_fn, grad_fn, params, args, options)
+        return in_x64(check_grad, loss_fn, grad_fn, params, args, {**options, "partial_eval": partial_eval})
     params = prepare(params)
     _tree.layout(params)  # fail here, before tracing, on an empty or unusable tree
-    options = _pipeline.Options(method, chunk_size, autodiff)
+    options = _pipeline.Options(method, chunk_size, autodiff, partial=partial_eval)
     if coords is not None or key is not None:
         if coords is None or key is None:
             raise ValueError(f"a sampled check needs both coords and key; received coords={coords!r}, key={key!r}.")
@@ -155,6 +162,7 @@ def numeric_grad(
     eps: float | None = None,
     method: str = "central",
     chunk_size: int | None = None,
+    partial_eval: bool = True,
 ) -> PyTree:
     """The finite-difference gradient of `loss_fn` at `params`, shaped like `params`.
 
@@ -162,7 +170,7 @@ def numeric_grad(
       loss_fn: `loss_fn(params, *args) -> scalar`.
       params: pytree of parameters; leaves that are not floating point come back NaN.
       *args: passed unchanged to `loss_fn`.
-      eps, method, chunk_size: as in `jgc.check_grad`.
+      eps, method, chunk_size, partial_eval: as in `jgc.check_grad`.
 
     Returns:
       A pytree like `params`, every leaf in the dtype of the raveled parameters.
@@ -174,35 +182,19 @@ def numeric_grad(
       [3.0, 12.0]
     """
     validate(loss_fn, None, method, eps, None, chunk_size, grad_name=None)
+    _validate.flag("partial_eval", partial_eval)
     params = prepare(params)
     lay = _tree.layout(params)
-    dynamic, static = _jit.partition((params, args))
-    if _jit.is_traced((dynamic, eps)):
-        spec = _Numeric(_jit.Ref(loss_fn), static, method, chunk_size)
-        flat = _jit.program(("numeric", spec), spec)(dynamic, eps)
-    else:
-        flat = _numeric(loss_fn, params, args, method, chunk_size, eps)
-    return _tree.unravel_full(lay, flat)
+    options = _pipeline.Options(method, chunk_size, partial=partial_eval)
+    return _tree.unravel_full(lay, _pipeline.check(_numeric, (loss_fn,), params, args, options, eps))
 
 
-def _numeric(loss_fn, params, args, method, chunk_size, eps):
-    problem = Problem(loss_fn, params, args, method)
+def _numeric(loss_fn, params, args, options, eps, tol, key):
+    problem = Problem(loss_fn, params, args, options.method)
     xp, n = problem.xp, problem.lay.n
-    session = Session(problem, _probes.COORDS, n, eps=eps, chunk_size=chunk_size)
+    session = Session(problem, _probes.COORDS, n, eps=eps, chunk_size=options.chunk_size, partial=options.partial)
     probes = _probes.Probes(xp.arange(n, dtype=np.int32), xp.broadcast_to(session.eps, (n,)).astype(problem.dtype))
     return session.evaluate(probes)[0]
-
-
-@dataclasses.dataclass(frozen=True)
-class _Numeric:
-    loss: _jit.Ref
-    static: tuple
-    method: str
-    chunk_size: int | None
-
-    def __call__(self, dynamic, eps):
-        params, args = _jit.combine(dynamic, self.static)
-        return _numeric(self.loss(), params, args, self.method, self.chunk_size, eps)
 
 
 def relative_error(a: PyTree, b: PyTree) -> jax.Array:

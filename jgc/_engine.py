@@ -130,6 +130,50 @@ def chunk_function(fun, plan: Plan):
     return body
 
 
+def entry_chunk_function(fun, plan: Plan, shape: tuple, dtype):
+    """The chunk program's body for a leaf on the sparse path: `fun(multi-index, new value, data)`
+    evaluates J with one entry of the leaf changed (θ is the leaf's flat values here)."""
+
+    def body(theta, data, key, probes, offsets, project):
+        idx = jnp.arange(plan.chunk)
+        offsets = offsets.astype(theta.dtype)
+
+        def step(i):
+            return _probes.coordinate_step(theta[probes.start[i]], jnp.asarray(probes.base[i], theta.dtype))
+
+        def one(i, o):
+            j = probes.start[i]
+            multi = [c.astype(jnp.int32) for c in jnp.unravel_index(j, shape)]
+            return fun(multi, (theta[j] + o * step(i)).astype(dtype), data)
+
+        if plan.batching == VMAP:
+            values = jax.vmap(lambda i: jax.vmap(lambda o: one(i, o))(offsets))(idx)
+        else:
+            pairs = (jnp.repeat(idx, plan.m), jnp.tile(jnp.arange(plan.m), plan.chunk))
+            values = jax.lax.map(lambda ij: one(ij[0], offsets[ij[1]]), pairs).reshape(plan.chunk, plan.m)
+        return values.astype(theta.dtype), jax.vmap(step)(idx), jnp.zeros(plan.chunk, theta.dtype)
+
+    return body
+
+
+def _has_conv(jaxpr) -> bool:
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "conv_general_dilated":
+            return True
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (tuple, list)) else (value,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns") and _has_conv(inner):
+                    return True
+    return False
+
+
+def batching(jaxpr) -> str:
+    """How to batch a chunk: a compiled loop (MAP) for convolutions on CPU, where a vmap over
+    perturbed kernels becomes a grouped convolution that XLA:CPU runs ~100× slower; else VMAP."""
+    return MAP if jax.default_backend() == "cpu" and _has_conv(jaxpr) else VMAP
+
+
 class Runner:
     """Evaluates probe sets with one chunk program.
 

@@ -25,8 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _engine, _noise, _probes, _stencils
-from ._problem import Problem
+from . import _engine, _jit, _noise, _partial, _probes, _stencils
+from ._problem import LOSS, Problem
 
 
 @dataclasses.dataclass
@@ -50,20 +50,26 @@ class Session:
     """One chunk program, J(θ), the rounding level, eps and tol for a check's probes."""
 
     def __init__(
-        self, problem: Problem, kind: str, num_probes: int, eps=None, key=None, project=None, chunk_size=None, batching=None
+        self, problem: Problem, kind: str, num_probes: int, eps=None, key=None, project=None, chunk_size=None, partial=True
     ):
         self.problem = p = problem
         stencil = p.stencil
         self.xp = xp = p.xp
         n = p.lay.n
         m = stencil.evals_per_probe
-        devices = 1 if _engine.mesh() is None else jax.device_count()
-        chunk = _engine.chunk_size(n, num_probes + 1, m, devices) if chunk_size is None else -(-chunk_size // devices) * devices
-        plan = _engine.Plan(kind, m, chunk, batching or _engine.VMAP, stencil.complex)
-        self.runner = p.runner(plan, key, project)
+        self.devices = 1 if _engine.mesh() is None else jax.device_count()
+        self.chunk_size = chunk_size
         self.kind = kind
         self.notes: list[str] = []
-        self.extra_evals = 0  # evaluations counted apart from the runner's (traced stage 2)
+        self.extra_evals = 0  # evaluations counted apart from the runners' (traced stage 2)
+        self.key = key
+        self.leaf_eval: tuple[str, ...] = ()  # per leaf of the params: the path its probes took
+        jaxpr = self._trace(partial and kind == _probes.COORDS and p.kind == LOSS and not stencil.complex)
+        self.batching = _engine.batching(jaxpr)
+        plan = _engine.Plan(kind, m, self._chunk(n, num_probes + 1), self.batching, stencil.complex)
+        self._plain = lambda: p.runner(plan, key, project)
+        self._plain_runner = None
+        self.routes = self._routes() if self.traced_loss is not None else []
 
         # J(θ) and the noise probe: 3 coordinates (the middles of the two largest leaves,
         # the largest |θ|), t·δ for t = ±1..±4, plus a null probe; one call.
@@ -75,7 +81,7 @@ class Session:
             1, xp.abs(p.theta_x[starts]).astype(p.dtype)
         )
         probes = self._probes(xp.concatenate([starts, xp.zeros(1, starts.dtype)]), xp.concatenate([base, xp.zeros(1, p.dtype)]))
-        values, _, _ = self.runner.run(probes, offsets.astype(p.dtype))
+        values, _, _ = self.run(probes, offsets.astype(p.dtype))
         self.center = values[-1, 0]
         levels = [_noise.level(xp, values[i * len(bases) : (i + 1) * len(bases)], t, self.center) for i in range(len(coords))]
         u_loss = float(jnp.finfo(jnp.real(self.center).dtype).eps)
@@ -94,13 +100,91 @@ class Session:
         # when given, else u^(2/3) of the loss's real precision (the analytic side's own rounding)
         u = float(np.finfo(p.lay.low_dtype).eps)
         self.floor = self.tol if p.tol_given else xp.maximum(self.rel_level, u) ** (2 / 3)
-        self.key = key
         self.final = p.lay.low_dtype == np.float64  # nothing more precise can be tried
+
+    # -------------------------------------------------------------- runners
+
+    @property
+    def runner(self) -> _engine.Runner:
+        """The plain engine: the whole function per probe (compiled on first use)."""
+        if self._plain_runner is None:
+            self._plain_runner = self._plain()
+        return self._plain_runner
+
+    def _chunk(self, n: int, num_probes: int) -> int:
+        if self.chunk_size is not None:
+            return -(-self.chunk_size // self.devices) * self.devices
+        return _engine.chunk_size(n, num_probes, self.problem.stencil.evals_per_probe, self.devices)
+
+    def _trace(self, partial: bool):
+        """The loss's jaxpr (for the batching choice) and, on the host, the partial-evaluation plan."""
+        p = self.problem
+        self.traced_loss = None
+        if partial and p.traced:  # inside a trace every probe runs the whole loss (one program)
+            self.leaf_eval = tuple(_partial.PLAIN_TRACED if c else "" for c in p.lay.checked)
+        elif partial:
+            self.traced_loss = _partial.trace(p.fn, p.lay, p.params, p.args, p.stencil)
+            self.leaf_eval = self.traced_loss.paths
+            return self.traced_loss.closed.jaxpr
+        return jax.make_jaxpr(p.fun)(p.theta, p.data).jaxpr
+
+    def _routes(self):
+        """Runners for the leaves on the partial and sparse paths: (first coordinate, end, runner)."""
+        p, traced = self.problem, self.traced_loss
+        lay = p.lay
+        leaves = [(k, i) for k, i in enumerate(lay.checked_index) if traced.paths[i] in (_partial.PARTIAL, _partial.SPARSE)]
+        if not leaves:
+            return []
+        spec = _partial.Base(p.fun.ref, lay, p.static, traced)
+        base = p.call(("base", spec), spec)
+        routes, m = [], p.stencil.evals_per_probe
+        for k, i in leaves:
+            o, s = lay.offsets[k], lay.sizes[k]
+            plan = _engine.Plan(_probes.COORDS, m, self._chunk(s, s), self.batching)
+            if traced.paths[i] == _partial.PARTIAL:
+                fun = _partial.LeafFun(p.fun.ref, lay, p.static, k, traced)
+                body = _engine.chunk_function(fun, plan)
+            else:
+                fun = _partial.EntryFun(p.fun.ref, lay, p.static, k, traced)
+                body = _engine.entry_chunk_function(fun, plan, lay.shapes[i], np.dtype(lay.dtypes[i]))
+            program = _jit.program(("leaf", fun, plan), body)
+            theta_k = jax.device_put(p.theta_x[o : o + s])
+            routes.append((o, o + s, _engine.Runner(program, plan, theta_k, base)))
+        names = {path: [lay.name(i) for k, i in leaves if traced.paths[i] == path] for path in (_partial.PARTIAL, _partial.SPARSE)}
+        parts = [f"{len(v)} downstream only ({', '.join(v[:4])}{' …' if len(v) > 4 else ''})" for path, v in names.items() if v and path == _partial.PARTIAL]
+        parts += [f"{len(v)} sparse ({', '.join(v[:4])}{' …' if len(v) > 4 else ''})" for path, v in names.items() if v and path == _partial.SPARSE]
+        self.notes.append(f"partial evaluation: of {lay.k} leaves, " + ", ".join(parts) + "; the rest on the plain engine")
+        return routes
+
+    def run(self, probes: _probes.Probes, offsets, count: bool = True):
+        """(values, h, proj) for every probe, each on the runner of its leaf's path."""
+        if not self.routes or probes.kind != _probes.COORDS:
+            return self.runner.run(probes, offsets, count)
+        start = np.asarray(probes.start)
+        taken = np.zeros(start.shape, bool)
+        parts = []
+        for lo, hi, runner in self.routes:
+            rows = np.flatnonzero((start >= lo) & (start < hi))
+            taken[rows] = True
+            if rows.size:
+                sub = probes.take(rows)
+                sub = dataclasses.replace(sub, start=np.asarray(sub.start) - lo)
+                parts.append((rows, runner.run(sub, offsets, count)))
+        rows = np.flatnonzero(~taken)
+        if rows.size:
+            parts.append((rows, self.runner.run(probes.take(rows), offsets, count)))
+        first = parts[0][1]
+        out = [np.zeros((start.size,) + np.shape(x)[1:], np.asarray(x).dtype) for x in first]
+        for rows, vals in parts:
+            for o, v in zip(out, vals, strict=True):
+                o[rows] = v
+        return tuple(out)
 
     @property
     def evals(self):
         """Loss evaluations so far (the probes' stencil points, padding not counted)."""
-        return self.runner.evals + self.extra_evals
+        runners = [r for _, _, r in self.routes] + ([self._plain_runner] if self._plain_runner is not None else [])
+        return sum(r.evals for r in runners) + self.extra_evals
 
     def _noise_coordinates(self):
         p, xp = self.problem, self.problem.xp
@@ -123,7 +207,7 @@ class Session:
         """(D, values, h, proj) at step h (or 2h) for every probe."""
         st = self.problem.stencil
         offsets = np.asarray(st.doubled if doubled else st.offsets)
-        values, h, proj = self.runner.run(probes, offsets, count=count)
+        values, h, proj = self.run(probes, offsets, count=count)
         return _noise.derivative(self.xp, st, values, self.center, h, 2.0 if doubled else 1.0), values, h, proj
 
     def rounding_bound(self, D, h):

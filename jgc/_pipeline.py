@@ -37,6 +37,7 @@ class Options:
     coords: int = 0  # SAMPLED: how many coordinates
     num: int = 0  # DIRECTIONS: directions per leaf
     resolve: bool = True
+    partial: bool = True  # partial evaluation where the cost model says it pays (jgc/_partial.py)
     result: type = GradCheck
     loss_name: str = "loss_fn"
     grad_name: str = "grad_fn"
@@ -110,7 +111,14 @@ def run(loss_fn: Callable, grad_fn: Callable | None, params, args, options: Opti
     probes, seg, extra = _probe_set(problem, options, key)
     blocks = probes.kind == _probes.BLOCKS
     session = Session(
-        problem, probes.kind, len(probes), eps=eps, key=key, project=analytic if blocks else None, chunk_size=options.chunk_size
+        problem,
+        probes.kind,
+        len(probes),
+        eps=eps,
+        key=key,
+        project=analytic if blocks else None,
+        chunk_size=options.chunk_size,
+        partial=options.partial,
     )
     probes = dataclasses.replace(probes, base=xp.broadcast_to(session.eps, probes.base.shape).astype(problem.dtype))
     wanted = None if blocks else analytic[probes.start]
@@ -167,6 +175,7 @@ def run(loss_fn: Callable, grad_fn: Callable | None, params, args, options: Opti
         layout=lay,
         method=options.method,
         notes=tuple(problem.notes + session.notes),
+        leaf_eval=session.leaf_eval,
         **extra,
     )
 

@@ -121,6 +121,10 @@ class GradCheck:
       method: the finite-difference stencil.
       notes: what the check did beyond the plain recipe (host-side grad_fn, steps adapted
         for some coordinates, a float64 re-check, partial evaluation…), for the report.
+      leaf_eval: per leaf of the params, how its probes were evaluated: "partial" (only the
+        part of the loss downstream of the leaf), "sparse" (only the entries a one-entry
+        change touches), "plain: <reason>" (the whole loss), "" (not checked); empty when
+        partial evaluation was off.
     """
 
     passed: jax.Array
@@ -138,6 +142,7 @@ class GradCheck:
     layout: Layout = dataclasses.field(metadata=dict(static=True))
     method: str = dataclasses.field(metadata=dict(static=True))
     notes: tuple[str, ...] = dataclasses.field(default=(), metadata=dict(static=True))
+    leaf_eval: tuple[str, ...] = dataclasses.field(default=(), metadata=dict(static=True))
 
     kind: ClassVar[str] = "check_grad"  # the check that made it (the report's title)
     evaluates: ClassVar[str] = "loss"  # what num_evals counts
