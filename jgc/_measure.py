@@ -84,7 +84,7 @@ class Session:
         values, _, _ = self.run(probes, offsets.astype(p.dtype))
         self.center = values[-1, 0]
         levels = [_noise.level(xp, values[i * len(bases) : (i + 1) * len(bases)], t, self.center) for i in range(len(coords))]
-        u_loss = float(jnp.finfo(jnp.real(self.center).dtype).eps)
+        u_loss = float(np.finfo(xp.real(self.center).dtype).eps)
         floor = 0.5 * u_loss * xp.abs(xp.real(self.center))
         self.level = xp.maximum(xp.median(xp.stack(levels), axis=0), floor)  # ε_J ([out])
         scale = xp.maximum(xp.abs(xp.real(self.center)), xp.max(self.level) / u_loss)

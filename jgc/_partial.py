@@ -170,7 +170,7 @@ def _choose(jaxpr, k, mark, total, stencil, evals) -> str:
     path, cost = (PARTIAL, kept) if total > 0 and kept <= keep * total else (PLAIN_LITTLE, total)
     if evals * (total - cost) < MIN_FLOPS_SAVED:  # not enough work saved to pay for a compile
         path, cost = PLAIN_LITTLE, total
-    if any(mark):
+    if any(mark) and all(jaxpr.invars[k].aval.shape):  # a leaf of size 0 has no entry to change
         sparse = _sparse_cost(jaxpr, k, mark)
         if sparse <= keep * cost and evals * (total - sparse) >= MIN_FLOPS_SAVED:
             path = SPARSE

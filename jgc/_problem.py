@@ -180,7 +180,8 @@ class Problem:
         """`fn(θ, data, *args)`: compiled and cached on `key` on the host, inline under a trace."""
         if self.traced:
             return fn(self.theta, self.data, *args)
-        return _jit.program(key, fn)(self.theta, self.data, *args)
+        out = _jit.program(key, fn)(self.theta, self.data, *args)
+        return jax.tree_util.tree_map(np.asarray, out)  # host values: no eager JAX op (and compile) on them
 
     def gradient(self, grad_fn, autodiff: bool = False, grad_name: str = "grad_fn"):
         """(analytic (n,), J(θ) from a second trace, autodiff (n,) or None).

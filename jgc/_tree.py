@@ -142,7 +142,7 @@ def layout(params: PyTree, name: str = "params") -> Layout:
         shapes.append(tuple(int(s) for s in np.shape(leaf)) if is_array(leaf) else ())
         dtypes.append(dtype_name(leaf))
         checked.append(ok)
-    listing = ", ".join(f"{p}: {d}{list(s) if s else ''}" for p, d, s in zip(paths, dtypes, shapes))
+    listing = ", ".join(f"{p or name}: {d}{list(s) if s else ''}" for p, d, s in zip(paths, dtypes, shapes))
     if not any(checked):
         raise ValueError(
             f"{name} has no floating-point leaf to check: received {listing}; expected at least one float32 or float64 array."

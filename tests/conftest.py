@@ -38,14 +38,3 @@ def transform(request):
 
     apply.name = request.param
     return apply
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _fresh_compilation_caches():
-    """Drop compiled executables after each test module.
-
-    Each XLA:CPU executable holds a few memory maps; the whole suite compiles thousands of
-    small checks, and one process that keeps them all can exhaust vm.max_map_count and crash.
-    """
-    yield
-    jax.clear_caches()
