@@ -150,10 +150,6 @@ class Session:
             program = _jit.program(("leaf", fun, plan), body)
             theta_k = jax.device_put(p.theta_x[o : o + s])
             routes.append((o, o + s, _engine.Runner(program, plan, theta_k, base)))
-        names = {path: [lay.name(i) for k, i in leaves if traced.paths[i] == path] for path in (_partial.PARTIAL, _partial.SPARSE)}
-        parts = [f"{len(v)} downstream only ({', '.join(v[:4])}{' …' if len(v) > 4 else ''})" for path, v in names.items() if v and path == _partial.PARTIAL]
-        parts += [f"{len(v)} sparse ({', '.join(v[:4])}{' …' if len(v) > 4 else ''})" for path, v in names.items() if v and path == _partial.SPARSE]
-        self.notes.append(f"partial evaluation: of {lay.k} leaves, " + ", ".join(parts) + "; the rest on the plain engine")
         return routes
 
     def run(self, probes: _probes.Probes, offsets, count: bool = True):

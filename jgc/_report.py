@@ -305,7 +305,27 @@ def _leaf_rows(res, max_leaves: int | None) -> list[str]:
     unchecked = [f"{lay.paths[i]} ({lay.dtypes[i]})" for i in np.flatnonzero(~np.asarray(lay.checked))]
     if unchecked:
         rows.append(f"  not checked (not floating point): {', '.join(unchecked)}")
+    rows += _leaf_eval_rows(res)
     return rows
+
+
+def _leaf_eval_rows(res) -> list[str]:
+    """Which leaves took partial evaluation, and why the others took the plain engine (when it matters)."""
+    used, lay = res.leaf_eval, res.layout
+    fast = [u for u in used if u in ("partial", "sparse")]
+    reasons = {u.partition(": ")[2] for u in used if u.startswith("plain")}
+    if not fast and reasons <= {"little to hoist", "traced"}:
+        return []
+    partial = sum(u == "partial" for u in used)
+    sparse = sum(u == "sparse" for u in used)
+    row = f"  partial evaluation: {partial} leaves downstream only, {sparse} sparse, of {len(lay.checked_index)}"
+    plain: dict[str, list[str]] = {}
+    for i, u in enumerate(used):
+        if u.startswith("plain"):
+            plain.setdefault(u.partition(": ")[2] or "plain", []).append(lay.name(i))
+    for reason, paths in plain.items():
+        row += f"; plain engine ({reason}): " + ", ".join(paths[:8]) + (" …" if len(paths) > 8 else "")
+    return [row]
 
 
 _COLUMNS = (
