@@ -42,8 +42,16 @@ MAX_CHUNK = 256
 VMAP = "vmap"
 MAP = "map"
 
-# Progress is shown for host runs predicted to take longer than this (seconds) on a terminal.
+# Progress is shown for host runs predicted to take longer than this (seconds) on a terminal;
+# a run predicted to take longer than LONG says so once and names the cheaper checks.
 PROGRESS_AFTER = 5.0
+LONG = 60.0
+
+_LONG_MSG = (
+    "jgc: this check will take about {minutes:.0f} min ({probes:,} probes). For a verdict in far fewer loss "
+    "evaluations: jgc.check_directions(..., key=key) (a few directions per leaf), check_grad(..., coords=k, key=key) "
+    "(k sampled coordinates), then jgc.locate(..., key=key) to find the wrong entries.\n"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -239,7 +247,7 @@ class _Progress:
         self.num, self.runner, self.done_chunks = num_chunks, runner, 0
         self.enabled = sys.stderr.isatty()
         self.t0 = time.perf_counter()
-        self.shown = False
+        self.shown = self.warned = False
 
     def step(self, out):
         self.done_chunks += 1
@@ -250,6 +258,10 @@ class _Progress:
             elapsed = time.perf_counter() - self.t0
             rate = elapsed / self.done_chunks
             remaining = rate * (self.num - self.done_chunks)
+            if not self.warned and self.done_chunks >= 2 and elapsed + remaining > LONG:
+                self.warned = True
+                probes = self.num * self.runner.plan.chunk
+                sys.stderr.write("\r" + _LONG_MSG.format(minutes=(elapsed + remaining) / 60, probes=probes))
             if self.shown or elapsed + remaining > PROGRESS_AFTER:
                 self.shown = True
                 label = f"{self.runner.label}: " if self.runner.label else ""
