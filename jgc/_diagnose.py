@@ -79,13 +79,14 @@ def diagnose(xp, lay, theta, numeric, analytic, leaf_failed):
     numeric, analytic = xp.where(finite, numeric, 0), xp.where(finite, analytic, 0)
     ssum = lambda x, ids=seg, n=k: segment_sum(xp, x, ids, n)  # noqa: E731
     diff = numeric - analytic
-    nn, aa, dd, an, dt, tt = (ssum(x) for x in (numeric**2, analytic**2, diff**2, analytic * numeric, diff * theta, theta**2))
+    first = ssum(xp.stack([numeric**2, analytic**2, diff**2, analytic * numeric, diff * theta, theta**2], axis=-2))
+    nn, aa, dd, an, dt, tt = (first[..., i, :] for i in range(6))
     fit2 = _FIT**2
     c = _safe_div(xp, an, nn)
     lam = _safe_div(xp, dt, tt)
-    r_scaled = ssum((analytic - c[seg] * numeric) ** 2)
-    r_transposed = ssum((analytic - numeric[maps["perm"]]) ** 2)
-    r_l2 = ssum((diff - lam[seg] * theta) ** 2)
+    residuals = [(analytic - c[seg] * numeric) ** 2, (analytic - numeric[maps["perm"]]) ** 2, (diff - lam[seg] * theta) ** 2]
+    second = ssum(xp.stack(residuals, axis=-2))
+    r_scaled, r_transposed, r_l2 = (second[..., i, :] for i in range(3))
 
     zero = (nn > 0) & (aa <= fit2 * nn)
     scaled = (nn > 0) & (r_scaled <= fit2 * aa) & (xp.abs(c - 1) > _FIT)

@@ -119,10 +119,9 @@ def vector_check(problem: Problem, probes, rule, rule_name: str, like: tuple, pe
     """The engine on a vector-valued function of θ along `probes`, against `rule`, per (group, output leaf)."""
     xp = problem.xp
     session = Session(problem, probes.kind, len(probes), eps=eps, key=key, chunk_size=options.chunk_size)
-    probes = dataclasses.replace(probes, base=xp.broadcast_to(session.eps, probes.base.shape).astype(problem.dtype))
     spec = Rule(_jit.Ref(rule), rule_name, *like, problem.lay, problem.out_lay, problem.static, result is JVPCheck)
-    analytic = problem.call(("rule", spec), spec, key, probes)
-    measured = session.measure(probes, analytic, top_k=max(1, len(probes) // 4) if len(probes) > 64 else None)
+    analytic = problem.call(("rule", spec), spec, key, probes)  # directions do not depend on the step
+    measured, probes = session.first(probes, analytic, top_k=max(1, len(probes) // 4) if len(probes) > 64 else None)
     layout, order = pair_layout(problem.lay, problem.out_lay, per_group, probe_groups, "out")
     flat = lambda x: x.reshape(-1)[order]  # noqa: E731
     seg = layout.segments

@@ -121,8 +121,6 @@ def locate(
     small = 2 * num
     # the probe program is sized for the first level (num directions per leaf)
     session = Session(problem, _probes.BLOCKS, num * lay.k, eps=eps, key=key, project=analytic, chunk_size=chunk_size)
-    eps_value = float(session.eps)
-    floor = float(session.floor)
     theta = problem.theta_x
 
     # A block is (start, size, parent); blocks of one coordinate are coordinate checks.
@@ -148,10 +146,14 @@ def locate(
                 sizes.append(size)
                 groups += 1
         ident = levels * _LEVEL + np.arange(len(starts))
-        probes = _probes.blocks(starts, lens, eps_value, ident)
-        m = session.measure(probes)
+        if levels == 0:  # with the noise probe (which sets eps and the fail floor)
+            m, _ = session.first(_probes.blocks(starts, lens, 0.0, ident))
+        else:
+            m = session.measure(_probes.blocks(starts, lens, float(session.eps), ident))
         seg = np.asarray(group, np.int32)
-        dec = _verdict.decide(np, m.numeric, m.analytic, m.bound, m.kink, m.known, seg, groups, sizes, float(session.tol), floor, True, False)
+        dec = _verdict.decide(
+            np, m.numeric, m.analytic, m.bound, m.kink, m.known, seg, groups, sizes, float(session.tol), float(session.floor), True, False
+        )
         failed = np.asarray(dec.groups.failed)
         disc = _verdict.segment_sum(np, (np.asarray(m.numeric) - np.asarray(m.analytic)) ** 2, seg, groups)
         levels += 1

@@ -71,9 +71,22 @@ class Session:
         self._plain_runner = None
         self.routes = self._routes() if self.traced_loss is not None else []
 
-        # J(θ) and the noise probe: 3 coordinates (the middles of the two largest leaves,
-        # the largest |θ|), t·δ for t = ±1..±4, plus a null probe; one call.
-        bases, offsets, t = _noise.ec_layout(m)
+        # eps and tol: the nominal values of θ's dtype until the noise probe has measured the
+        # loss's own rounding level (`first`)
+        self.user_eps = eps
+        nominal_eps, nominal_tol = _stencils.defaults(p.lay.low_dtype, p.method, 0.0, xp)
+        self.eps = xp.asarray(nominal_eps if eps is None else eps, p.dtype)
+        self.tol = xp.asarray(nominal_tol if not p.tol_given else p.tol, p.dtype)
+        self.level = self.rel_level = self.center = None
+        self.final = p.lay.low_dtype == np.float64  # nothing more precise can be tried
+
+    # -------------------------------------------------------------- the noise probe
+
+    def _noise_probes(self):
+        """J(θ) and the noise probe: 3 coordinates (the middles of the two largest leaves, the
+        largest |θ|), t·δ for t = ±1..±4, and a null probe (J(θ)), with the offsets they need."""
+        p, xp = self.problem, self.xp
+        bases, offsets, t = _noise.ec_layout(p.stencil.evals_per_probe)
         coords = self._noise_coordinates()
         delta = _noise.ec_step(p.lay.low_dtype)
         starts = xp.repeat(xp.stack(coords), len(bases))
@@ -81,26 +94,60 @@ class Session:
             1, xp.abs(p.theta_x[starts]).astype(p.dtype)
         )
         probes = self._probes(xp.concatenate([starts, xp.zeros(1, starts.dtype)]), xp.concatenate([base, xp.zeros(1, p.dtype)]))
-        values, _, _ = self.run(probes, offsets.astype(p.dtype))
+        return probes, offsets, (len(coords), len(bases), t)
+
+    def _noise_level(self, values, layout):
+        """ε_J from the noise probe's values (the last row: J(θ)); then eps, tol and the fail floor."""
+        p, xp = self.problem, self.xp
+        num, per, t = layout
         self.center = values[-1, 0]
-        levels = [_noise.level(xp, values[i * len(bases) : (i + 1) * len(bases)], t, self.center) for i in range(len(coords))]
+        levels = [_noise.level(xp, values[i * per : (i + 1) * per], t, self.center) for i in range(num)]
         u_loss = float(np.finfo(xp.real(self.center).dtype).eps)
         floor = 0.5 * u_loss * xp.abs(xp.real(self.center))
-        self.level = xp.maximum(xp.median(xp.stack(levels), axis=0), floor)  # ε_J ([out])
-        scale = xp.maximum(xp.abs(xp.real(self.center)), xp.max(self.level) / u_loss)
-        rel = self.level / xp.where(scale > 0, scale, 1)  # relative to |J(θ)| (0 when J is exactly 0 and noiseless)
+        level = xp.maximum(xp.median(xp.stack(levels), axis=0), floor)  # ε_J ([out])
+        magnitude = xp.abs(xp.real(self.center))
+        if xp.ndim(level):  # a vector function: the 3 probed coordinates may not reach every output, so
+            # each output gets at least the relative level seen anywhere, at its own (or the typical) size
+            magnitude = xp.maximum(magnitude, xp.sqrt(xp.mean(magnitude * magnitude)))
+        scale = xp.maximum(magnitude, xp.max(level) / u_loss)
+        rel = level / xp.where(scale > 0, scale, 1)  # relative to |J(θ)| (0 when J is exactly 0 and noiseless)
         self.rel_level = xp.max(rel) if xp.ndim(rel) else rel
-        nominal_eps, nominal_tol = _stencils.defaults(p.lay.low_dtype, p.method, self.rel_level, xp)
-        self.eps = nominal_eps if eps is None else xp.asarray(eps, p.dtype)
-        self.tol = nominal_tol if p.tol is None or not p.tol_given else xp.asarray(p.tol, p.dtype)
-        self.eps = xp.asarray(self.eps, p.dtype)
-        self.tol = xp.asarray(self.tol, p.dtype)
-        self.lower_precision = _stencils.lower_precision(p.lay.low_dtype, self.rel_level, xp)
+        self.level = xp.maximum(level, self.rel_level * magnitude) if xp.ndim(level) else level
+        u = float(np.finfo(p.lay.low_dtype).eps)
+        if not p.traced:  # the defaults of the loss's real precision (under a trace: θ's dtype's)
+            eps, tol = _stencils.defaults(p.lay.low_dtype, p.method, self.rel_level, xp)
+            self.eps = self.eps if self.user_eps is not None else np.asarray(eps, p.dtype)
+            self.tol = self.tol if p.tol_given else np.asarray(tol, p.dtype)
+            if bool(_stencils.lower_precision(p.lay.low_dtype, self.rel_level)):
+                u = float(np.finfo(np.float32).eps)
+                self.notes.append(
+                    f"the loss rounds like float32 (relative rounding level {float(self.rel_level):.1e}): float32 steps and tolerance"
+                )
         # a failure needs a discrepancy beyond the noise and above this relative floor: `tol`
         # when given, else u^(2/3) of the loss's real precision (the analytic side's own rounding)
-        u = float(np.finfo(p.lay.low_dtype).eps)
         self.floor = self.tol if p.tol_given else xp.maximum(self.rel_level, u) ** (2 / 3)
-        self.final = p.lay.low_dtype == np.float64  # nothing more precise can be tried
+
+    def first(self, probes: _probes.Probes, analytic=None, top_k: int | None = None, doubled: bool = True):
+        """The first measurement: the noise probe (in the same call as stage 1 where the offsets
+        allow), then `measure`. Returns (Measured, the probes with the steps used)."""
+        p, xp = self.problem, self.xp
+        noise, offsets, layout = self._noise_probes()
+        nominal = dataclasses.replace(probes, base=xp.broadcast_to(self.eps, probes.base.shape).astype(p.dtype))
+        merged = tuple(np.asarray(offsets, float)) == tuple(float(o.real) for o in p.stencil.offsets) and not p.stencil.complex
+        if merged:  # one call: J(θ), the noise probe and stage 1 (one copy of the loss in a traced program)
+            values, h, proj = self.run(_probes.concat_like(noise, nominal, xp), np.asarray(p.stencil.offsets))
+            k = len(noise)
+            self._noise_level(values[:k], layout)
+            stage1 = (values[k:], h[k:], proj[k:])
+        else:
+            values, _, _ = self.run(noise, offsets.astype(p.dtype))
+            self._noise_level(values, layout)
+            stage1 = None
+        base = xp.broadcast_to(self.eps, probes.base.shape).astype(p.dtype)
+        if stage1 is not None and not p.traced and not np.array_equal(np.asarray(nominal.base), np.asarray(base)):
+            stage1 = None  # the loss rounds more than its dtype: stage 1 again with its steps
+        probes = dataclasses.replace(probes, base=base)
+        return self.measure(probes, analytic, top_k, stage1=stage1, doubled=doubled), probes
 
     # -------------------------------------------------------------- runners
 
@@ -209,19 +256,26 @@ class Session:
     def rounding_bound(self, D, h):
         return _noise.rounding(self.xp, self.problem.stencil, self.level, self.rel_level, D, h)
 
-    def measure(self, probes: _probes.Probes, analytic=None, top_k: int | None = None, force: bool = False) -> Measured:
+    def measure(
+        self, probes: _probes.Probes, analytic=None, top_k: int | None = None, force: bool = False, stage1=None, doubled=True
+    ) -> Measured:
         """Stage 1 for all probes, stage 2 where it can change a verdict (see the module docstring).
 
         `analytic` (P[, out]): the analytic values; None takes the projections ⟨project, d⟩.
+        `stage1`: (values, h, proj) already evaluated at step h. `doubled=False`: stage 1 only.
         """
         xp, st = self.xp, self.problem.stencil
-        D, v1, h, proj = self.evaluate(probes)
+        if stage1 is None:
+            D, v1, h, proj = self.evaluate(probes)
+        else:
+            v1, h, proj = stage1
+            D = _noise.derivative(xp, st, v1, self.center, h)
         A = proj if analytic is None else analytic
         A = xp.asarray(A, D.dtype)
         r = _noise.rounding(xp, st, self.level, self.rel_level, D, h)
         diff = xp.abs(D - A)
         finite = xp.isfinite(D) & xp.isfinite(A)
-        suspicious = ((diff > r) | force) & finite
+        suspicious = ((diff > r) | force) & finite & doubled
         per_probe = suspicious if D.ndim == 1 else xp.any(suspicious, axis=tuple(range(1, D.ndim)))
         P = D.shape[0]
         if self.problem.traced:

@@ -120,9 +120,8 @@ def run(loss_fn: Callable, grad_fn: Callable | None, params, args, options: Opti
         chunk_size=options.chunk_size,
         partial=options.partial,
     )
-    probes = dataclasses.replace(probes, base=xp.broadcast_to(session.eps, probes.base.shape).astype(problem.dtype))
     wanted = None if blocks else analytic[probes.start]
-    measured = session.measure(probes, wanted, top_k=_top_k(len(probes), session))
+    measured, probes = session.first(probes, wanted, top_k=_top_k(len(probes), session))
     # J(θ) from the probe program and from a second trace: two programs may round differently
     # (other fusion, other summation order), by a few times the loss's rounding level at most
     u = float(np.finfo(problem.dtype).eps)

@@ -71,6 +71,11 @@ def concat(*sets: Probes) -> Probes:
     return jax.tree_util.tree_map(lambda *x: np.concatenate([np.asarray(v) for v in x]), *sets)
 
 
+def concat_like(a: Probes, b: Probes, xp) -> Probes:
+    """`a` then `b` (same kind), on the host (NumPy) or under a trace (jax.numpy)."""
+    return jax.tree_util.tree_map(lambda x, y: xp.concatenate([xp.asarray(x), xp.asarray(y).astype(xp.asarray(x).dtype)]), a, b)
+
+
 def pad(probes: Probes, total: int) -> Probes:
     """`probes` followed by null probes (base 0) up to `total` probes (host-side)."""
     extra = total - len(probes)

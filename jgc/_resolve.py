@@ -138,9 +138,8 @@ def _in_float64(session, probes, measured, decision, decide, seg):
             session.notes.append(f"no float64 re-check of {', '.join(paths)}: {str(e).splitlines()[0][:160]}")
             return measured, decision
         sub = probes.take(rows)
-        sub = dataclasses.replace(sub, base=np.full(rows.size, float(s64.eps)))
         wanted = None if probes.kind != "coords" else np.asarray(analytic)[np.asarray(sub.start)]
-        new = s64.measure(sub, wanted)
+        new, _ = s64.first(sub, wanted)
         evals = s64.evals + 1
     new = Measured(*(np.asarray(getattr(new, f.name)).astype(np.asarray(getattr(measured, f.name)).dtype) for f in dataclasses.fields(Measured)))
     merged = {}

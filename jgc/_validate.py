@@ -109,6 +109,12 @@ def like_params(lay: _tree.Layout, tree: PyTree, name: str = "grad_fn", like: st
     for i in lay.checked_index:
         g = leaves[i]
         path, shape, dtype = lay.paths[i], lay.shapes[i], lay.dtypes[i]
+        if g is not None and not hasattr(g, "shape") and jax.tree_util.treedef_children(jax.tree_util.tree_structure(g)):
+            where = f"at {path}" if path else "at the top"
+            raise ValueError(
+                f"{name} returned a pytree whose structure differs from {like}: a {type(g).__name__} {where}, where "
+                f"{like} has an array of shape {shape}. Expected the structure of {like}: {lay.treedef}."
+            )
         if g is None or not hasattr(g, "shape") or not hasattr(g, "dtype"):
             raise TypeError(f"{name} output {path} is {type(g).__name__}; expected an array of shape {shape} and dtype {dtype}.")
         if tuple(g.shape) != shape:

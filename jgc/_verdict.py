@@ -96,13 +96,19 @@ def decide(xp, numeric, analytic, bound, kink, known, seg: np.ndarray, k: int, s
     D, A = xp.where(finite, numeric, zero), xp.where(finite, analytic, zero)
     b = xp.where(finite, bound, zero)
     d = xp.where(kink, zero, xp.abs(D - A))
-    ssum = lambda x: segment_sum(xp, x, seg, k)  # noqa: E731
-    raw2 = ssum((numeric - analytic) ** 2)  # non-finite values stay visible in rel_error
-    n2, a2 = ssum(D * D), ssum(A * A)
-    ex2 = ssum(xp.where(known, xp.maximum(d - 2 * b, 0), zero) ** 2)
-    up2 = ssum(xp.where(known, (d + b) ** 2, xp.inf))
-    b2 = ssum(b * b)
-    bad = ssum((~finite).astype(dtype)) > 0
+    cols = [
+        (numeric - analytic) ** 2,  # non-finite values stay visible in rel_error
+        D * D,
+        A * A,
+        xp.where(known, xp.maximum(d - 2 * b, 0), zero) ** 2,
+        xp.where(known, (d + b) ** 2, xp.inf),
+        b * b,
+        (~finite).astype(dtype),
+    ]
+    # one segment sum for all of them: the program stays small whatever the number of groups
+    sums = segment_sum(xp, xp.stack(cols, axis=-2), seg, k)
+    raw2, n2, a2, ex2, up2, b2, nonfinite = (sums[..., i, :] for i in range(len(cols)))
+    bad = nonfinite > 0
     S = xp.sqrt(n2) + xp.sqrt(a2)
     lower, upper, noise = rel(xp, xp.sqrt(ex2), S), rel(xp, xp.sqrt(up2), S), rel(xp, xp.sqrt(b2), S)
     # the whole gradient's scale, each group's sums weighted by the coordinates it stands for
