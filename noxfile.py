@@ -31,7 +31,9 @@ def examples(session):
 def ecosystem(session):
     """Install the optional extras (equinox, flax, matplotlib) and run what needs them."""
     session.install("-e", ".[test,equinox,flax,plot]")
-    session.run("python", "-m", "pytest", "tests/test_ecosystem.py", "tests/test_plot.py", "tests/test_plugin.py", *session.posargs)
+    session.run(
+        "python", "-m", "pytest", "tests/test_ecosystem.py", "tests/test_plot.py", "tests/test_plugin.py", *session.posargs
+    )
     for path in ("examples/equinox_model.py", "examples/flax_model.py", "examples/plot.py"):
         session.run("python", path)
 

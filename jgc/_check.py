@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _jit, _pipeline, _probes, _stencils, _tree, _validate
+from . import _pipeline, _probes, _stencils, _tree, _validate
 from ._measure import Session
 from ._problem import Problem
 from ._result import GradCheck, GradCheckError

@@ -127,9 +127,11 @@ def chunk_function(fun, plan: Plan):
             values = jax.lax.map(lambda ij: fun(point(ij[0], offsets[ij[1]]), data), pairs)
         values = values.reshape((plan.chunk, plan.m) + values.shape[1:])
         h = jax.vmap(lambda i: _probes.direction(probes, i, theta, key)[1])(idx)
-        proj = jnp.zeros(plan.chunk, theta.dtype) if project is None else jax.vmap(
-            lambda i: _probes.project(probes, i, project, theta, key)
-        )(idx)
+        proj = (
+            jnp.zeros(plan.chunk, theta.dtype)
+            if project is None
+            else jax.vmap(lambda i: _probes.project(probes, i, project, theta, key))(idx)
+        )
         out = (values, h, proj)
         if m is not None:
             out = jax.lax.with_sharding_constraint(out, NamedSharding(m, PartitionSpec()))
@@ -265,9 +267,7 @@ class _Progress:
             if self.shown or elapsed + remaining > PROGRESS_AFTER:
                 self.shown = True
                 label = f"{self.runner.label}: " if self.runner.label else ""
-                sys.stderr.write(
-                    f"\rjgc {label}chunk {self.done_chunks}/{self.num}, ~{remaining:.0f} s left   "
-                )
+                sys.stderr.write(f"\rjgc {label}chunk {self.done_chunks}/{self.num}, ~{remaining:.0f} s left   ")
                 sys.stderr.flush()
 
     def done(self):

@@ -31,7 +31,9 @@ def _hvp(loss_fn, hvp_fn, grad_fn, params, args, options, eps, tol, key):
         probes = _probes.blocks(np.zeros(options.num), np.full(options.num, lay.n), 0.0)
         if problem.traced:
             probes = jax.tree_util.tree_map(jnp.asarray, probes)
-    return _layers.vector_check(problem, probes, hvp_fn, "hvp_fn", ("params", "parameter"), len(probes), 1, HVPCheck, options, eps, key)
+    return _layers.vector_check(
+        problem, probes, hvp_fn, "hvp_fn", ("params", "parameter"), len(probes), 1, HVPCheck, options, eps, key
+    )
 
 
 def check_hvp(

@@ -45,7 +45,10 @@ def validate_layer(f, rule_name, rule, primals, key, method, eps, tol, chunk_siz
 def tangents(lay: _tree.Layout, d: jax.Array, params) -> PyTree:
     """Tangents like the primals (same pytree structure): d on checked leaves, zeros on
     other arrays, and non-array leaves (an equinox Module's functions) kept as they are."""
-    leaves = [jnp.zeros(np.shape(x), x.dtype) if _tree.is_array(x) and not _tree.is_key(x) else x for x in lay.treedef.flatten_up_to(params)]
+    leaves = [
+        jnp.zeros(np.shape(x), x.dtype) if _tree.is_array(x) and not _tree.is_key(x) else x
+        for x in lay.treedef.flatten_up_to(params)
+    ]
     for i, o, s in zip(lay.checked_index, lay.offsets, lay.sizes, strict=True):
         leaves[i] = d[o : o + s].reshape(lay.shapes[i]).astype(lay.dtypes[i])
     return jax.tree_util.tree_unflatten(lay.treedef, leaves)
@@ -115,7 +118,9 @@ def pair_layout(lay: _tree.Layout, out_lay: _tree.Layout, per_group: int, probe_
     return _tree.Layout(treedef, tuple(paths), tuple(shapes), tuple(dtypes), (True,) * len(paths)), order
 
 
-def vector_check(problem: Problem, probes, rule, rule_name: str, like: tuple, per_group: int, probe_groups: int, result, options, eps, key):
+def vector_check(
+    problem: Problem, probes, rule, rule_name: str, like: tuple, per_group: int, probe_groups: int, result, options, eps, key
+):
     """The engine on a vector-valued function of θ along `probes`, against `rule`, per (group, output leaf)."""
     xp = problem.xp
     session = Session(problem, probes.kind, len(probes), eps=eps, key=key, chunk_size=options.chunk_size)
@@ -127,10 +132,23 @@ def vector_check(problem: Problem, probes, rule, rule_name: str, like: tuple, pe
     seg = layout.segments
     floor = xp.max(session.floor)
     args = [flat(getattr(measured, f)) for f in ("numeric", "analytic", "bound", "kink", "known")]
-    doubled = flat(xp.broadcast_to(measured.doubled.reshape(measured.doubled.shape + (1,) * (measured.numeric.ndim - 1)), measured.numeric.shape))
+    doubled = flat(
+        xp.broadcast_to(
+            measured.doubled.reshape(measured.doubled.shape + (1,) * (measured.numeric.ndim - 1)), measured.numeric.shape
+        )
+    )
     decision = _verdict.decide(xp, *args, seg, layout.k, layout.sizes, session.tol, floor, True, layout.low_dtype == np.float64)
     center = xp.max(xp.abs(xp.real(session.center)))
-    noise = Noise(args[2], args[3], args[4], doubled, xp.max(session.level), xp.asarray(session.rel_level).max(), xp.stack([center, center]), xp.asarray(True))
+    noise = Noise(
+        args[2],
+        args[3],
+        args[4],
+        doubled,
+        xp.max(session.level),
+        xp.asarray(session.rel_level).max(),
+        xp.stack([center, center]),
+        xp.asarray(True),
+    )
     return result(
         passed=decision.passed,
         failed=decision.failed,
@@ -162,7 +180,9 @@ class CotangentLoss:
 
     def __call__(self, primals, cotangent):
         out = _validate.trace("f", self.f(), *primals)
-        prods = [jnp.vdot(c, o) for c, o in zip(jax.tree_util.tree_leaves(cotangent), jax.tree_util.tree_leaves(out), strict=True)]
+        prods = [
+            jnp.vdot(c, o) for c, o in zip(jax.tree_util.tree_leaves(cotangent), jax.tree_util.tree_leaves(out), strict=True)
+        ]
         return sum(prods[1:], prods[0])
 
 

@@ -127,24 +127,20 @@ def locate(
     blocks = [(o, s, -1) for o, s in zip(lay.offsets, lay.sizes, strict=True) if s]
     wrong, levels, complete = [], 0, True
     while blocks:
-        starts, lens, owner = [], [], []
-        for b, (start, size, _) in enumerate(blocks):
-            if size <= small:  # resolve coordinate by coordinate: one group per coordinate
+        # probes, and the verdict's groups: one per block, one per coordinate of a small block
+        starts, lens, group, sizes = [], [], [], []
+        for start, size, _ in blocks:
+            if size <= small:
                 starts += range(start, start + size)
                 lens += [1] * size
+                group += range(len(sizes), len(sizes) + size)
+                sizes += [1] * size
             else:
                 starts += [start] * num
                 lens += [size] * num
-        group, groups, sizes = [], 0, []
-        for start, size, _ in blocks:
-            if size <= small:
-                group += range(groups, groups + size)
-                sizes += [1] * size
-                groups += size
-            else:
-                group += [groups] * num
+                group += [len(sizes)] * num
                 sizes.append(size)
-                groups += 1
+        groups = len(sizes)
         ident = levels * _LEVEL + np.arange(len(starts))
         if levels == 0:  # with the noise probe (which sets eps and the fail floor)
             m, _ = session.first(_probes.blocks(starts, lens, 0.0, ident))
@@ -152,7 +148,19 @@ def locate(
             m = session.measure(_probes.blocks(starts, lens, float(session.eps), ident))
         seg = np.asarray(group, np.int32)
         dec = _verdict.decide(
-            np, m.numeric, m.analytic, m.bound, m.kink, m.known, seg, groups, sizes, float(session.tol), float(session.floor), True, False
+            np,
+            m.numeric,
+            m.analytic,
+            m.bound,
+            m.kink,
+            m.known,
+            seg,
+            groups,
+            sizes,
+            float(session.tol),
+            float(session.floor),
+            True,
+            False,
         )
         failed = np.asarray(dec.groups.failed)
         disc = _verdict.segment_sum(np, (np.asarray(m.numeric) - np.asarray(m.analytic)) ** 2, seg, groups)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from . import _engine, _jit, _noise, _partial, _probes, _stencils
@@ -90,9 +89,7 @@ class Session:
         coords = self._noise_coordinates()
         delta = _noise.ec_step(p.lay.low_dtype)
         starts = xp.repeat(xp.stack(coords), len(bases))
-        base = xp.tile(xp.asarray(delta * bases, p.dtype), len(coords)) / xp.maximum(
-            1, xp.abs(p.theta_x[starts]).astype(p.dtype)
-        )
+        base = xp.tile(xp.asarray(delta * bases, p.dtype), len(coords)) / xp.maximum(1, xp.abs(p.theta_x[starts]).astype(p.dtype))
         probes = self._probes(xp.concatenate([starts, xp.zeros(1, starts.dtype)]), xp.concatenate([base, xp.zeros(1, p.dtype)]))
         return probes, offsets, (len(coords), len(bases), t)
 
@@ -280,7 +277,13 @@ class Session:
         P = D.shape[0]
         if self.problem.traced:
             k = P if top_k is None else min(P, top_k)
-            score = xp.where(per_probe, xp.max(diff / xp.where(r > 0, r, 1), axis=tuple(range(1, D.ndim))) if D.ndim > 1 else diff / xp.where(r > 0, r, 1), -1.0)
+            score = xp.where(
+                per_probe,
+                xp.max(diff / xp.where(r > 0, r, 1), axis=tuple(range(1, D.ndim)))
+                if D.ndim > 1
+                else diff / xp.where(r > 0, r, 1),
+                -1.0,
+            )
             _, rows = jax.lax.top_k(score, k)
             valid = per_probe[rows]
         else:
@@ -301,7 +304,9 @@ class Session:
             b2 = r[rows] + 2 * t
             if st.one_sided:
                 scale = xp.sqrt(xp.mean(xp.where(finite, D * D, 0)))
-                k2, margin = _noise.kinks(xp, st, v1[rows], v2, self.center, h[rows], A[rows], D[rows], b2, self.level, self.floor, scale)
+                k2, margin = _noise.kinks(
+                    xp, st, v1[rows], v2, self.center, h[rows], A[rows], D[rows], b2, self.level, self.floor, scale
+                )
                 b2 = xp.where(k2, margin, b2)
             else:
                 k2 = xp.zeros(b2.shape, bool)

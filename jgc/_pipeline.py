@@ -133,7 +133,19 @@ def run(loss_fn: Callable, grad_fn: Callable | None, params, args, options: Opti
 
     def decide(m):
         return _verdict.decide(
-            xp, m.numeric, m.analytic, m.bound, m.kink, m.known, seg, lay.k, lay.sizes, session.tol, session.floor, deterministic, session.final
+            xp,
+            m.numeric,
+            m.analytic,
+            m.bound,
+            m.kink,
+            m.known,
+            seg,
+            lay.k,
+            lay.sizes,
+            session.tol,
+            session.floor,
+            deterministic,
+            session.final,
         )
 
     decision = decide(measured)

@@ -90,7 +90,12 @@ def plot(res, leaf: str | None = None):
     from matplotlib.patches import Patch
 
     ax_bar.legend(
-        handles=[Patch(color=_PASS, label="passed"), Patch(color=_FAIL, label="failed"), Patch(color=_OPEN, label="unresolved"), ax_bar.lines[0]],
+        handles=[
+            Patch(color=_PASS, label="passed"),
+            Patch(color=_FAIL, label="failed"),
+            Patch(color=_OPEN, label="unresolved"),
+            ax_bar.lines[0],
+        ],
         loc="best",
         fontsize=8,
         framealpha=0.9,

@@ -146,7 +146,10 @@ def _autodiff_lines(res) -> list[str]:
     if diagnosis:
         lay = res.layout
         auto, num = np.asarray(ad.gradient, float), np.asarray(res.numeric_flat, float)
-        errs = [(_distance(auto[o : o + s], num[o : o + s]), lay.checked_paths[k]) for k, (o, s) in enumerate(zip(lay.offsets, lay.sizes))]
+        errs = [
+            (_distance(auto[o : o + s], num[o : o + s]), lay.checked_paths[k])
+            for k, (o, s) in enumerate(zip(lay.offsets, lay.sizes))
+        ]
         worst_err, worst_path = max(errs)
         where = f" (autodiff vs numeric worst leaf {worst_path}: {worst_err:.2e})" if an else ""
         lines.append(f"  → {diagnosis}{where}")
@@ -175,9 +178,7 @@ _NONDETERMINISTIC = (
     "state that changes between calls."
 )
 
-_INCONCLUSIVE = (
-    "inconclusive: {why} To resolve it: {remedy}"
-)
+_INCONCLUSIVE = "inconclusive: {why} To resolve it: {remedy}"
 
 
 def _extra_lines(res) -> list[str]:
@@ -293,7 +294,9 @@ def _leaf_rows(res, max_leaves: int | None) -> list[str]:
             cells = f"{'—':<12} {'':>11} {'':>11} {'':>8}"
             note.append("size 0")
         else:
-            cells = f"{_fmt_index(tuple(int(j) for j in w)):<12} {float(num[w]):>11.4e} {float(ana[w]):>11.4e} {float(bnd[w]):>8.1e}"
+            cells = (
+                f"{_fmt_index(tuple(int(j) for j in w)):<12} {float(num[w]):>11.4e} {float(ana[w]):>11.4e} {float(bnd[w]):>8.1e}"
+            )
         rows.append(
             f"{mark} {lay.name(i):<{width}}  {str(lay.shapes[i]):<12} {rel[k]:>9.2e} {lower[k]:>8.1e} {upper[k]:>8.1e}  "
             f"{cells}  {', '.join(note)}".rstrip()

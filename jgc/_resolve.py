@@ -127,10 +127,14 @@ def _in_float64(session, probes, measured, decision, decide, seg):
     with jax.enable_x64(True):
         params, args = _tree.to_float64((problem.params, problem.args))
         try:
-            p64 = Problem(problem.fn, params, args, problem.method, None if not problem.tol_given else problem.tol, name=problem.name)
+            p64 = Problem(
+                problem.fn, params, args, problem.method, None if not problem.tol_given else problem.tol, name=problem.name
+            )
             out = jax.eval_shape(lambda: problem.fn(params, *args))
             if jnp.dtype(out.dtype) != jnp.float64:
-                session.notes.append(f"no float64 re-check of {', '.join(paths)}: loss_fn does not return float64 for float64 inputs")
+                session.notes.append(
+                    f"no float64 re-check of {', '.join(paths)}: loss_fn does not return float64 for float64 inputs"
+                )
                 return measured, decision
             analytic = p64.gradient(problem.grad_fn, False, problem.grad_name)[0]
             s64 = Session(p64, probes.kind, rows.size, key=session.key, project=analytic if probes.kind != "coords" else None)
@@ -141,7 +145,12 @@ def _in_float64(session, probes, measured, decision, decide, seg):
         wanted = None if probes.kind != "coords" else np.asarray(analytic)[np.asarray(sub.start)]
         new, _ = s64.first(sub, wanted)
         evals = s64.evals + 1
-    new = Measured(*(np.asarray(getattr(new, f.name)).astype(np.asarray(getattr(measured, f.name)).dtype) for f in dataclasses.fields(Measured)))
+    new = Measured(
+        *(
+            np.asarray(getattr(new, f.name)).astype(np.asarray(getattr(measured, f.name)).dtype)
+            for f in dataclasses.fields(Measured)
+        )
+    )
     merged = {}
     for f in dataclasses.fields(Measured):
         a = np.array(getattr(measured, f.name), copy=True)
@@ -149,6 +158,8 @@ def _in_float64(session, probes, measured, decision, decide, seg):
         merged[f.name] = a
     measured = Measured(**merged)
     session.extra_evals += int(evals)
-    session.notes.append(f"float64 re-check of {', '.join(paths)} ({rows.size} entries, {int(evals):,} loss evaluations in float64)")
+    session.notes.append(
+        f"float64 re-check of {', '.join(paths)} ({rows.size} entries, {int(evals):,} loss evaluations in float64)"
+    )
     session.final = True
     return measured, decide(measured)

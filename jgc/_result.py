@@ -197,7 +197,7 @@ class GradCheck:
 
     @property
     def status(self) -> str:
-        """"passed", "failed" or "inconclusive" (host-side, unbatched)."""
+        """ "passed", "failed" or "inconclusive" (host-side, unbatched)."""
         if np.ndim(self.passed):
             raise ValueError("status is for one check; a batched result has one per seed (use passed/failed arrays).")
         return "passed" if bool(self.passed) else "failed" if bool(self.failed) else "inconclusive"

@@ -131,9 +131,7 @@ def layout(params: PyTree, name: str = "params") -> Layout:
     """Describe `params`; raises if nothing in it can be checked."""
     keyed, treedef = jax.tree_util.tree_flatten_with_path(params)
     if not keyed:
-        raise ValueError(
-            f"{name} is empty: received {params!r}; expected a pytree with at least one floating-point array leaf."
-        )
+        raise ValueError(f"{name} is empty: received {params!r}; expected a pytree with at least one floating-point array leaf.")
     paths, shapes, dtypes, checked = [], [], [], []
     for key, leaf in keyed:
         path = jax.tree_util.keystr(key)

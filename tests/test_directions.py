@@ -6,9 +6,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _models import evals
 
 import jgc
-from _models import evals
 
 
 def loss(p, x):

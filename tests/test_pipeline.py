@@ -220,7 +220,9 @@ def test_check_seeds_bad_keys(keys):
 
 
 def test_check_snapshots_empty_stack():
-    with pytest.raises(ValueError, match=re.escape("stacked_params must be stacked along a leading axis of the same nonzero length")):
+    with pytest.raises(
+        ValueError, match=re.escape("stacked_params must be stacked along a leading axis of the same nonzero length")
+    ):
         jgc.check_snapshots(lambda p: jnp.sum(p["w"] ** 2), None, {"w": jnp.zeros((0, 3))})
 
 

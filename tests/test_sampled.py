@@ -6,11 +6,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _models import evals
 from hypothesis import given
 from hypothesis import strategies as st
 
 import jgc
-from _models import evals
 from jgc._pipeline import allocate
 
 
