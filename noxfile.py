@@ -4,7 +4,7 @@ import glob
 
 import nox
 
-nox.options.sessions = ["tests", "lint", "examples", "ecosystem"]
+nox.options.sessions = ["tests", "lint", "typecheck", "examples", "ecosystem"]
 
 
 @nox.session
@@ -18,6 +18,13 @@ def lint(session):
     session.install("ruff")
     session.run("ruff", "check", "jgc", "tests", "examples", "benchmarks", "noxfile.py")
     session.run("ruff", "format", "--check", "jgc", "tests", "examples", "benchmarks", "noxfile.py")
+
+
+@nox.session
+def typecheck(session):
+    """pyright on the package (basic mode, [tool.pyright] in pyproject.toml), against the installed JAX."""
+    session.install("-e", ".[plot]", "pyright")
+    session.run("pyright", "--pythonpath", f"{session.bin}/python")
 
 
 @nox.session

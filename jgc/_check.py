@@ -13,7 +13,7 @@ from . import _pipeline, _probes, _stencils, _tree, _validate
 from ._measure import Session
 from ._problem import Problem
 from ._result import GradCheck, GradCheckError
-from ._typing import PyTree
+from ._typing import PyTree, Tracer
 
 
 def prepare(params):
@@ -147,7 +147,7 @@ _X64_TRACED = (
 def in_x64(check, loss_fn, grad_fn, params, args, options):
     """`check(...)` with x64 enabled for the call only and float leaves cast to float64."""
     for path, leaf in jax.tree_util.tree_flatten_with_path((params, args))[0]:
-        if isinstance(leaf, jax.core.Tracer):
+        if isinstance(leaf, Tracer):
             where = ("params" if path[0].idx == 0 else "args") + jax.tree_util.keystr(path[1:])
             raise ValueError(_X64_TRACED.format(path=where))
     with jax.enable_x64(True):

@@ -34,6 +34,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from . import _probes
+from ._typing import Tracer
 
 # Memory budget for one chunk of perturbed parameter vectors, in array elements.
 CHUNK_ELEMENTS = 2**23
@@ -93,7 +94,7 @@ def place(leaves: list) -> list:
     devices, replicated = set(m.devices.flat), NamedSharding(m, PartitionSpec())
 
     def fix(x):
-        if isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer) and x.committed and x.sharding.device_set != devices:
+        if isinstance(x, jax.Array) and not isinstance(x, Tracer) and x.committed and x.sharding.device_set != devices:
             return jax.device_put(x, replicated)
         return x
 

@@ -20,6 +20,7 @@ from collections.abc import Callable, Hashable
 import jax
 
 from . import _tree
+from ._typing import Tracer
 
 # Compiled programs kept at most (each holds the executables of one function at a few shapes).
 MAX_PROGRAMS = 48
@@ -69,7 +70,7 @@ def combine(dynamic, static):
 
 
 def is_traced(tree) -> bool:
-    return any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(tree))
+    return any(isinstance(x, Tracer) for x in jax.tree_util.tree_leaves(tree))
 
 
 # ---------------------------------------------------------------- references to user functions

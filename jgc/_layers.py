@@ -23,7 +23,7 @@ from . import _check, _jit, _pipeline, _probes, _tree, _validate, _verdict
 from ._measure import Session
 from ._problem import OUTPUT, Problem
 from ._result import JVPCheck, Noise, VJPCheck
-from ._typing import PyTree
+from ._typing import PyTree, Tracer
 
 # ---------------------------------------------------------------- shared
 
@@ -123,26 +123,33 @@ def vector_check(
 ):
     """The engine on a vector-valued function of θ along `probes`, against `rule`, per (group, output leaf)."""
     xp = problem.xp
+    assert problem.out_lay is not None
     session = Session(problem, probes.kind, len(probes), eps=eps, key=key, chunk_size=options.chunk_size)
-    spec = Rule(_jit.Ref(rule), rule_name, *like, problem.lay, problem.out_lay, problem.static, result is JVPCheck)
+    like_name, noun = like
+    spec = Rule(_jit.Ref(rule), rule_name, like_name, noun, problem.lay, problem.out_lay, problem.static, result is JVPCheck)
     analytic = problem.call(("rule", spec), spec, key, probes)  # directions do not depend on the step
     measured, probes = session.first(probes, analytic, top_k=max(1, len(probes) // 4) if len(probes) > 64 else None)
     layout, order = pair_layout(problem.lay, problem.out_lay, per_group, probe_groups, "out")
     flat = lambda x: x.reshape(-1)[order]  # noqa: E731
     seg = layout.segments
     floor = xp.max(session.floor)
-    args = [flat(getattr(measured, f)) for f in ("numeric", "analytic", "bound", "kink", "known")]
+    numeric, analytic, bound, kink, known = (
+        flat(getattr(measured, f)) for f in ("numeric", "analytic", "bound", "kink", "known")
+    )
     doubled = flat(
         xp.broadcast_to(
             measured.doubled.reshape(measured.doubled.shape + (1,) * (measured.numeric.ndim - 1)), measured.numeric.shape
         )
     )
-    decision = _verdict.decide(xp, *args, seg, layout.k, layout.sizes, session.tol, floor, True, layout.low_dtype == np.float64)
+    final = layout.low_dtype == np.float64
+    decision = _verdict.decide(
+        xp, numeric, analytic, bound, kink, known, seg, layout.k, layout.sizes, session.tol, floor, True, final
+    )
     center = xp.max(xp.abs(xp.real(session.center)))
     noise = Noise(
-        args[2],
-        args[3],
-        args[4],
+        bound,
+        kink,
+        known,
         doubled,
         xp.max(session.level),
         xp.asarray(session.rel_level).max(),
@@ -156,8 +163,8 @@ def vector_check(
         tol=xp.asarray(session.tol),
         eps=xp.asarray(session.eps),
         num_evals=xp.asarray(session.evals, np.int32),
-        numeric_flat=args[0],
-        analytic_flat=args[1],
+        numeric_flat=numeric,
+        analytic_flat=analytic,
         groups=decision.groups,
         noise=noise,
         diagnosis=None,
@@ -201,7 +208,7 @@ class VJPGrad:
 
 def _vjp(f, vjp_fn, primals, args, options, eps, tol, key):
     out_lay = _output_layout(f, primals)
-    if isinstance(key, jax.core.Tracer) or _jit.is_traced(primals):
+    if isinstance(key, Tracer) or _jit.is_traced(primals):
         cotangent = random_like(key, lay=out_lay)
     else:  # compiled once per output layout
         cotangent = _jit.program(("cotangent", out_lay), functools.partial(random_like, lay=out_lay))(key)

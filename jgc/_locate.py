@@ -20,7 +20,7 @@ from . import _check, _probes, _validate, _verdict
 from ._measure import Session
 from ._problem import Problem
 from ._report import Coordinate
-from ._typing import PyTree
+from ._typing import PyTree, Tracer
 
 _UNDER_JIT = (
     "locate is host-side: its recursion depends on the values it measures, so it runs a Python loop "
@@ -111,7 +111,7 @@ def locate(
     _validate.key(key)
     _validate.count("num", num)
     _validate.count("max_wrong", max_wrong)
-    if any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves((params, args, key))):
+    if any(isinstance(x, Tracer) for x in jax.tree_util.tree_leaves((params, args, key))):
         raise TypeError(_UNDER_JIT)
     params = _check.prepare(params)
     problem = Problem(loss_fn, params, args, method, tol)

@@ -26,20 +26,21 @@ import numpy as np
 
 from . import _engine, _jit, _noise, _partial, _probes, _stencils
 from ._problem import LOSS, Problem
+from ._typing import Array
 
 
 @dataclasses.dataclass
 class Measured:
     """Per probe (leading axis), vector-valued functions add a trailing output axis."""
 
-    numeric: object
-    analytic: object
-    bound: object  # what the finite difference alone may be off by
-    kink: object  # a kink, with the analytic value a valid subgradient
-    known: object  # False: needed a truncation estimate it did not get (traced, beyond top_k)
-    step: object  # h per probe
-    doubled: object  # stage 2 (step 2h) ran for this probe
-    truncation: object  # the Richardson truncation estimate where stage 2 ran, else 0
+    numeric: Array
+    analytic: Array
+    bound: Array  # what the finite difference alone may be off by
+    kink: Array  # a kink, with the analytic value a valid subgradient
+    known: Array  # False: needed a truncation estimate it did not get (traced, beyond top_k)
+    step: Array  # h per probe
+    doubled: Array  # stage 2 (step 2h) ran for this probe
+    truncation: Array  # the Richardson truncation estimate where stage 2 ran, else 0
 
     def take(self, rows) -> Measured:
         return Measured(*(getattr(self, f.name)[rows] for f in dataclasses.fields(self)))
@@ -76,7 +77,9 @@ class Session:
         nominal_eps, nominal_tol = _stencils.defaults(p.lay.low_dtype, p.method, 0.0, xp)
         self.eps = xp.asarray(nominal_eps if eps is None else eps, p.dtype)
         self.tol = xp.asarray(nominal_tol if not p.tol_given else p.tol, p.dtype)
-        self.level = self.rel_level = self.center = None
+        self.level: Array = None  # ε_J, set by the noise probe (`first`)
+        self.rel_level: Array = None
+        self.center: Array = None  # J(θ)
         self.final = p.lay.low_dtype == np.float64  # nothing more precise can be tried
 
     # -------------------------------------------------------------- the noise probe
@@ -175,6 +178,7 @@ class Session:
     def _routes(self):
         """Runners for the leaves on the partial and sparse paths: (first coordinate, end, runner)."""
         p, traced = self.problem, self.traced_loss
+        assert traced is not None
         lay = p.lay
         leaves = [(k, i) for k, i in enumerate(lay.checked_index) if traced.paths[i] in (_partial.PARTIAL, _partial.SPARSE)]
         if not leaves:
@@ -230,7 +234,7 @@ class Session:
         p, xp = self.problem, self.problem.xp
         order = np.argsort([-s for s in p.lay.sizes], kind="stable")
         picks = [p.lay.offsets[k] + p.lay.sizes[k] // 2 for k in order[:2] if p.lay.sizes[k]]
-        picks = [xp.asarray(j, np.int32) for j in picks]
+        picks: list[Array] = [xp.asarray(j, np.int32) for j in picks]
         picks.append(xp.argmax(xp.abs(p.theta_x)).astype(np.int32))
         while len(picks) < 3:
             picks.append(picks[-1])
@@ -289,10 +293,10 @@ class Session:
         else:
             rows = np.flatnonzero(per_probe)
             valid = np.ones(rows.shape, bool)
-        bound = r
-        kink = xp.zeros(D.shape, bool)
-        measured = xp.zeros(P, bool)
-        trunc = xp.zeros(D.shape, D.dtype)
+        bound: Array = r
+        kink: Array = xp.zeros(D.shape, bool)
+        measured: Array = xp.zeros(P, bool)
+        trunc: Array = xp.zeros(D.shape, D.dtype)
         if rows.shape[0]:
             sub = probes.take(rows)
             if self.problem.traced:  # rows beyond the real need: null probes, results ignored

@@ -120,6 +120,7 @@ def run(loss_fn: Callable, grad_fn: Callable | None, params, args, options: Opti
         chunk_size=options.chunk_size,
         partial=options.partial,
     )
+    assert analytic is not None
     wanted = None if blocks else analytic[probes.start]
     measured, probes = session.first(probes, wanted, top_k=_top_k(len(probes), session))
     # J(θ) from the probe program and from a second trace: two programs may round differently

@@ -83,7 +83,7 @@ def plot(res, leaf: str | None = None):
     ax_bar.set_xlim(lo, hi)
     for yi, v, x in zip(y, values, shown, strict=True):
         label = ("0" if v == 0 else f"{v:.1e}") if np.isfinite(v) else "non-finite"
-        ax_bar.text((x if np.isfinite(x) else lo) * 1.25, yi, label, va="center", ha="left", fontsize=7, color=_TOL)
+        ax_bar.text((x if np.isfinite(x) else lo) * 1.25, float(yi), label, va="center", ha="left", fontsize=7, color=_TOL)
     ax_bar.set_xlabel("relative error per leaf  ‖num − ana‖ / (‖num‖ + ‖ana‖)")
     ax_bar.grid(axis="x", which="major", alpha=0.3)
     ax_bar.set_axisbelow(True)
@@ -103,6 +103,7 @@ def plot(res, leaf: str | None = None):
     ax_bar.set_title("per-leaf relative error", fontsize=10)
 
     if heat is not None:
+        assert ax_heat is not None
         diff = np.abs(numeric[heat] - analytic[heat])
         im = ax_heat.imshow(np.where(np.isfinite(diff), diff, np.nan), cmap="magma", aspect="auto", interpolation="nearest")
         key = np.where(np.isfinite(diff), diff, np.inf)

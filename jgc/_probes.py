@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._typing import Array
+
 COORDS = "coords"
 BLOCKS = "blocks"
 
@@ -34,10 +36,10 @@ BLOCKS = "blocks"
 class Probes:
     """A probe set: per-probe arrays (leading axis: probe) and the kind (static)."""
 
-    start: jax.Array  # coordinate j (COORDS) or the block's first coordinate (BLOCKS), int32
-    base: jax.Array  # base step; 0 for a null probe
-    length: jax.Array | None = None  # BLOCKS: block length, int32
-    ident: jax.Array | None = None  # BLOCKS: the probe's number for fold_in(key, ident)
+    start: Array  # coordinate j (COORDS) or the block's first coordinate (BLOCKS), int32
+    base: Array  # base step; 0 for a null probe
+    length: Array | None = None  # BLOCKS: block length, int32
+    ident: Array | None = None  # BLOCKS: the probe's number for fold_in(key, ident)
     kind: str = dataclasses.field(default=COORDS, metadata=dict(static=True))
 
     def __len__(self) -> int:
@@ -105,6 +107,7 @@ def direction(probes: Probes, i, theta: jax.Array, key=None):
     start = probes.start[i]
     if probes.kind == COORDS:
         return jnp.zeros_like(theta).at[start].set(1), coordinate_step(theta[start], base)
+    assert probes.length is not None and probes.ident is not None and key is not None
     n = theta.shape[0]
     pos = jnp.arange(n)
     size = probes.length[i]

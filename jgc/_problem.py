@@ -86,6 +86,7 @@ class Fun:
         else:
             out = _validate.trace(self.name, fn, p, *args)
             _validate.like_params(self.lay, out, self.name)
+        assert self.out_lay is not None
         return _tree.ravel(self.out_lay, out).astype(theta.dtype)
 
 

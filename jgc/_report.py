@@ -8,6 +8,7 @@ import jax
 import numpy as np
 
 from . import _diagnose
+from ._typing import Tracer
 
 
 class Coordinate(NamedTuple):
@@ -15,13 +16,13 @@ class Coordinate(NamedTuple):
 
     seed: int | None
     path: str
-    index: tuple[int, ...]
+    index: tuple[int, ...]  # pyright: ignore[reportIncompatibleMethodOverride]  (a field, as NamedTuple allows)
     numeric: float
     analytic: float
 
 
 def _is_traced(res) -> bool:
-    return isinstance(res.rel_error, jax.core.Tracer)
+    return isinstance(res.rel_error, Tracer)
 
 
 def _batch_shape(res) -> tuple[int, ...]:

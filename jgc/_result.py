@@ -19,7 +19,7 @@ import numpy as np
 
 from . import _tree
 from ._tree import Layout
-from ._typing import PyTree
+from ._typing import Array, PyTree, Tracer
 from ._verdict import Groups
 
 
@@ -49,14 +49,14 @@ class Noise:
       deterministic: the two agree.
     """
 
-    bound: jax.Array
-    kink: jax.Array
-    known: jax.Array
-    doubled: jax.Array
-    level: jax.Array
-    rel_level: jax.Array
-    loss_values: jax.Array
-    deterministic: jax.Array
+    bound: Array
+    kink: Array
+    known: Array
+    doubled: Array
+    level: Array
+    rel_level: Array
+    loss_values: Array
+    deterministic: Array
 
 
 @jax.tree_util.register_dataclass
@@ -72,10 +72,10 @@ class Autodiff:
       passed: both within `tol`.
     """
 
-    gradient: jax.Array
-    rel_error: jax.Array
-    rel_error_numeric: jax.Array
-    passed: jax.Array
+    gradient: Array
+    rel_error: Array
+    rel_error_numeric: Array
+    passed: Array
 
 
 @jax.tree_util.register_dataclass
@@ -88,8 +88,8 @@ class Diagnosis:
       param: the hint's parameter (c for scaled, λ for l2, the number of rows or columns).
     """
 
-    hint: jax.Array
-    param: jax.Array
+    hint: Array
+    param: Array
 
 
 @jax.tree_util.register_dataclass
@@ -127,14 +127,14 @@ class GradCheck:
         partial evaluation was off.
     """
 
-    passed: jax.Array
-    failed: jax.Array
-    rel_error: jax.Array
-    tol: jax.Array
-    eps: jax.Array
-    num_evals: jax.Array
-    numeric_flat: jax.Array
-    analytic_flat: jax.Array
+    passed: Array
+    failed: Array
+    rel_error: Array
+    tol: Array
+    eps: Array
+    num_evals: Array
+    numeric_flat: Array
+    analytic_flat: Array
     groups: Groups
     noise: Noise
     diagnosis: Diagnosis | None
@@ -266,14 +266,15 @@ class SampledCheck(GradCheck):
       sampled: how many coordinates were checked (every checked leaf gets some).
     """
 
-    index: jax.Array | None = None
+    index: Array | None = None
     sampled: int = dataclasses.field(default=0, metadata=dict(static=True))
 
     def view(self, flat) -> PyTree:
+        assert self.index is not None
         fill = False if np.dtype(flat.dtype) == bool else np.nan
         batch = flat.shape[:-1]
         index = jnp.broadcast_to(self.index, batch + self.index.shape[-1:])
-        if isinstance(flat, jax.core.Tracer) or isinstance(index, jax.core.Tracer):
+        if isinstance(flat, Tracer) or isinstance(index, Tracer):
             full = jnp.put_along_axis(jnp.full(batch + (self.layout.n,), fill, flat.dtype), index, flat, axis=-1, inplace=False)
         else:
             full = np.full(batch + (self.layout.n,), fill, np.asarray(flat).dtype)

@@ -74,8 +74,8 @@ def _run(check, loss_fn, grad_fn, init_fn, batch, size, args, check_kwargs):
 
 def _stacked_size(name: str, tree) -> int:
     leaves = jax.tree_util.tree_leaves(tree)
-    sizes = {np.shape(x)[0] if np.ndim(x) else None for x in leaves}
-    if not leaves or None in sizes or len(sizes) != 1 or 0 in sizes:
+    sizes = {int(np.shape(x)[0]) if np.ndim(x) else -1 for x in leaves}
+    if not leaves or -1 in sizes or len(sizes) != 1 or 0 in sizes:
         shapes = [np.shape(x) for x in leaves]
         raise ValueError(
             f"{name} must be stacked along a leading axis of the same nonzero length on every leaf; received leaf shapes {shapes}."

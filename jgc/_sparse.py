@@ -83,11 +83,12 @@ def _box(starts, new):
     return Box(starts, new) if any(s is not None for s in starts) else new
 
 
-def _reg(box):
+def _reg(box) -> list[tuple[Any, int]]:
     return [(s, n) for s, n in zip(box.starts, jnp.shape(box.new), strict=True)]
 
 
-def _full(shape):
+def _full(shape) -> list[tuple[Any, int]]:
+    """A region covering every axis whole: (start, size) per axis, start None for a whole axis."""
     return [(None, n) for n in shape]
 
 
@@ -365,7 +366,8 @@ def _concatenate(run, eqn, reps):
         offset = sum(v.aval.shape[axis] for v in eqn.invars[:i])
         reg[axis] = _reg(r)[axis]
         new = run.region(eqn.invars[i], r, reg)
-        return [_box([s + offset if d == axis else s for d, (s, _) in enumerate(reg)], new)]
+        # the start on `axis` is not None (checked above): the window moves by the offset of operand i
+        return [_box([s + offset if d == axis else s for d, (s, _) in enumerate(reg)], new)]  # pyright: ignore[reportOptionalOperand]
     args = [
         run.region(v, r, [(None, v.aval.shape[d]) if d == axis else reg[d] for d in range(len(reg))])
         for v, r in zip(eqn.invars, reps, strict=True)

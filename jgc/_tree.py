@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -28,7 +29,7 @@ def is_array(x) -> bool:
 
 def is_key(x) -> bool:
     """A typed PRNG key array (`jax.random.key(0)`): data, but not a number."""
-    return is_array(x) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+    return is_array(x) and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
 
 
 def dtype_name(leaf) -> str:
@@ -66,7 +67,7 @@ class Layout:
     The derived maps (sizes, offsets, segment ids) are computed once per layout.
     """
 
-    treedef: jax.tree_util.PyTreeDef
+    treedef: Any  # jax.tree_util.PyTreeDef
     paths: tuple[str, ...]
     shapes: tuple[tuple[int, ...], ...]
     dtypes: tuple[str, ...]

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _tree
-from ._typing import PyTree
+from ._typing import PyTree, Tracer
 
 
 def callable_(name: str, fn, allow_none: bool = False) -> None:
@@ -28,7 +28,7 @@ def positive(name: str, value) -> None:
         return
     if isinstance(value, bool) or not isinstance(value, (int, float, np.number, np.ndarray, jax.Array)):
         raise TypeError(f"{name} must be a positive float or None; received {type(value).__name__}: {value!r}.")
-    if isinstance(value, jax.core.Tracer):
+    if isinstance(value, Tracer):
         return
     v = np.asarray(value)
     if v.shape != () or not np.isfinite(v) or v <= 0:
@@ -51,7 +51,7 @@ def flag(name: str, value) -> None:
 
 def key(value, name: str = "key") -> None:
     """A PRNG key: a typed key array of shape () or a raw uint32 key of shape (2,)."""
-    if isinstance(value, jax.core.Tracer) and _tree.is_key(value) and value.shape == ():
+    if isinstance(value, Tracer) and _tree.is_key(value) and value.shape == ():
         return
     ok = hasattr(value, "dtype") and (
         _tree.is_key(value) and value.shape == () or value.dtype == jnp.uint32 and tuple(value.shape) == (2,)
@@ -65,7 +65,7 @@ def key(value, name: str = "key") -> None:
 
 def keys(value, name: str = "keys") -> int:
     """A batch of PRNG keys, shape (s,) typed or (s, 2) raw uint32, with s ≥ 1; returns s."""
-    shape = tuple(getattr(value, "shape", ()))
+    shape = tuple(int(s) for s in getattr(value, "shape", ()))
     typed = hasattr(value, "dtype") and _tree.is_key(value)
     ok = typed and len(shape) == 1 or hasattr(value, "dtype") and value.dtype == jnp.uint32 and len(shape) == 2 and shape[1] == 2
     if not ok or shape[0] < 1:

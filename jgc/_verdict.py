@@ -35,6 +35,8 @@ import dataclasses
 import jax
 import numpy as np
 
+from ._typing import Array
+
 
 def segment_sum(xp, x, seg: np.ndarray, k: int):
     """Σ of x (..., e) over each of k groups; `seg` (e,) is sorted (entries grouped)."""
@@ -61,20 +63,20 @@ def rel(xp, num, den):
 class Groups:
     """Per group (..., k): the decision and its evidence."""
 
-    rel_error: jax.Array  # classic ‖D − A‖ / (‖D‖ + ‖A‖)
-    lower: jax.Array  # proven relative error (beyond twice the noise)
-    upper: jax.Array  # largest possible relative error
-    noise: jax.Array  # ‖b‖ / S
-    passed: jax.Array
-    failed: jax.Array
+    rel_error: Array  # classic ‖D − A‖ / (‖D‖ + ‖A‖)
+    lower: Array  # proven relative error (beyond twice the noise)
+    upper: Array  # largest possible relative error
+    noise: Array  # ‖b‖ / S
+    passed: Array
+    failed: Array
 
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class Decision:
-    passed: jax.Array
-    failed: jax.Array
-    rel_error: jax.Array
+    passed: Array
+    failed: Array
+    rel_error: Array
     groups: Groups
 
 
