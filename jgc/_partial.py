@@ -165,6 +165,8 @@ def _choose(jaxpr, k, mark, total, stencil, evals) -> str:
         return PLAIN_STENCIL
     if FORCE is not None:
         return FORCE
+    if evals * total < MIN_FLOPS_SAVED:  # even skipping the whole loss would not pay for a compile
+        return PLAIN_LITTLE
     keep = 1 - MIN_SAVING
     kept = sum(_eqn_cost(e) for e, m in zip(jaxpr.eqns, mark, strict=True) if m)
     path, cost = (PARTIAL, kept) if total > 0 and kept <= keep * total else (PLAIN_LITTLE, total)
