@@ -94,7 +94,7 @@ def test_executables_die_with_their_functions():
         one(float(i))
     gc.collect()
     before = _maps()
-    checks = 30
+    checks = 20
     for i in range(checks):
         one(1.0 + 0.01 * i)
     gc.collect()
