@@ -50,7 +50,16 @@ class Session:
     """One chunk program, J(θ), the rounding level, eps and tol for a check's probes."""
 
     def __init__(
-        self, problem: Problem, kind: str, num_probes: int, eps=None, key=None, project=None, chunk_size=None, partial=True
+        self,
+        problem: Problem,
+        kind: str,
+        num_probes: int,
+        eps=None,
+        key=None,
+        project=None,
+        chunk_size=None,
+        partial=True,
+        resolve=False,
     ):
         self.problem = p = problem
         stencil = p.stencil
@@ -74,7 +83,9 @@ class Session:
         # eps and tol: the nominal values of θ's dtype until the noise probe has measured the
         # loss's own rounding level (`first`)
         self.user_eps = eps
-        nominal_eps, nominal_tol = _stencils.defaults(p.lay.low_dtype, p.method, 0.0, xp)
+        # unresolved leaves of a float32 check on the host are re-checked in float64 (jgc/_resolve.py)
+        self.recheck = resolve and not p.traced and p.lay.low_dtype == np.float32
+        nominal_eps, nominal_tol = _stencils.defaults(p.lay.low_dtype, p.method, 0.0, xp, recheck=self.recheck)
         self.eps = xp.asarray(nominal_eps if eps is None else eps, p.dtype)
         self.tol = xp.asarray(nominal_tol if not p.tol_given else p.tol, p.dtype)
         self.level: Array = None  # ε_J, set by the noise probe (`first`)
@@ -90,7 +101,7 @@ class Session:
         p, xp = self.problem, self.xp
         bases, offsets, t = _noise.ec_layout(p.stencil.evals_per_probe)
         coords = self._noise_coordinates()
-        delta = _noise.ec_step(p.lay.low_dtype)
+        delta = _noise.ec_step(p.lay.low_dtype, _stencils.nominal_eps(p.lay.low_dtype, p.method))
         starts = xp.repeat(xp.stack(coords), len(bases))
         base = xp.tile(xp.asarray(delta * bases, p.dtype), len(coords)) / xp.maximum(1, xp.abs(p.theta_x[starts]).astype(p.dtype))
         probes = self._probes(xp.concatenate([starts, xp.zeros(1, starts.dtype)]), xp.concatenate([base, xp.zeros(1, p.dtype)]))
@@ -109,13 +120,14 @@ class Session:
         if xp.ndim(level):  # a vector function: the 3 probed coordinates may not reach every output, so
             # each output gets at least the relative level seen anywhere, at its own (or the typical) size
             magnitude = xp.maximum(magnitude, xp.sqrt(xp.mean(magnitude * magnitude)))
-        scale = xp.maximum(magnitude, xp.max(level) / u_loss)
-        rel = level / xp.where(scale > 0, scale, 1)  # relative to |J(θ)| (0 when J is exactly 0 and noiseless)
+        # relative to |J(θ)|; a loss whose value is ~0 (cancellation) is taken to round at 1e-3 of its terms at most
+        scale = xp.maximum(magnitude, 1e3 * xp.max(level))
+        rel = level / xp.where(scale > 0, scale, 1)  # 0 when J is exactly 0 and noiseless
         self.rel_level = xp.max(rel) if xp.ndim(rel) else rel
         self.level = xp.maximum(level, self.rel_level * magnitude) if xp.ndim(level) else level
         u = float(np.finfo(p.lay.low_dtype).eps)
         if not p.traced:  # the defaults of the loss's real precision (under a trace: θ's dtype's)
-            eps, tol = _stencils.defaults(p.lay.low_dtype, p.method, self.rel_level, xp)
+            eps, tol = _stencils.defaults(p.lay.low_dtype, p.method, self.rel_level, xp, recheck=self.recheck)
             self.eps = self.eps if self.user_eps is not None else np.asarray(eps, p.dtype)
             self.tol = self.tol if p.tol_given else np.asarray(tol, p.dtype)
             if bool(_stencils.lower_precision(p.lay.low_dtype, self.rel_level)):

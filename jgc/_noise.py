@@ -51,9 +51,11 @@ def ec_layout(m: int):
     return np.asarray(bases), np.asarray(offsets), t
 
 
-def ec_step(dtype) -> float:
-    """The base step of the noise probe: √u, tiny for the function's smooth part, large against ulp(θ)."""
-    return float(np.sqrt(np.finfo(dtype).eps))
+def ec_step(dtype, eps) -> float:
+    """The base step of the noise probe: tiny for the function's smooth part (its 3rd differences
+    ~δ³), large against ulp(θ), and a quarter of the stencil's step, so that a loss computing
+    at a lower precision than θ (float32 inside) shows the rounding the stencil will see."""
+    return float(max(np.sqrt(np.finfo(dtype).eps), np.asarray(eps) / 4))
 
 
 def level(xp, table, t, center):
@@ -124,9 +126,11 @@ def truncation(xp, stencil: Stencil, D, D2):
 def kinks(xp, stencil: Stencil, v1, v2, center, h, A, D, bound, eps_j, floor, scale):
     """Per probe: the loss is not differentiable within the stencil and A is a valid subgradient.
 
-    Returns (kink, margin): kink where the one-sided derivatives, each extrapolated from h
+    Returns (kink, bound): kink where the one-sided derivatives, each extrapolated from h
     and 2h, differ beyond twice their noise margin (and beyond the verdict's relative
-    floor) and A lies between them within the margin.
+    floor) and A lies between them within the margin; the bound of a kink entry is the
+    rounding of the one-sided derivatives alone (the Richardson "truncation" across a
+    kink measures the jump, not an error of A, which is a valid subgradient).
     """
     g = {}
     for off, vals in ((stencil.offsets, v1), (stencil.doubled, v2)):
@@ -138,8 +142,9 @@ def kinks(xp, stencil: Stencil, v1, v2, center, h, A, D, bound, eps_j, floor, sc
     left = (1.5 * g0 - 2 * g[-1.0] + 0.5 * g[-2.0]) / hh
     jump = right - left
     # each side keeps √(4 + 2.25 + 0.25) ≈ 2.55 of the values' rounding, per 1/h
-    margin = bound + KAPPA * 2.55 * _row(xp, eps_j, D) / hh
+    one_sided = KAPPA * 2.55 * _row(xp, eps_j, D) / hh
+    margin = bound + one_sided
     matters = floor * (xp.abs(D) + xp.abs(A) + scale)
     lo, hi = xp.minimum(right, left) - margin, xp.maximum(right, left) + margin
     kink = (xp.abs(jump) > 2 * margin + matters) & (A >= lo) & (A <= hi)
-    return kink, margin
+    return kink, one_sided

@@ -119,6 +119,7 @@ def run(loss_fn: Callable, grad_fn: Callable | None, params, args, options: Opti
         project=analytic if blocks else None,
         chunk_size=options.chunk_size,
         partial=options.partial,
+        resolve=options.resolve,
     )
     assert analytic is not None
     wanted = None if blocks else analytic[probes.start]

@@ -29,7 +29,7 @@ import numpy as np
 from . import _tree
 from ._measure import Measured
 
-LADDER = 2
+LADDER = 1
 
 
 def _open(decision) -> np.ndarray:

@@ -223,11 +223,14 @@ def per_leaf(lay: Layout, values, fill=np.nan) -> PyTree:
 
 
 def to_float64(tree):
-    """Float arrays of a pytree cast to float64 (call it under x64), the rest unchanged."""
+    """Float arrays of a pytree cast to float64 (call it under x64), the rest unchanged.
+
+    The cast is done on the host and the result put on the device: JAX arrays (a loss may
+    index NumPy arrays with them) and no eager JAX operation, so nothing compiles."""
 
     def up(x):
         if is_array(x) and not is_key(x) and jnp.issubdtype(np.asarray(x).dtype, jnp.floating):
-            return np.asarray(x, np.float64)
+            return jax.device_put(np.asarray(x, np.float64))
         return x
 
     return jax.tree_util.tree_map(up, tree)
