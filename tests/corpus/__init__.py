@@ -33,11 +33,15 @@ from ._model import all_variants as all_variants
 from ._model import bug_size as bug_size
 from ._model import category as category
 from ._model import group_variants as group_variants
+from ._model import params_signature as params_signature
 from ._model import size_category as size_category
 from ._norms import NORMS
 from ._numerics import NUMERICS
 from ._ops import OPS as OPS
 from ._ops import OPS_NOT_COMPLEX_SAFE as OPS_NOT_COMPLEX_SAFE
+from ._run import Batch as Batch
+from ._run import outcome as outcome
+from ._run import variants_at as variants_at
 from ._sequence import SEQUENCE
 from ._structured import STRUCTURED
 
@@ -51,6 +55,7 @@ NOT_COMPLEX_SAFE: set[str] = _numerics.NOT_COMPLEX_SAFE | _blocks.NOT_COMPLEX_SA
 
 __all__ = [
     "ADDED",
+    "Batch",
     "CATEGORIES",
     "FLOAT64_ONLY",
     "MODELS",
@@ -63,5 +68,8 @@ __all__ = [
     "bug_size",
     "category",
     "group_variants",
+    "outcome",
+    "params_signature",
     "size_category",
+    "variants_at",
 ]

@@ -105,30 +105,38 @@ def all_variants(m: Model):
     return loss_fn, grad_fn, names, leaves
 
 
-def signature(m: Model, dtype) -> tuple:
-    """The structure, shapes and dtypes of `m.init(key, dtype)`: models with equal signatures can share one check."""
-    out = jax.eval_shape(lambda k: m.init(k, dtype), jax.random.key(0))
-    leaves, treedef = jax.tree_util.tree_flatten(out)
+def params_signature(m: Model, dtype) -> tuple:
+    """The structure, shapes and dtypes of the params `m.init(key, dtype)` draws: models with
+    equal signatures can share one check (`group_variants`)."""
+    params = jax.eval_shape(lambda k: m.init(k, dtype)[0], jax.random.key(0))
+    leaves, treedef = jax.tree_util.tree_flatten(params)
     return (treedef, tuple((x.shape, x.dtype) for x in leaves))
 
 
 def group_variants(models: list[Model]):
-    """`all_variants` for several models with the same `signature`: (loss_fn, grad_fn, names,
-    wrong_leaves, owners), where variant v checks the gradient `names[v]` of model
-    `models[owners[v]]`, so one compiled check covers every variant of every model.
+    """`all_variants` for several models with the same `params_signature`, for one compiled check.
+
+    Returns (loss_fn, grad_fn, names, wrong_leaves, owners): `loss_fn(params, variant,
+    args_by_model)` and `grad_fn(...)` take, after the variant, one argument holding every
+    model's extra arguments (a tuple with one tuple per model; model j sees only its own).
+    Variant v checks the gradient `names[v]` = (model name, "correct" or bug) of model
+    `models[owners[v]]`. Under `jax.lax.map` only that model's branch runs; under
+    `jax.vmap` every branch does.
     """
     names, fns, leaves, owners = [], [], [], []
     for j, m in enumerate(models):
         names += [(m.name, "correct")] + [(m.name, b) for b in m.bugs]
-        fns += [m.grad_fn] + [f for f, _ in m.bugs.values()]
+        fns += [(j, m.grad_fn)] + [(j, f) for f, _ in m.bugs.values()]
         leaves += [None] + [leaf for _, leaf in m.bugs.values()]
         owners += [j] * (1 + len(m.bugs))
     owner_of = jnp.asarray(owners, jnp.int32)
+    losses = [lambda p, a, j=j, m=m: m.loss_fn(p, *a[j]) for j, m in enumerate(models)]
+    grads = [lambda p, a, j=j, f=f: f(p, *a[j]) for j, f in fns]
 
-    def loss_fn(params, variant, *args):
-        return jax.lax.switch(owner_of[variant], [m.loss_fn for m in models], params, *args)
+    def loss_fn(params, variant, args_by_model):
+        return jax.lax.switch(owner_of[variant], losses, params, args_by_model)
 
-    def grad_fn(params, variant, *args):
-        return jax.lax.switch(variant, fns, params, *args)
+    def grad_fn(params, variant, args_by_model):
+        return jax.lax.switch(variant, grads, params, args_by_model)
 
     return loss_fn, grad_fn, names, leaves, owners
