@@ -7,6 +7,7 @@ the bug's tag (its size category at seed 0: gross ≥ 1e-2, moderate 1e-3 … 1e
 subtle < 1e-3). Saves JSON.
 
 Run:  python benchmarks/bug_sizes.py [--seeds 3] [--ops] [--out benchmarks/results/bug_sizes.json]
+(the Markdown table of the models is also saved next to the JSON, as .md)
 """
 
 from __future__ import annotations
@@ -64,7 +65,9 @@ def main():
             f"ops whose tag disagrees with the measurement at seed 0: {[(r['model'], r['bug']) for r in ops if r['tag'] != r['measured']]}"
         )
     pathlib.Path(a.out).write_text(json.dumps(out, indent=1))
-    print(f"saved {a.out}")
+    md = pathlib.Path(a.out).with_suffix(".md")
+    md.write_text(f"Bug sizes of tests/corpus, written by `python {' '.join(sys.argv)}`.\n\n{table(rows)}\n")
+    print(f"saved {a.out} and {md}")
 
 
 if __name__ == "__main__":
