@@ -7,11 +7,14 @@ Models added to judge verdict rules (`corpus.ADDED`) whose bugs today's rules mi
 marked xfail with the reason: the verdict rewrite must turn them into passes.
 """
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from corpus import ADDED, CATEGORIES, FLOAT64_ONLY, MODELS, NOT_COMPLEX_SAFE, bug_size, outcome, size_category, variants_at
+from jax.flatten_util import ravel_pytree
 
 import jgc
 
@@ -107,6 +110,26 @@ def test_correct_gradient_and_tags(m):
         size = bug_size(m, bug, seed=0)
         assert m.tags.get(bug) == size_category(size), (m.name, bug, size)
         assert size > 1e-8, (m.name, bug, size)  # resolvable in float64 in principle
+
+
+@pytest.mark.parametrize("m", MODELS, ids=[m.name for m in MODELS])
+def test_complex_safety_as_listed(m):
+    """Complex step (Im J(θ + i·h·e_j) / h, h = 1e-20) gives jax.grad exactly unless the model is in NOT_COMPLEX_SAFE."""
+    with jax.enable_x64(True):
+        params, args = m.init(jax.random.key(0), jnp.float64)
+        theta, unravel = ravel_pytree(params)
+        grad = ravel_pytree(jax.grad(m.loss_fn)(params, *args))[0]
+        T = jnp.broadcast_to(theta, (theta.size, theta.size))
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")  # casting complex to real warns: not complex-safe
+                values = jax.vmap(lambda t: m.loss_fn(unravel(t), *args))(T + 1j * 1e-20 * jnp.eye(theta.size))
+            safe = jnp.iscomplexobj(values) and float(jnp.linalg.norm(jnp.imag(values) / 1e-20 - grad)) <= 1e-10 * float(
+                jnp.linalg.norm(grad)
+            )
+        except (TypeError, ValueError, DeprecationWarning):
+            safe = False
+    assert safe == (m.name not in NOT_COMPLEX_SAFE)
 
 
 def check_all(m, dtype, method="central", seeds=SEEDS):

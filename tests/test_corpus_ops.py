@@ -83,12 +83,9 @@ def test_op_gradient_is_exact_and_complex_safety_as_listed(name):
         loss = lambda t: m.loss_fn(unravel(t), *args)  # noqa: E731
         h = 1e-3 * jnp.maximum(1, jnp.abs(theta))
         E, T = jnp.diag(h), jnp.broadcast_to(theta, (theta.size, theta.size))
-        fd = (
-            -jax.vmap(loss)(T + 2 * E)
-            + 8 * jax.vmap(loss)(T + E)
-            - 8 * jax.vmap(loss)(T - E)
-            + jax.vmap(loss)(T - 2 * E)
-        ) / (12 * h)
+        fd = (-jax.vmap(loss)(T + 2 * E) + 8 * jax.vmap(loss)(T + E) - 8 * jax.vmap(loss)(T - E) + jax.vmap(loss)(T - 2 * E)) / (
+            12 * h
+        )
         assert float(jnp.linalg.norm(fd - grad) / (jnp.linalg.norm(fd) + jnp.linalg.norm(grad))) < 1e-7
         try:  # complex step: Im J(θ + i·h·e_j) / h, exact to rounding where the loss is complex-safe
             values = jax.vmap(loss)(T + 1j * 1e-20 * jnp.eye(theta.size))

@@ -23,7 +23,7 @@ params. Used by tests/test_corpus*.py and benchmarks/verdicts.py (which puts tes
 sys.path); the models are tiny so the whole corpus checks in seconds.
 """
 
-from . import _blocks, _numerics
+from . import _blocks, _conv, _numerics
 from ._blocks import BLOCKS
 from ._conv import CONV
 from ._dense import DENSE
@@ -51,7 +51,7 @@ ADDED: list[Model] = NUMERICS + NORMS + CONV + SEQUENCE + BLOCKS
 MODELS: list[Model] = ORIGINAL + ADDED
 
 FLOAT64_ONLY: set[str] = set(_numerics.FLOAT64_ONLY)
-NOT_COMPLEX_SAFE: set[str] = _numerics.NOT_COMPLEX_SAFE | _blocks.NOT_COMPLEX_SAFE
+NOT_COMPLEX_SAFE: set[str] = _numerics.NOT_COMPLEX_SAFE | _blocks.NOT_COMPLEX_SAFE | _conv.NOT_COMPLEX_SAFE
 
 __all__ = [
     "ADDED",
