@@ -179,6 +179,7 @@ def run(loss_fn: Callable, grad_fn: Callable | None, params, args, options: Opti
         tol=xp.asarray(session.tol),
         eps=xp.asarray(session.eps),
         num_evals=xp.asarray(session.evals + 1, np.int32),
+        resolve_evals=session.resolve_evals,
         numeric_flat=measured.numeric,
         analytic_flat=measured.analytic,
         groups=decision.groups,

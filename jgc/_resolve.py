@@ -81,6 +81,13 @@ def resolve(session, probes, measured: Measured, decision, decide, seg):
     """The step ladder, then float64, for unresolved groups (host only). Returns (measured, decision)."""
     if not _open(decision).any():
         return measured, decision
+    start = session.evals
+    measured, decision = _resolve(session, probes, measured, decision, decide, seg)
+    session.resolve_evals = int(session.evals - start)
+    return measured, decision
+
+
+def _resolve(session, probes, measured: Measured, decision, decide, seg):
     st = session.problem.stencil
     p = st.order
     ladder = 0
@@ -109,8 +116,10 @@ def resolve(session, probes, measured: Measured, decision, decide, seg):
             break
     if ladder:
         session.notes.append(f"{ladder} coordinate(s) of unresolved leaves re-measured with adapted steps")
-    # float64 costs a compile: only for a check that nothing has failed yet
-    if _open(decision).any() and not bool(decision.failed) and session.problem.lay.low_dtype == np.float32:
+    # float64 costs a compile: worth it for a firm verdict on every leaf, also next to a leaf that failed
+    # (the report then tells which leaves are right), but not when the loss is what failed
+    leaf_failure = bool(np.asarray(decision.groups.failed).any())
+    if _open(decision).any() and (leaf_failure or not bool(decision.failed)) and session.problem.lay.low_dtype == np.float32:
         measured, decision = _in_float64(session, probes, measured, decision, decide, seg)
     return measured, decision
 

@@ -110,6 +110,8 @@ class GradCheck:
       tol: the relative error a pass guarantees.
       eps: the base step (coordinate j is stepped by eps·max(1, |θ_j|)).
       num_evals: loss evaluations the check performed.
+      resolve_evals: of num_evals, those spent re-measuring unresolved leaves (adapted
+        steps, a float64 re-check; on concrete inputs only, 0 under a trace).
       numeric_flat, analytic_flat: the values per entry (flat; `numeric`/`analytic` are
         the pytree views).
       groups: the verdict per leaf (`rel_error`, `lower`, `upper`, `noise`, `passed`,
@@ -143,6 +145,7 @@ class GradCheck:
     method: str = dataclasses.field(metadata=dict(static=True))
     notes: tuple[str, ...] = dataclasses.field(default=(), metadata=dict(static=True))
     leaf_eval: tuple[str, ...] = dataclasses.field(default=(), metadata=dict(static=True))
+    resolve_evals: int = dataclasses.field(default=0, metadata=dict(static=True))
 
     kind: ClassVar[str] = "check_grad"  # the check that made it (the report's title)
     evaluates: ClassVar[str] = "loss"  # what num_evals counts

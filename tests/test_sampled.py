@@ -50,7 +50,8 @@ def test_wrong_leaf_fails_and_is_named(dtype, transform):
     params, x = batch(dtype)
     res = transform(lambda p: jgc.check_grad(loss, lambda p, x: grad(p, x, scale_b=1.5), p, x, coords=8, key=KEY), params)
     assert not res.passed.any()
-    assert not res.leaf_passed["b"].any() and res.leaf_passed["W"].all()
+    assert res.leaf_failed["b"].all() and not res.leaf_failed["W"].any()
+    assert res.leaf_passed["W"].all()  # float32 on the host: resolved (adapted steps, float64) to tol 1e-4
     np.testing.assert_allclose(np.asarray(res.leaf_rel_error["b"]), 0.2, rtol=1e-2)
 
 
