@@ -72,6 +72,7 @@ class Session:
         self.notes: list[str] = []
         self.extra_evals = 0  # evaluations counted apart from the runners' (traced stage 2)
         self.resolve_evals = 0  # of all evaluations, those spent resolving unresolved leaves (host)
+        self.group_floor = None  # per-group fail floors once some groups were re-measured in float64
         self.key = key
         self.leaf_eval: tuple[str, ...] = ()  # per leaf of the params: the path its probes took
         jaxpr = self._trace(partial and kind == _probes.COORDS and p.kind == LOSS and not stencil.complex)

@@ -2,17 +2,17 @@
 
 A one-hot probe of a checked leaf p leaves every other leaf and every argument alone,
 so every equation of the loss's jaxpr that does not (transitively) read p computes the
-same value for all of p's probes. `numeric_flat` traces the loss once with
-`jax.make_jaxpr`, evaluates the whole jaxpr once at θ, and hands the one engine
-(`_engine.directional_derivatives`), for each leaf p, a loss of p alone that evaluates
-only the equations downstream of p and reads everything else from that one evaluation.
-Probes, steps, stencil and chunk size are the plain engine's, so the numbers are the
-plain engine's up to floating-point rounding (XLA fuses and orders a smaller program
-differently). Where it is cheaper, a leaf takes the *sparse* path instead: the probe's
-one changed entry is propagated through the downstream equations as a box of changed
-entries (`jgc/_sparse.py`, `coordinate_derivatives` below), recomputing only what changed.
+same value for all of p's probes. `trace` traces the loss once with `jax.make_jaxpr`;
+`Base` evaluates the whole jaxpr once at θ; for each leaf p, `LeafFun` is a loss of p alone
+that evaluates only the equations downstream of p and reads everything else from that one
+evaluation, and the measuring session (`jgc/_measure.py`) runs it on the one engine with p's
+coordinate probes. Probes, steps, stencil and chunk size are the plain engine's, so the
+numbers are the plain engine's up to floating-point rounding (XLA fuses and orders a
+smaller program differently). Where it is cheaper, a leaf takes the *sparse* path instead
+(`EntryFun`): the probe's one changed entry is propagated through the downstream equations
+as a box of changed entries (`jgc/_sparse.py`), recomputing only what changed.
 
-Per leaf, a caller can also use the pieces on their own: `_trace` (the jaxpr, paths and
+Per leaf, a caller can also use the pieces on their own: `trace` (the jaxpr, paths and
 which equations are downstream of each leaf), `base_values` (every variable at θ), and
 from them `leaf_loss` (J of one leaf's flat values) and `entry_loss` (J of one entry's
 multi-index and new value).

@@ -148,6 +148,7 @@ def run(loss_fn: Callable, grad_fn: Callable | None, params, args, options: Opti
             session.floor,
             deterministic,
             session.final,
+            session.group_floor,
         )
 
     decision = decide(measured)

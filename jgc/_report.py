@@ -200,10 +200,16 @@ def _extra_lines(res) -> list[str]:
         )
         if unknown.any():
             why += f" {int(unknown.sum())} coordinates needed a truncation estimate that a traced check does not take."
-        if res.layout.low_dtype.name == "float32":
+        rechecked = any("float64 re-check" in note for note in res.notes)
+        if res.layout.low_dtype.name == "float32" and not rechecked and not getattr(res, "resolve_evals", 0):
             remedy = (
                 "call the check outside jax.jit/vmap (unresolved leaves are then re-measured with better steps and "
                 "in float64), or check in float64: check_grad(..., x64=True)."
+            )
+        elif any("no float64 re-check" in note for note in res.notes):
+            remedy = (
+                "make loss_fn and grad_fn follow their inputs' dtype (then unresolved leaves are re-checked in "
+                "float64), or pass a larger tol."
             )
         else:
             remedy = (

@@ -2,17 +2,21 @@
 
 After the first verdict, a group (leaf) that neither passed nor failed is *unresolved*:
 the error its finite differences may carry does not let them tell an error of `tol` from
-none. On concrete inputs, only its entries that use up the group's tolerance are
-re-measured:
+none. On concrete inputs it is re-measured:
 
-1. **A better step per entry** (at most `LADDER` rounds): the error of D(h) is modelled as
-   truncation t·(h'/h)^p plus rounding r·h/h' (t from the Richardson estimate where it
-   was measured, r from the loss's rounding level), and h' minimises it (clamped to
-   [h/64, 64·h]; ×4 where only rounding was seen). The stencil is evaluated at h' and 2h'
-   and an entry takes the new value when its bound shrank.
-2. **float64**, for a check whose least precise leaf is float32, when the loss and the
-   gradient follow their inputs' dtype: the unresolved entries are measured again with
-   x64 enabled for the call, params and args cast to float64 (the analytic side too).
+1. **float64**, for a check whose least precise leaf is float32, when the loss and the
+   gradient follow their inputs' dtype: the unresolved groups' entries are measured again
+   with x64 enabled for the call, params and args cast to float64 (the analytic side too,
+   so a correct gradient is judged against float64's rounding, not float32's), and their
+   failure floor follows the loss's float64 rounding level (no lower than float32
+   storage's u^(2/3)). This comes first: it resolves what better float32
+   steps would only narrow.
+2. Otherwise, **a better step per entry** (at most `LADDER` rounds) for the entries that
+   use up their group's tolerance: the error of D(h) is modelled as truncation t·(h'/h)^p
+   plus rounding r·h/h' (t from the Richardson estimate where it was measured, r from the
+   loss's rounding level), and h' minimises it (clamped to [h/64, 64·h]; ×4 where only
+   rounding was seen). The stencil is evaluated at h' and 2h' and an entry takes the new
+   value when its bound shrank.
 
 Both reuse the check's probes; what they cost is added to `num_evals` and the report
 says what was done. Under a trace nothing here runs: unresolved stays inconclusive.
@@ -26,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _tree
+from . import _stencils, _tree
 from ._measure import Measured
 
 LADDER = 1
@@ -88,6 +92,20 @@ def resolve(session, probes, measured: Measured, decision, decide, seg):
 
 
 def _resolve(session, probes, measured: Measured, decision, decide, seg):
+    # float64 first where it applies: it resolves what adapted float32 steps would only narrow.
+    # It costs a compile: worth it for a firm verdict on every leaf, also next to a leaf that
+    # failed (the report then tells which leaves are right), but not when the loss is what failed
+    leaf_failure = bool(np.asarray(decision.groups.failed).any())
+    if (leaf_failure or not bool(decision.failed)) and session.problem.lay.low_dtype == np.float32:
+        measured, decision, ran = _in_float64(session, probes, measured, decision, decide, seg)
+        if ran:
+            return measured, decision
+        if not session.problem.tol_given:  # RECHECKED_TOL assumed a float64 re-check: float32's own tol
+            session.tol = np.asarray(_stencils.default_tol(np.float32, session.problem.method), session.problem.dtype)
+            session.notes.append(f"tol {float(session.tol):.0e}: what float32 finite differences resolve on their own")
+            decision = decide(measured)
+            if not _open(decision).any():
+                return measured, decision
     st = session.problem.stencil
     p = st.order
     ladder = 0
@@ -116,16 +134,13 @@ def _resolve(session, probes, measured: Measured, decision, decide, seg):
             break
     if ladder:
         session.notes.append(f"{ladder} coordinate(s) of unresolved leaves re-measured with adapted steps")
-    # float64 costs a compile: worth it for a firm verdict on every leaf, also next to a leaf that failed
-    # (the report then tells which leaves are right), but not when the loss is what failed
-    leaf_failure = bool(np.asarray(decision.groups.failed).any())
-    if _open(decision).any() and (leaf_failure or not bool(decision.failed)) and session.problem.lay.low_dtype == np.float32:
-        measured, decision = _in_float64(session, probes, measured, decision, decide, seg)
     return measured, decision
 
 
 def _in_float64(session, probes, measured, decision, decide, seg):
-    """Measure the unresolved groups' entries again in float64 (x64 for the call only)."""
+    """Measure the unresolved groups' entries again in float64 (x64 for the call only).
+    Returns (measured, decision, whether it ran: False when the functions do not follow their
+    inputs' dtype)."""
     from ._measure import Session
     from ._problem import Problem
 
@@ -144,12 +159,12 @@ def _in_float64(session, probes, measured, decision, decide, seg):
                 session.notes.append(
                     f"no float64 re-check of {', '.join(paths)}: loss_fn does not return float64 for float64 inputs"
                 )
-                return measured, decision
+                return measured, decision, False
             analytic = p64.gradient(problem.grad_fn, False, problem.grad_name)[0]
             s64 = Session(p64, probes.kind, rows.size, key=session.key, project=analytic if probes.kind != "coords" else None)
         except (TypeError, ValueError) as e:  # a function that does not follow its inputs' dtype
             session.notes.append(f"no float64 re-check of {', '.join(paths)}: {str(e).splitlines()[0][:160]}")
-            return measured, decision
+            return measured, decision, False
         sub = probes.take(rows)
         wanted = None if probes.kind != "coords" else np.asarray(analytic)[np.asarray(sub.start)]
         new, _ = s64.first(sub, wanted)
@@ -171,4 +186,9 @@ def _in_float64(session, probes, measured, decision, decide, seg):
         f"float64 re-check of {', '.join(paths)} ({rows.size} entries, {int(evals):,} loss evaluations in float64)"
     )
     session.final = True
-    return measured, decide(measured)
+    # the re-checked groups' floor: their loss's float64 rounding level, but no lower than what
+    # storing the values in float32 adds (u₃₂^(2/3), as for any float32 check)
+    u = float(np.finfo(problem.lay.low_dtype).eps)
+    floor64 = float(np.asarray(s64.floor)) if problem.tol_given else max(float(np.asarray(s64.rel_level)), u) ** (2 / 3)
+    session.group_floor = np.where(open_, floor64, float(np.asarray(session.floor)))
+    return measured, decide(measured), True

@@ -103,10 +103,17 @@ _ULPS = 64
 
 
 def lower_precision(theta_dtype, rel_level, xp=np):
-    """Whether a loss of float64 parameters rounds like float32 or worse (bool; traced under jit)."""
+    """Whether a loss of float64 parameters rounds like float32 or worse (bool; traced under jit).
+
+    Its relative rounding level is nearer float32's unit roundoff than float64's on a log
+    scale: above √(u₃₂·u₆₄) ≈ 5e-12. A float64 loss that is small by cancellation rounds at
+    many float64 ulps of its value (1e-14 … 1e-12) and stays float64; a loss computed in
+    float32 inside rounds at ~1e-8.
+    """
     if jnp.dtype(theta_dtype).name != "float64":
         return xp.asarray(False)
-    return xp.asarray(rel_level > _ULPS * float(jnp.finfo(jnp.float64).eps))
+    u32, u64 = float(jnp.finfo(jnp.float32).eps), float(jnp.finfo(jnp.float64).eps)
+    return xp.asarray(rel_level > np.sqrt(u32 * u64))
 
 
 def defaults(theta_dtype, method: str, rel_level, xp=np, recheck: bool = False):

@@ -80,7 +80,22 @@ class Decision:
     groups: Groups
 
 
-def decide(xp, numeric, analytic, bound, kink, known, seg: np.ndarray, k: int, sizes, tol, floor, deterministic, final: bool):
+def decide(
+    xp,
+    numeric,
+    analytic,
+    bound,
+    kink,
+    known,
+    seg: np.ndarray,
+    k: int,
+    sizes,
+    tol,
+    floor,
+    deterministic,
+    final: bool,
+    group_floor=None,
+):
     """The verdict (see the module docstring).
 
     Args:
@@ -90,6 +105,8 @@ def decide(xp, numeric, analytic, bound, kink, known, seg: np.ndarray, k: int, s
         only some of them were probed); counts are taken from `seg`.
       tol: pass bar; floor: fail floor (relative); deterministic: bool (...).
       final: nothing more precise can be tried (the RMS clause for groups whose gradient is ~0).
+      group_floor: (k,) fail floor per group, replacing `floor` (host only: groups re-measured
+        in float64 have float64's floor).
     """
     dtype = numeric.dtype
     counts = np.bincount(seg, minlength=k).astype(np.float64)
@@ -117,7 +134,8 @@ def decide(xp, numeric, analytic, bound, kink, known, seg: np.ndarray, k: int, s
     w = xp.asarray(np.asarray(sizes, np.float64) / np.maximum(counts, 1), dtype)
     norm = xp.sqrt(xp.sum(w * n2, axis=-1)) + xp.sqrt(xp.sum(w * a2, axis=-1))
     rms = norm / np.sqrt(max(1.0, float(np.sum(sizes))))
-    failed_g = (lower > xp.asarray(floor, dtype)[..., None]) | bad
+    fl = xp.asarray(floor, dtype)[..., None] if group_floor is None else xp.asarray(group_floor, dtype)
+    failed_g = (lower > fl) | bad
     own = upper <= xp.asarray(tol, dtype)[..., None]
     negligible = xp.sqrt(up2) <= xp.asarray(tol, dtype)[..., None] * rms[..., None] * xp.asarray(np.sqrt(counts), dtype)
     # a group where neither the loss nor the analytic values moved at all is structurally zero

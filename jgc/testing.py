@@ -66,7 +66,7 @@ def assert_grad_seeds(
       The batched `jgc.GradCheck` (leading axis: seed).
 
     Raises:
-      GradCheckError: when any seed fails; the message is the batched report.
+      GradCheckError: when any seed fails or is inconclusive; the message is the batched report.
 
     Examples:
       >>> import jax, jax.numpy as jnp, jgc.testing

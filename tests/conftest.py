@@ -38,3 +38,16 @@ def transform(request):
 
     apply.name = request.param
     return apply
+
+
+# The default run covers every dtype and every transform, and each transform in one dtype
+# beyond plain: float32 under vmap, float64 under jit. The other two pairings are in the slow
+# tier (`pytest -m slow`, `nox -s slow`), with the full corpus and the long random-model runs.
+_SLOW_PAIRS = {("float64", "vmap"), ("float32", "jit")}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if (params.get("dtype"), params.get("transform")) in _SLOW_PAIRS:
+            item.add_marker(pytest.mark.slow)

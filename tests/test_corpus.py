@@ -41,9 +41,31 @@ MISSED_FLOAT32 = {
 }
 
 
-def _param(models, missed):
+# The default run: one model of each failure class and a few realistic layers; every model
+# runs in the slow tier (`pytest -m slow`), and benchmarks/verdicts*.py measure the whole corpus.
+QUICK = {
+    "mlp_l2",
+    "relu_mlp_at_kink",
+    "small_bias_sum",
+    "mlp_l2_lam1e-2",
+    "large_offset",
+    "large_input",
+    "f32_inside_mlp",
+    "layernorm_eps",
+    "conv2d_lax_strided",
+    "gru_bptt",
+}
+
+
+def _param(models, missed=None):
+    missed = missed or {}
     return [
-        pytest.param(m, id=m.name, marks=[pytest.mark.xfail(strict=False, reason=missed[m.name])] if m.name in missed else [])
+        pytest.param(
+            m,
+            id=m.name,
+            marks=([pytest.mark.xfail(strict=False, reason=missed[m.name])] if m.name in missed else [])
+            + ([] if m.name in QUICK else [pytest.mark.slow]),
+        )
         for m in models
     ]
 
@@ -94,7 +116,7 @@ def test_registry_shape():
                 assert callable(fn) and leaf in _paths(params), (m.name, bug, leaf)
 
 
-@pytest.mark.parametrize("m", MODELS, ids=[m.name for m in MODELS])
+@pytest.mark.parametrize("m", _param(MODELS))
 def test_correct_gradient_and_tags(m):
     """The hand-written gradient equals jax.grad in float64 (to float32 accuracy for losses that
     compute in float32 inside), and each bug's tag is its size measured at seed 0."""
@@ -112,7 +134,7 @@ def test_correct_gradient_and_tags(m):
         assert size > 1e-8, (m.name, bug, size)  # resolvable in float64 in principle
 
 
-@pytest.mark.parametrize("m", MODELS, ids=[m.name for m in MODELS])
+@pytest.mark.parametrize("m", _param(MODELS))
 def test_complex_safety_as_listed(m):
     """Complex step (Im J(θ + i·h·e_j) / h, h = 1e-20) gives jax.grad exactly unless the model is in NOT_COMPLEX_SAFE."""
     with jax.enable_x64(True):
