@@ -122,8 +122,9 @@ class Session:
         if xp.ndim(level):  # a vector function: the 3 probed coordinates may not reach every output, so
             # each output gets at least the relative level seen anywhere, at its own (or the typical) size
             magnitude = xp.maximum(magnitude, xp.sqrt(xp.mean(magnitude * magnitude)))
-        # relative to |J(θ)|; a loss whose value is ~0 (cancellation) is taken to round at 1e-3 of its terms at most
-        scale = xp.maximum(magnitude, 1e3 * xp.max(level))
+        # relative to max(1, |J(θ)|), as steps are to max(1, |θ_j|): a loss that is ~0 by cancellation
+        # of terms of order 1 keeps their rounding level (its step need not grow); at most 1e-3
+        scale = xp.maximum(xp.maximum(magnitude, 1.0), 1e3 * xp.max(level))
         rel = level / xp.where(scale > 0, scale, 1)  # 0 when J is exactly 0 and noiseless
         self.rel_level = xp.max(rel) if xp.ndim(rel) else rel
         self.level = xp.maximum(level, self.rel_level * magnitude) if xp.ndim(level) else level

@@ -166,6 +166,11 @@ def _in_float64(session, probes, measured, decision, decide, seg):
             session.notes.append(f"no float64 re-check of {', '.join(paths)}: {str(e).splitlines()[0][:160]}")
             return measured, decision, False
         sub = probes.take(rows)
+        if not problem.stencil.complex:
+            # the step that balanced float32's rounding against truncation, moved to where float64's
+            # does: rounding ∝ u/h and truncation ∝ h^p put the best step at ∝ u^(1/(p+1))
+            ratio = (np.finfo(np.float64).eps / np.finfo(problem.lay.low_dtype).eps) ** (1 / (problem.stencil.order + 1))
+            sub = dataclasses.replace(sub, base=np.asarray(sub.base, np.float64) * ratio)
         wanted = None if probes.kind != "coords" else np.asarray(analytic)[np.asarray(sub.start)]
         new, _ = s64.first(sub, wanted)
         evals = s64.evals + 1

@@ -18,26 +18,27 @@ from jax.flatten_util import ravel_pytree
 
 import jgc
 
-SEEDS = 3
+SEEDS = 2
 ADDED_NAMES = {m.name for m in ADDED}
 
-# What today's rules (noise discount, per-leaf test against the whole gradient's scale) miss,
-# measured with benchmarks/verdicts.py; the verdict rewrite is judged on these.
-_F32_INSIDE = "float32 rounding inside the loss swamps the float64 step (eps=1e-6): a verdict needs a larger step"
-_SMALL_LEAF = "the leaf's discrepancy is small against the whole gradient's RMS scale, so the per-leaf test lets it pass"
-MISSED_FLOAT64 = {
-    "f32_inside_mlp": _F32_INSIDE,
-    "f32_inside_softmax": _F32_INSIDE,
-    # a false alarm at some seeds (key(1) splits; not at the benchmark's): noise inside the loss beyond its estimate
-    "bce_log_eps": "1 - sigmoid(z) cancels at |z| ~ 15: rounding inside the loss exceeds the estimated noise (a correct model fails)",
+# Inside jit/vmap (these tests) the check takes float64's nominal step and cannot re-measure:
+# where that step cannot resolve tol 1e-6, a correct model is inconclusive, never failed, and
+# a bug never passes. On concrete inputs these are resolved (test_corpus_on_concrete_inputs,
+# benchmarks/verdicts_host.py).
+TRACED_UNRESOLVED_FLOAT64 = {
+    "f32_inside_softmax": "float32 rounding inside the loss swamps the float64 step (eps=1e-6)",
+    "large_offset": "u·|J|/h with |J| ~ 1e4 is ~2e-6 of the gradient at h = 1e-6: above tol 1e-6",
+    "bce_log_eps": "1 - sigmoid(z) cancels at |z| ~ 15: rounding inside the loss reaches tol 1e-6",
 }
+# Known limitation: under a trace the step is fixed before the loss's rounding is measured, and
+# the noise probe underestimates float32 rounding inside a float64 loss (the staircase of
+# float32 values at float64 steps), so a correct model can fail. On concrete inputs the step
+# follows the measured rounding and the check is firm.
+MISSED_FLOAT64 = {"f32_inside_mlp": "float32 inside a float64 loss under jit: noise underestimated at the float64 step"}
+# float32 inside jit/vmap resolves ~1e-2: the tests ask for no false alarm and every gross bug.
 MISSED_FLOAT32 = {
-    "small_bias_sum": _SMALL_LEAF,
-    "rmsnorm": _SMALL_LEAF + " (the gain's gradient next to the 1/rms-amplified weights')",
-    "mlp_l2_lam1e-2": "an L2 term of relative size ~1e-2 is discounted as finite-difference noise",
-    "large_offset": "u·|J|/h with |J| ~ 1e4 makes the noise estimate exceed a 10% error",
-    "poisson_nll": "u·|J|/h with |J| ~ 7e3 makes the noise estimate exceed a 10% error",
-    "large_input": "inputs ~1e2 make the float32 step's truncation error (and its estimate) large",
+    "rmsnorm": "the gain's gradient next to the 1/rms-amplified weights' (not measured since the verdict rewrite)",
+    "poisson_nll": "u·|J|/h with |J| ~ 7e3 (not measured since the verdict rewrite)",
 }
 
 
@@ -111,7 +112,7 @@ def test_registry_shape():
     assert tags.count("subtle") >= 10 and tags.count("moderate") >= 5
     with jax.enable_x64(True):
         for m in MODELS:
-            params, args = m.init(jax.random.key(0), jnp.float64)
+            params, args = jax.eval_shape(lambda k, m=m: m.init(k, jnp.float64), jax.random.key(0))  # shapes only
             for bug, (fn, leaf) in m.bugs.items():
                 assert callable(fn) and leaf in _paths(params), (m.name, bug, leaf)
 
@@ -165,11 +166,33 @@ def check_all(m, dtype, method="central", seeds=SEEDS):
 def test_corpus_float64(m):
     with jax.enable_x64(True):
         res, b, o = check_all(m, jnp.float64)
-    assert o.passed[0].all(), f"false alarm on correct {m.name}:\n{res.report()}"
     assert np.asarray(res.deterministic).all()
+    if m.name in TRACED_UNRESOLVED_FLOAT64:
+        assert (o.passed[0] | o.inconclusive[0]).all(), f"false alarm on correct {m.name}:\n{res.report()}"
+        for i in range(1, len(b.names)):
+            assert not o.passed[i].any(), f"{m.name}/{b.names[i][1]} passed (sizes {o.size[i]})"
+        return
+    assert o.passed[0].all(), f"correct {m.name} not passed:\n{res.report()}"
     for i in range(1, len(b.names)):
         assert not o.passed[i].any(), f"{m.name}/{b.names[i][1]} not detected (sizes {o.size[i]})"
         assert o.localised[i].all(), f"{m.name}/{b.names[i][1]} not localised at {b.leaves[i]}"
+
+
+@pytest.mark.parametrize("m", _param([m for m in MODELS if m.name in QUICK]))
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_corpus_on_concrete_inputs(m, dtype):
+    """What a user gets: check_grad called plainly, resolution included. Correct passes, every
+    planted bug fails at its leaf (benchmarks/verdicts_host.py measures the whole corpus)."""
+    if dtype == "float32" and m.name in FLOAT64_ONLY:
+        pytest.skip("float64 only")
+    with jax.enable_x64(dtype == "float64"):
+        params, args = m.init(jax.random.key(0), jnp.dtype(dtype))
+        res = jgc.check_grad(m.loss_fn, m.grad_fn, params, *args)
+        assert res.status == "passed", res.report()
+        for bug, (fn, leaf) in m.bugs.items():
+            res = jgc.check_grad(m.loss_fn, fn, params, *args)
+            assert res.status == "failed", f"{m.name}/{bug}: {res.report()}"
+            assert bool(jax.tree.leaves(res.leaf_failed)[res.layout.paths.index(leaf)]), f"{m.name}/{bug} not at {leaf}"
 
 
 @pytest.mark.parametrize("m", _param([m for m in MODELS if m.name not in FLOAT64_ONLY], MISSED_FLOAT32))
