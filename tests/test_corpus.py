@@ -45,8 +45,6 @@ MISSED_FLOAT32 = {
 # The default run: one model of each failure class and a few realistic layers; every model
 # runs in the slow tier (`pytest -m slow`), and benchmarks/verdicts*.py measure the whole corpus.
 QUICK = {
-    "mlp_l2",
-    "relu_mlp_at_kink",
     "small_bias_sum",
     "mlp_l2_lam1e-2",
     "large_offset",

@@ -11,6 +11,7 @@ terms|) estimated as max(1, |J(θ)|) times a small factor for the models below; 
 worst ratio we saw on these models is printed in docs/partial_eval.md.
 """
 
+import os
 import re
 
 import hypothesis.extra.numpy as hnp
@@ -22,6 +23,7 @@ from corpus import FLOAT64_ONLY
 from corpus import MODELS as CORPUS
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_corpus import QUICK as CORPUS_QUICK
 
 import jgc
 from jgc import _partial
@@ -352,7 +354,7 @@ def _trees(draw):
     return shapes, seeds, nested
 
 
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=int(os.environ.get("JGC_RANDOM_EXAMPLES", 8)) // 2 + 2, deadline=None)
 @given(tree=_trees(), x64=st.booleans(), path=st.sampled_from(["partial", "sparse"]))
 def test_random_pytrees(tree, x64, path):
     shapes, seeds, nested = tree
@@ -372,9 +374,17 @@ def test_random_pytrees(tree, x64, path):
 
 
 # not the losses that compute in float32 inside: their rounding is float32's, beyond the float64 tolerance below
-@pytest.mark.parametrize("model", [m for m in CORPUS if m.name not in FLOAT64_ONLY], ids=lambda m: m.name)
-def test_bug_corpus_same_numbers(model):
-    """Partial evaluation equals the plain engine on every model of the bug corpus (float64).
+@pytest.mark.parametrize(
+    "model",
+    [
+        pytest.param(m, id=m.name, marks=[] if m.name in CORPUS_QUICK else [pytest.mark.slow])
+        for m in CORPUS
+        if m.name not in FLOAT64_ONLY
+    ],
+)
+def test_bug_corpus_same_numbers(model, forced):
+    """Partial evaluation (each path forced) equals the plain engine on the bug corpus (float64;
+    the default run takes the quick models, the slow tier all).
 
     Both paths evaluate the loss at the same points in another order of arithmetic: each
     value carries a few ulp·|J|, divided by the step h ≥ eps.
