@@ -4,7 +4,7 @@ import glob
 
 import nox
 
-nox.options.sessions = ["tests", "lint", "examples", "ecosystem"]
+nox.options.sessions = ["tests", "lint", "typecheck", "examples", "ecosystem"]
 
 
 @nox.session
@@ -21,6 +21,13 @@ def lint(session):
 
 
 @nox.session
+def typecheck(session):
+    """pyright on the package (basic mode, [tool.pyright] in pyproject.toml), against the installed JAX."""
+    session.install("-e", ".[plot]", "pyright")
+    session.run("pyright", "--pythonpath", f"{session.bin}/python")
+
+
+@nox.session
 def examples(session):
     session.install("-e", ".[equinox,flax,plot]")
     for path in sorted(glob.glob("examples/*.py")):
@@ -31,7 +38,9 @@ def examples(session):
 def ecosystem(session):
     """Install the optional extras (equinox, flax, matplotlib) and run what needs them."""
     session.install("-e", ".[test,equinox,flax,plot]")
-    session.run("python", "-m", "pytest", "tests/test_ecosystem.py", "tests/test_plot.py", "tests/test_plugin.py", *session.posargs)
+    session.run(
+        "python", "-m", "pytest", "tests/test_ecosystem.py", "tests/test_plot.py", "tests/test_plugin.py", *session.posargs
+    )
     for path in ("examples/equinox_model.py", "examples/flax_model.py", "examples/plot.py"):
         session.run("python", path)
 

@@ -13,8 +13,18 @@ compiled function; every tool runs once, in one process, one after the other, so
 ratios compare runs made under the same machine load. The numeric gradients of the two jgc
 paths are compared (max |difference| and relative error).
 
+With `--course`: the course MLPs (weights W[l] of shape (n_l, n_{l-1}), column-vector
+biases b[l] of shape (n_l, 1) broadcast over the examples, examples in columns, tanh hidden
+layers, sigmoid output, cross-entropy), n = 8,577 (100-64-32-1, 64 examples) and n = 34,645
+(200-128-64-10-1, 64 examples), float64: `jgc.numeric_grad` with and without
+`partial_eval=True`, the first call (trace, compile and run) and warm calls (the compiled
+check again), alternating plain and partial in one process so that each ratio compares
+calls made under the same load; and the largest |partial − plain| over the rounding bound
+of tests/test_partial.py (16·ε·max(1, |J|)/eps), and both against jax.grad.
+
 Usage:
   python benchmarks/partial_eval.py            # the full set (a few minutes on 2 cores)
+  python benchmarks/partial_eval.py --course --repeats 3   # the course MLPs (results/partial_eval_course.json)
   python benchmarks/partial_eval.py --quick    # tiny sizes, checks the script runs
   python benchmarks/partial_eval.py --no-peers # jgc paths only
   python benchmarks/partial_eval.py --torch none  # skip torch.autograd.gradcheck: in its full
@@ -24,6 +34,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -97,6 +108,79 @@ def cnn(batch, channels=(3, 8, 8), side=12, hidden=8, seed=0):
         return ((h @ p["v"] - y) ** 2).mean()
 
     return loss, torch_loss, params, (x, y)
+
+
+def course_mlp(sizes, m, seed=0):
+    """The course network: W[l] (n_l, n_{l-1}), b[l] (n_l, 1), X (n_0, m), tanh, sigmoid, cross-entropy."""
+    ks = jax.random.split(jax.random.PRNGKey(seed), 2 * len(sizes) + 2)
+    params = {}
+    for i in range(1, len(sizes)):
+        params[f"W{i}"] = jax.random.normal(ks[2 * i], (sizes[i], sizes[i - 1])) / np.sqrt(sizes[i - 1])
+        params[f"b{i}"] = 0.1 * jax.random.normal(ks[2 * i + 1], (sizes[i], 1))
+    X = jax.random.normal(ks[0], (sizes[0], m))
+    Y = (jax.random.uniform(ks[1], (1, m)) > 0.5).astype(X.dtype)
+    L = len(sizes) - 1
+
+    def loss(p, X, Y):
+        A = X
+        for i in range(1, L):
+            A = jnp.tanh(p[f"W{i}"] @ A + p[f"b{i}"])
+        AL = jax.nn.sigmoid(p[f"W{L}"] @ A + p[f"b{L}"])
+        return -jnp.mean(Y * jnp.log(AL) + (1 - Y) * jnp.log(1 - AL))
+
+    return loss, params, (X, Y)
+
+
+def course(opts):
+    """numeric_grad with and without partial_eval on the course MLPs: first call and warm calls."""
+    sizes = {"course_100-64-32-1": ((100, 64, 32, 1), 64), "course_200-128-64-10-1": ((200, 128, 64, 10, 1), 64)}
+    if opts.quick:
+        sizes = {"course_12-8-4-1": ((12, 8, 4, 1), 16)}
+    results = {
+        "machine": _machine(),
+        "command": "python benchmarks/partial_eval.py --course"
+        + (" --quick" if opts.quick else "")
+        + f" --repeats {opts.repeats}",
+        "models": {},
+    }
+    for name, (layers, m) in sizes.items():
+        loss, params, args = course_mlp(layers, m)
+        lay = jgc._tree.layout(params)
+        row = {"n": lay.n, "examples": m}
+        row["leaf_eval"] = dict(
+            zip(lay.paths, jgc._partial.plan(loss, lay, params, args, jgc._stencils.get("central")), strict=True)
+        )
+        calls = {pe: functools.partial(jgc.numeric_grad, loss, params, *args, partial_eval=pe) for pe in (False, True)}
+        grads, first, warm = {}, {}, {False: [], True: []}
+        for pe in (False, True):
+            grads[pe], first[pe] = _time(calls[pe])
+        for _ in range(opts.repeats):
+            for pe in (False, True):
+                warm[pe].append(_time(calls[pe])[1])
+        row["plain_first_s"], row["partial_first_s"] = first[False], first[True]
+        row["plain_warm_s"], row["partial_warm_s"] = warm[False], warm[True]
+        row["ratio_first"] = first[True] / first[False]
+        row["ratio_warm_median"] = float(np.median([b / a for a, b in zip(warm[False], warm[True], strict=True)]))
+        a, b = ravel_pytree(grads[False])[0], ravel_pytree(grads[True])[0]
+        bound = 16 * float(jnp.finfo(a.dtype).eps) * max(1.0, abs(float(loss(params, *args)))) / 1e-6
+        row["max_abs_diff"] = float(jnp.max(jnp.abs(a - b)))
+        row["worst_diff_over_rounding_bound"] = row["max_abs_diff"] / bound
+        exact = ravel_pytree(jax.grad(loss)(params, *args))[0]
+        row["rel_error_plain_vs_grad"] = float(jgc.relative_error(a, exact))
+        row["rel_error_partial_vs_grad"] = float(jgc.relative_error(b, exact))
+        row["max_abs_partial_minus_grad"] = float(jnp.max(jnp.abs(b - exact)))
+        results["models"][name] = row
+        print(name, json.dumps(row), flush=True)
+        out = opts.out or os.path.join(
+            os.path.dirname(__file__), "results", "partial_eval_course" + ("_quick" if opts.quick else "") + ".json"
+        )
+        with open(out, "w") as f:
+            json.dump(results, f, indent=1)
+    print("saved", out)
+
+
+def _machine():
+    return {"platform": platform.platform(), "cpus": os.cpu_count(), "jax": jax.__version__, "device": str(jax.devices()[0])}
 
 
 def models(quick):
@@ -176,7 +260,12 @@ def main():
     ap.add_argument("--no-peers", action="store_true")
     ap.add_argument("--torch", choices=["all", "first", "none"], default="first", help="models for torch gradcheck")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--course", action="store_true", help="the course MLPs: first and warm calls of numeric_grad")
+    ap.add_argument("--repeats", type=int, default=3, help="warm calls per path with --course")
+    ap.add_argument("--models", default=None, help="comma-separated names of the models to run (default: all)")
     opts = ap.parse_args()
+    if opts.course:
+        return course(opts)
     results = {
         "machine": {
             "platform": platform.platform(),
@@ -190,7 +279,11 @@ def main():
         + f" --torch {opts.torch}",
         "models": {},
     }
-    for name, (loss, torch_loss, params, args) in models(opts.quick).items():
+    chosen = models(opts.quick)
+    if opts.models:
+        chosen = {k: v for k, v in chosen.items() if k in opts.models.split(",")}
+        results["command"] += f" --models {opts.models}"
+    for name, (loss, torch_loss, params, args) in chosen.items():
         lay = jgc._tree.layout(params)
         row = {"n": lay.n, "leaves": dict(zip(lay.paths, (list(s) for s in lay.shapes), strict=True))}
         row["leaf_eval"] = dict(

@@ -54,7 +54,7 @@ def main():
         print(right.report(), end="\n\n")
         wrong = jgc.check_grad(loss, lambda v, x, y: manual_grad(v, x, y, bug=True), variables, x, y)
         print(wrong.report())
-        assert bool(right.passed) and bool(right.autodiff_passed) and not bool(wrong.passed)
+        assert bool(right.passed) and bool(right.autodiff.passed) and not bool(wrong.passed)
         failing = [p for p, ok in zip(wrong.layout.paths, jax.tree_util.tree_leaves(wrong.leaf_passed), strict=True) if not ok]
         assert failing == ["['params']['Dense_1']['kernel']"], failing
 

@@ -13,10 +13,16 @@ from ._layers import check_vjp as check_vjp
 from ._locate import Location as Location
 from ._locate import locate as locate
 from ._report import Coordinate as Coordinate
+from ._result import Autodiff as Autodiff
+from ._result import Diagnosis as Diagnosis
 from ._result import DirectionCheck as DirectionCheck
 from ._result import GradCheck as GradCheck
 from ._result import GradCheckError as GradCheckError
+from ._result import HVPCheck as HVPCheck
+from ._result import JVPCheck as JVPCheck
+from ._result import Noise as Noise
 from ._result import SampledCheck as SampledCheck
+from ._result import VJPCheck as VJPCheck
 from ._seeds import check_seeds as check_seeds
 from ._seeds import check_snapshots as check_snapshots
 
@@ -26,12 +32,18 @@ except importlib.metadata.PackageNotFoundError:  # running from a source tree
     __version__ = "0.0.0"
 
 __all__ = [
+    "Autodiff",
     "Coordinate",
+    "Diagnosis",
     "DirectionCheck",
     "GradCheck",
     "GradCheckError",
+    "HVPCheck",
+    "JVPCheck",
     "Location",
+    "Noise",
     "SampledCheck",
+    "VJPCheck",
     "assert_grad",
     "check_directions",
     "check_grad",

@@ -18,9 +18,9 @@ the residual of the fitted model is below `_FIT` of the discrepancy it explains.
 
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
 import numpy as np
+
+from ._verdict import segment_sum
 
 NONE, SCALED, ZERO, TRANSPOSED, L2, ROWS, COLUMNS = range(7)
 NAMES = {NONE: "", SCALED: "scaled", ZERO: "zero", TRANSPOSED: "transposed", L2: "l2", ROWS: "rows", COLUMNS: "columns"}
@@ -62,49 +62,50 @@ def _index_maps(lay):
     )
 
 
-def _safe_div(a, b):
-    return jnp.where(b == 0, jnp.zeros_like(a), a / jnp.where(b == 0, 1, b))
+def _safe_div(xp, a, b):
+    return xp.where(b == 0, xp.zeros_like(a), a / xp.where(b == 0, 1, b))
 
 
-def diagnose(lay, theta, numeric, analytic, leaf_failed):
+def diagnose(xp, lay, theta, numeric, analytic, leaf_failed):
     """Per checked leaf (θ order): hint codes (int32) and parameters; NONE for passing leaves.
 
     Vectorised over all coordinates with segment sums, so the cost does not grow with
-    the number of leaves.
+    the number of leaves. `xp` is NumPy on the host, jax.numpy under a trace.
     """
     maps = _index_maps(lay)
     k = len(lay.sizes)
-    seg = np.repeat(np.arange(k), lay.sizes)
-    ssum = lambda x, ids=seg, n=k: jax.ops.segment_sum(x, ids, num_segments=n)  # noqa: E731
+    seg = lay.segments
+    finite = xp.isfinite(numeric) & xp.isfinite(analytic)
+    numeric, analytic = xp.where(finite, numeric, 0), xp.where(finite, analytic, 0)
+    ssum = lambda x, ids=seg, n=k: segment_sum(xp, x, ids, n)  # noqa: E731
     diff = numeric - analytic
-    # one segment sum for the first-stage sums, one for the residuals (few scatters: cheap to compile)
-    nn, aa, dd, an, dt, tt = ssum(jnp.stack([numeric**2, analytic**2, diff**2, analytic * numeric, diff * theta, theta**2], 1)).T
+    first = ssum(xp.stack([numeric**2, analytic**2, diff**2, analytic * numeric, diff * theta, theta**2], axis=-2))
+    nn, aa, dd, an, dt, tt = (first[..., i, :] for i in range(6))
     fit2 = _FIT**2
-    c = _safe_div(an, nn)
-    lam = _safe_div(dt, tt)
-    r_scaled, r_transposed, r_l2 = ssum(
-        jnp.stack(
-            [(analytic - c[seg] * numeric) ** 2, (analytic - numeric[maps["perm"]]) ** 2, (diff - lam[seg] * theta) ** 2], 1
-        )
-    ).T
+    c = _safe_div(xp, an, nn)
+    lam = _safe_div(xp, dt, tt)
+    residuals = [(analytic - c[seg] * numeric) ** 2, (analytic - numeric[maps["perm"]]) ** 2, (diff - lam[seg] * theta) ** 2]
+    second = ssum(xp.stack(residuals, axis=-2))
+    r_scaled, r_transposed, r_l2 = (second[..., i, :] for i in range(3))
 
     zero = (nn > 0) & (aa <= fit2 * nn)
-    scaled = (nn > 0) & (r_scaled <= fit2 * aa) & (jnp.abs(c - 1) > _FIT)
-    transposed = jnp.asarray(maps["square"]) & (dd > 0) & (r_transposed <= fit2 * dd)
+    scaled = (nn > 0) & (r_scaled <= fit2 * aa) & (xp.abs(c - 1) > _FIT)
+    transposed = xp.asarray(maps["square"]) & (dd > 0) & (r_transposed <= fit2 * dd)
     l2 = (dd > 0) & (lam != 0) & (r_l2 <= fit2 * dd)
 
     def confined(ids, owner, count_per_leaf):
-        err = ssum(diff * diff, ids, len(owner))
+        order = np.argsort(ids, kind="stable")  # group ids must be sorted for the segment sum
+        err = segment_sum(xp, (diff * diff)[order], ids[order], len(owner))
         bad = err > _SHARE * dd[owner]
-        count = ssum(bad.astype(jnp.int32), owner, k)
-        ok = jnp.asarray(maps["matrix"]) & (dd > 0) & (count >= 1) & (2 * count <= count_per_leaf) & (count_per_leaf > 1)
+        count = segment_sum(xp, bad.astype(np.int32), owner, k)
+        ok = xp.asarray(maps["matrix"]) & (dd > 0) & (count >= 1) & (2 * count <= count_per_leaf) & (count_per_leaf > 1)
         return ok, count
 
     rows_ok, nrows = confined(maps["rows"], maps["row_leaf"], maps["nrows"])
     cols_ok, ncols = confined(maps["cols"], maps["col_leaf"], maps["ncols"])
 
-    code = jnp.full((k,), NONE, jnp.int32)
-    param = jnp.zeros((k,), theta.dtype)
+    code = xp.full((k,), NONE, np.int32)
+    param = xp.zeros((k,), theta.dtype)
     # the first shape that fits wins: apply in reverse order of priority
     for ok, new_code, new_param in (
         (cols_ok, COLUMNS, ncols),
@@ -114,9 +115,9 @@ def diagnose(lay, theta, numeric, analytic, leaf_failed):
         (scaled, SCALED, c),
         (zero, ZERO, 0),
     ):
-        code = jnp.where(ok, new_code, code)
-        param = jnp.where(ok, jnp.asarray(new_param, theta.dtype), param)
-    return jnp.where(leaf_failed, code, NONE), jnp.where(leaf_failed, param, 0)
+        code = xp.where(ok, new_code, code).astype(np.int32)
+        param = xp.where(ok, xp.asarray(new_param, theta.dtype), param)
+    return xp.where(leaf_failed, code, NONE).astype(np.int32), xp.where(leaf_failed, param, 0).astype(theta.dtype)
 
 
 def _fraction(c: float) -> str:

@@ -1,90 +1,81 @@
-"""The one engine: a finite-difference stencil along a set of probe directions.
+"""The one engine: a function of θ evaluated along a probe set, chunk by chunk.
 
-For probe i the probe set gives a direction d_i (a vector like θ) and a step h_i; the
-engine evaluates J(θ + o·h_i·d_i) for the stencil's offsets o and combines them into
-the directional derivative ≈ ⟨∇J(θ), d_i⟩. Probes are evaluated with `jax.vmap` in
-chunks of `chunk_size` (`jax.lax.map(..., batch_size=...)`), so memory is
-O(chunk_size · n) and the probe directions are built inside each chunk. The engine
-knows nothing about which check it serves.
+A *function* here is `fun(θ, data) -> scalar or vector` (the loss of θ, or the output of
+a layer, or a gradient). For probe i the probe set gives a direction d_i and a step h_i
+(`jgc/_probes.py`); the engine returns fun(θ + o·h_i·d_i, data) for every offset o of an
+offsets array, plus h_i and ⟨v, d_i⟩ for a vector v (the analytic side of a gradient check).
+It knows nothing about which check it serves.
 
-With several devices (`jax.device_count() > 1`) the probes are spread over all of them:
-the probe indices are laid out as (devices, probes per device) with a sharding constraint
-over a one-axis Mesh, and each device maps its share in chunks. Every probe is computed by
-the same code on one device, so the results do not depend on the number of devices.
+One compiled *chunk program* per function does every evaluation a check needs: the noise
+probe, J(θ) (a null probe), the stencil at h, the stencil at 2h where it can change a
+verdict, better steps for what is unresolved. Its shapes are fixed (`chunk` probes, `m`
+offsets), so it compiles once: on concrete inputs the host loops over chunks (the result
+stays on the device until the end; progress can be shown), under a trace the same chunk
+function runs in `lax.map`.
+
+Batching: `vmap` evaluates a chunk's chunk·m points as one batch; `map` evaluates them one
+after another in a compiled loop (for losses whose batched form is slow, e.g. convolutions
+on CPU, where vmap over perturbed kernels becomes a grouped convolution).
+
+Memory is O(chunk · m · n): the default chunk keeps the perturbed copies of θ under
+`CHUNK_ELEMENTS` elements. With several devices, each chunk's probes are spread over
+them along one mesh axis; every probe is computed by the same code on one device.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+import sys
+import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from ._stencils import Stencil
+from . import _probes
+from ._typing import Tracer
 
 # Memory budget for one chunk of perturbed parameter vectors, in array elements.
-_CHUNK_ELEMENTS = 2**23
-_MAX_CHUNK = 256
+CHUNK_ELEMENTS = 2**23
+MAX_CHUNK = 256
+
+VMAP = "vmap"
+MAP = "map"
+
+# Progress is shown for host runs predicted to take longer than this (seconds) on a terminal;
+# a run predicted to take longer than LONG says so once and names the cheaper checks.
+PROGRESS_AFTER = 5.0
+LONG = 60.0
+
+_LONG_MSG = (
+    "jgc: this check will take about {minutes:.0f} min ({probes:,} probes). For a verdict in far fewer loss "
+    "evaluations: jgc.check_directions(..., key=key) (a few directions per leaf), check_grad(..., coords=k, key=key) "
+    "(k sampled coordinates), then jgc.locate(..., key=key) to find the wrong entries.\n"
+)
 
 
-def default_chunk_size(n: int, num_probes: int, stencil: Stencil) -> int:
-    """A chunk that keeps the perturbed copies of θ under ~`_CHUNK_ELEMENTS` elements."""
-    per_probe = max(1, n * stencil.evals_per_probe)
-    return int(max(1, min(num_probes, _MAX_CHUNK, _CHUNK_ELEMENTS // per_probe)))
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """Static shape of the chunk program."""
+
+    kind: str  # probe kind (_probes.COORDS or BLOCKS)
+    m: int  # offsets per probe
+    chunk: int  # probes per call
+    batching: str = VMAP
+    complex: bool = False  # offsets are imaginary (complex step): θ is perturbed along i·d
 
 
-def directional_derivatives(
-    loss: Callable[[jax.Array], jax.Array],
-    theta: jax.Array,
-    probe: Callable[[jax.Array], tuple[jax.Array, jax.Array]],
-    num_probes: int,
-    stencil: Stencil,
-    chunk_size: int | None = None,
-) -> tuple[jax.Array, jax.Array, int]:
-    """Finite-difference directional derivatives of `loss` at θ along `num_probes` probes.
-
-    Args:
-      loss: scalar function of the flat parameter vector θ (a function returning a
-        vector of shape (m,) also works: derivatives then have shape (num_probes, m)).
-      theta: the point, shape (n,).
-      probe: maps a probe index (traced int) to (direction d, shape (n,); step h, scalar).
-      num_probes: how many probes (a Python int).
-      stencil: the finite-difference stencil.
-      chunk_size: probes per vmapped batch; `None` picks one from n.
-
-    Returns:
-      (derivatives, shape (num_probes,); loss values at the stencil points, shape
-      (num_probes, len(stencil.offsets)); number of loss evaluations the probes need).
-    """
-    if chunk_size is None:
-        chunk_size = default_chunk_size(theta.size, num_probes, stencil)
-    center = loss(theta) if stencil.uses_center else None
-    # A complex stencil (complex step) perturbs θ along the imaginary axis.
-    odtype = jnp.result_type(theta.dtype, jnp.complex64) if stencil.complex else theta.dtype
-    offsets = jnp.asarray([o for o in stencil.offsets if o != 0], odtype)
-
-    def one(i):
-        d, h = probe(i)
-        shifted = jax.vmap(lambda o: loss(theta + (o * h) * d))(offsets)
-        values, it = [], iter(shifted)
-        for o in stencil.offsets:
-            values.append(center if o == 0 else next(it))
-        values = jnp.stack(values)
-        weights = jnp.asarray(stencil.weights, values.dtype)
-        # values may be vectors (JVP/HVP checks); a complex step keeps the imaginary part of Σ w·g
-        return jnp.real(jnp.tensordot(weights, values, axes=1)) / h, values
-
-    (derivs, values), num_run = _map_probes(one, num_probes, chunk_size)
-    # The evaluations the probes need: the padding (fewer probes than chunks × devices) is
-    # not counted, so a result does not depend on the chunking or on the number of devices.
-    del num_run
-    num_evals = num_probes * stencil.evals_per_probe + int(stencil.uses_center)
-    return derivs, values, num_evals
+def chunk_size(n: int, num_probes: int, m: int, devices: int = 1) -> int:
+    """Probes per chunk: perturbed copies under CHUNK_ELEMENTS, at most MAX_CHUNK, no more than
+    needed for `num_probes` in equal chunks, and a multiple of the number of devices."""
+    limit = max(1, min(MAX_CHUNK, CHUNK_ELEMENTS // max(1, n * m)))
+    num_chunks = -(-max(1, num_probes) // limit)
+    chunk = -(-max(1, num_probes) // num_chunks)
+    return -(-chunk // devices) * devices
 
 
-def _probe_mesh() -> Mesh | None:
+def mesh() -> Mesh | None:
     """A Mesh over all devices along the probe axis, or None on a single device."""
     devices = jax.devices()
     return Mesh(np.asarray(devices), ("probes",)) if len(devices) > 1 else None
@@ -97,48 +88,190 @@ def place(leaves: list) -> list:
     cannot meet the probe sharding over all devices in one jitted computation; such arrays
     are replicated over the mesh. Uncommitted arrays, tracers and a single device: unchanged.
     """
-    mesh = _probe_mesh()
-    if mesh is None:
+    m = mesh()
+    if m is None:
         return leaves
-    devices, replicated = set(mesh.devices.flat), NamedSharding(mesh, PartitionSpec())
+    devices, replicated = set(m.devices.flat), NamedSharding(m, PartitionSpec())
 
     def fix(x):
-        if isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer) and x.committed and x.sharding.device_set != devices:
+        if isinstance(x, jax.Array) and not isinstance(x, Tracer) and x.committed and x.sharding.device_set != devices:
             return jax.device_put(x, replicated)
         return x
 
     return [fix(x) for x in leaves]
 
 
-def _map_probes(one, num_probes: int, chunk_size: int):
-    """`one` over probe indices 0..num_probes-1 in equal chunks, spread over the devices if several.
+def chunk_function(fun, plan: Plan):
+    """The chunk program's body: (θ, data, key, probes, offsets, project) → (values, h, proj).
 
-    The indices are padded with copies of the last probe to devices × chunks × chunk_size
-    (their results are dropped): with equal chunks the loop body compiles once, where
-    `lax.map`'s ragged remainder would compile the loss a second time.
-
-    Returns:
-      (the outputs of `one` stacked over the probes, the number of probes evaluated).
+    `probes` holds `plan.chunk` probes; values has shape (chunk, m[, out]).
     """
-    mesh = _probe_mesh() if num_probes > 1 else None
-    devices = 1 if mesh is None else mesh.size
-    per_device = -(-num_probes // devices)
-    num_chunks = -(-per_device // chunk_size)
-    chunk_size = -(-per_device // num_chunks)
-    total = devices * num_chunks * chunk_size
-    index = jnp.minimum(jnp.arange(total), num_probes - 1).reshape(devices, num_chunks, chunk_size)
 
-    def run(rows):  # (num_chunks, chunk_size) → outputs shaped (num_chunks, chunk_size, ...)
-        if num_chunks == 1:  # a plain vmap compiles faster than a one-step loop
-            return jax.tree_util.tree_map(lambda x: x[None], jax.vmap(one)(rows[0]))
-        return jax.lax.map(jax.vmap(one), rows)
+    def body(theta, data, key, probes, offsets, project):
+        m = mesh()
+        if m is not None:
+            probes = jax.lax.with_sharding_constraint(probes, NamedSharding(m, PartitionSpec("probes")))
+        idx = jnp.arange(plan.chunk)
+        point_dtype = jnp.result_type(theta.dtype, jnp.complex64) if plan.complex else theta.dtype
+        offsets = offsets.astype(point_dtype)
 
-    if mesh is None:
-        out = jax.tree_util.tree_map(lambda x: x[None], run(index[0]))
-    else:
-        index = jax.lax.with_sharding_constraint(index, NamedSharding(mesh, PartitionSpec("probes")))
-        out = jax.vmap(run)(index)
-    out = jax.tree_util.tree_map(lambda x: x.reshape((total,) + x.shape[3:])[:num_probes], out)
-    if mesh is not None:  # gather on every device, so that reductions downstream add in one-device order
-        out = jax.lax.with_sharding_constraint(out, NamedSharding(mesh, PartitionSpec()))
-    return out, total
+        def point(i, o):
+            d, h = _probes.direction(probes, i, theta, key)
+            return theta.astype(point_dtype) + (o * h.astype(point_dtype)) * d.astype(point_dtype)
+
+        if plan.batching == VMAP:
+            pts = jax.vmap(lambda i: jax.vmap(lambda o: point(i, o))(offsets))(idx)  # (chunk, m, n)
+            flat = pts.reshape((plan.chunk * plan.m,) + theta.shape)
+            values = jax.vmap(lambda p: fun(p, data))(flat)
+        else:
+            pairs = (jnp.repeat(idx, plan.m), jnp.tile(jnp.arange(plan.m), plan.chunk))
+            values = jax.lax.map(lambda ij: fun(point(ij[0], offsets[ij[1]]), data), pairs)
+        values = values.reshape((plan.chunk, plan.m) + values.shape[1:])
+        h = jax.vmap(lambda i: _probes.direction(probes, i, theta, key)[1])(idx)
+        proj = (
+            jnp.zeros(plan.chunk, theta.dtype)
+            if project is None
+            else jax.vmap(lambda i: _probes.project(probes, i, project, theta, key))(idx)
+        )
+        out = (values, h, proj)
+        if m is not None:
+            out = jax.lax.with_sharding_constraint(out, NamedSharding(m, PartitionSpec()))
+        return out
+
+    return body
+
+
+def entry_chunk_function(fun, plan: Plan, shape: tuple, dtype):
+    """The chunk program's body for a leaf on the sparse path: `fun(multi-index, new value, data)`
+    evaluates J with one entry of the leaf changed (θ is the leaf's flat values here)."""
+
+    def body(theta, data, key, probes, offsets, project):
+        idx = jnp.arange(plan.chunk)
+        offsets = offsets.astype(theta.dtype)
+
+        def step(i):
+            return _probes.coordinate_step(theta[probes.start[i]], jnp.asarray(probes.base[i], theta.dtype))
+
+        def one(i, o):
+            j = probes.start[i]
+            multi = [c.astype(jnp.int32) for c in jnp.unravel_index(j, shape)]
+            return fun(multi, (theta[j] + o * step(i)).astype(dtype), data)
+
+        if plan.batching == VMAP:
+            values = jax.vmap(lambda i: jax.vmap(lambda o: one(i, o))(offsets))(idx)
+        else:
+            pairs = (jnp.repeat(idx, plan.m), jnp.tile(jnp.arange(plan.m), plan.chunk))
+            values = jax.lax.map(lambda ij: one(ij[0], offsets[ij[1]]), pairs).reshape(plan.chunk, plan.m)
+        return values.astype(theta.dtype), jax.vmap(step)(idx), jnp.zeros(plan.chunk, theta.dtype)
+
+    return body
+
+
+def _has_conv(jaxpr) -> bool:
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "conv_general_dilated":
+            return True
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (tuple, list)) else (value,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns") and _has_conv(inner):
+                    return True
+    return False
+
+
+def batching(jaxpr) -> str:
+    """How to batch a chunk: a compiled loop (MAP) for convolutions on CPU, where a vmap over
+    perturbed kernels becomes a grouped convolution that XLA:CPU runs ~100× slower; else VMAP."""
+    return MAP if jax.default_backend() == "cpu" and _has_conv(jaxpr) else VMAP
+
+
+class Runner:
+    """Evaluates probe sets with one chunk program.
+
+    Host mode (`program` is a compiled callable, inputs concrete): a Python loop over
+    chunks; outputs are gathered once at the end. Traced mode (`program` is the plain
+    chunk function): `lax.map` over the chunks, inside the caller's trace.
+    """
+
+    def __init__(self, program, plan: Plan, theta, data, key=None, project=None, traced: bool = False, label: str = ""):
+        self.program, self.plan, self.theta, self.data, self.key = program, plan, theta, data, key
+        self.project = project  # the vector whose projections on the probes come back (None: zeros)
+        self.traced = traced
+        self.label = label
+        self.evals = 0  # loss evaluations the probes needed (padding not counted)
+        self.seconds_per_chunk: float | None = None
+
+    def run(self, probes: _probes.Probes, offsets, count: bool = True):
+        """(values (P, m[, out]), h (P,), proj (P,)) for the P probes of `probes`."""
+        num = len(probes)
+        if count:
+            self.evals += num * self.plan.m
+        c = self.plan.chunk
+        total = -(-num // c) * c
+        odtype = np.result_type(np.dtype(self.theta.dtype), np.complex64) if self.plan.complex else np.dtype(self.theta.dtype)
+        offsets = jnp.asarray(offsets, odtype) if self.traced else np.asarray(offsets, odtype)
+        project = self.project
+        if self.traced:
+            padded = _pad_traced(probes, total)
+            rows = jax.tree_util.tree_map(lambda x: x.reshape((total // c, c) + x.shape[1:]), padded)
+            out = jax.lax.map(lambda p: self.program(self.theta, self.data, self.key, p, offsets, project), rows)
+            return jax.tree_util.tree_map(lambda x: x.reshape((total,) + x.shape[2:])[:num], out)
+        padded = _probes.pad(probes, total)
+        outs = []
+        progress = _Progress(total // c, self) if total // c > 2 else None
+        for s in range(0, total, c):
+            chunk = jax.tree_util.tree_map(lambda x, s=s: x[s : s + c], padded)
+            outs.append(self.program(self.theta, self.data, self.key, chunk, offsets, project))
+            if progress is not None:
+                progress.step(outs[-1])
+        if progress is not None:
+            progress.done()
+        return tuple(np.concatenate([np.asarray(o[k]) for o in outs])[:num] for k in range(3))
+
+
+def _pad_traced(probes: _probes.Probes, total: int) -> _probes.Probes:
+    extra = total - len(probes)
+    if extra == 0:
+        return probes
+
+    def pad(x, fill=0):
+        return jnp.concatenate([x, jnp.full((extra,) + x.shape[1:], fill, x.dtype)])
+
+    out = jax.tree_util.tree_map(pad, probes)
+    if probes.kind == _probes.BLOCKS:
+        out = dataclasses.replace(out, length=pad(probes.length, 1))
+    return out
+
+
+class _Progress:
+    """A progress line on stderr for long host runs (only on a terminal)."""
+
+    def __init__(self, num_chunks: int, runner: Runner):
+        self.num, self.runner, self.done_chunks = num_chunks, runner, 0
+        self.enabled = sys.stderr.isatty()
+        self.t0 = time.perf_counter()
+        self.shown = self.warned = False
+
+    def step(self, out):
+        self.done_chunks += 1
+        if not self.enabled:
+            return
+        if self.done_chunks in (2, 4) or self.done_chunks % 16 == 0:
+            jax.block_until_ready(out)
+            elapsed = time.perf_counter() - self.t0
+            rate = elapsed / self.done_chunks
+            remaining = rate * (self.num - self.done_chunks)
+            if not self.warned and self.done_chunks >= 2 and elapsed + remaining > LONG:
+                self.warned = True
+                probes = self.num * self.runner.plan.chunk
+                sys.stderr.write("\r" + _LONG_MSG.format(minutes=(elapsed + remaining) / 60, probes=probes))
+            if self.shown or elapsed + remaining > PROGRESS_AFTER:
+                self.shown = True
+                label = f"{self.runner.label}: " if self.runner.label else ""
+                sys.stderr.write(f"\rjgc {label}chunk {self.done_chunks}/{self.num}, ~{remaining:.0f} s left   ")
+                sys.stderr.flush()
+
+    def done(self):
+        if self.shown:
+            sys.stderr.write("\r" + " " * 60 + "\r")
+            sys.stderr.flush()

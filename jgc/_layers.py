@@ -1,75 +1,192 @@
 """Layer checks: a hand-written VJP or JVP rule of a function `f(*primals) -> pytree`.
 
 `check_vjp` is `check_grad` on the scalar ⟨c, f(x)⟩ for a random cotangent c, whose
-gradient is vjp(c): the same core, so failures are localised to the input leaf.
+gradient is vjp(c): the same pipeline, so failures are localised to the input leaf.
 `check_jvp` runs the engine on f itself (a vector-valued function of θ) along random
-tangents, each confined to one input leaf, and compares the finite-difference output
-with jvp_fn's output leaf by leaf: a row of its report is one (output leaf, perturbed
-input leaf) pair.
+unit directions, each confined to one input leaf, and compares the finite-difference
+output with jvp_fn's output entry by entry through the one verdict: a group is one
+(output leaf, perturbed input leaf) pair. `vector_check` is that procedure for any
+vector-valued function of θ and rule; `check_hvp` (jgc/_hvp.py) is it on the gradient.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _check, _engine, _probes, _stencils, _tree
-from ._result import GradCheck
-from ._typing import PyTree
+from . import _check, _jit, _pipeline, _probes, _tree, _validate, _verdict
+from ._measure import Session
+from ._problem import OUTPUT, Problem
+from ._result import JVPCheck, Noise, VJPCheck
+from ._typing import PyTree, Tracer
 
 # ---------------------------------------------------------------- shared
 
 
-def _validate(f, rule_name, rule, primals, key, method, eps, tol, chunk_size) -> tuple:
-    _check._check_callable("f", f)
-    _check._check_callable(rule_name, rule)
-    _stencils.get(method)
-    _check._check_positive("eps", eps)
-    _check._check_positive("tol", tol)
-    _check._check_chunk_size(chunk_size)
+def validate_layer(f, rule_name, rule, primals, key, method, eps, tol, chunk_size, key_name="key") -> tuple:
+    _validate.callable_("f", f)
+    _validate.callable_(rule_name, rule)
+    _check.validate(f, None, method, eps, tol, chunk_size, grad_name=None)
     if not primals:
         raise ValueError(
             f"no primals given: pass the inputs of f after {rule_name}, e.g. jgc.check_vjp(f, {rule_name}, x, key=key)."
         )
-    _check_key(key)
-    params = _check._prepare(tuple(primals))
-    _tree.layout(params)  # fail before tracing when no primal is floating point
+    _validate.key(key, key_name)
+    params = _check.prepare(tuple(primals))
+    _tree.layout(params, name="primals")  # fail before tracing when no primal is floating point
     return params
 
 
-def _check_key(key) -> None:
-    if not _tree.is_array(key):
-        raise TypeError(f"key must be a PRNG key (jax.random.key(0)); received {type(key).__name__}: {key!r}.")
+def tangents(lay: _tree.Layout, d: jax.Array, params) -> PyTree:
+    """Tangents like the primals (same pytree structure): d on checked leaves, zeros on
+    other arrays, and non-array leaves (an equinox Module's functions) kept as they are."""
+    leaves = [
+        jnp.zeros(np.shape(x), x.dtype) if _tree.is_array(x) and not _tree.is_key(x) else x
+        for x in lay.treedef.flatten_up_to(params)
+    ]
+    for i, o, s in zip(lay.checked_index, lay.offsets, lay.sizes, strict=True):
+        leaves[i] = d[o : o + s].reshape(lay.shapes[i]).astype(lay.dtypes[i])
+    return jax.tree_util.tree_unflatten(lay.treedef, leaves)
 
 
-def _output_layout(f, params) -> _tree.Layout:
-    out = jax.eval_shape(lambda: f(*params))  # params may hold non-array leaves
-    keyed = jax.tree_util.tree_flatten_with_path(out)[0]
-    for path, leaf in keyed:
-        dtype = getattr(leaf, "dtype", None)
-        if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
-            raise TypeError(
-                f"f output{jax.tree_util.keystr(path)} is {getattr(dtype, 'name', type(leaf).__name__)}; "
-                "expected floating-point arrays only (return auxiliary outputs from another function)."
-            )
-    return _tree.layout(jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), out))  # layout reads shapes only
+def random_like(key, *, lay: _tree.Layout) -> PyTree:
+    """Gaussian arrays shaped like the layout's leaves (a cotangent)."""
+    keys = jax.random.split(key, len(lay.shapes))
+    leaves = [jax.random.normal(k, s, d) for k, s, d in zip(keys, lay.shapes, lay.dtypes, strict=True)]
+    return jax.tree_util.tree_unflatten(lay.treedef, leaves)
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """The analytic side of a vector check: rule(direction of each probe), raveled like the output."""
+
+    ref: _jit.Ref
+    name: str
+    like: str
+    noun: str
+    lay: _tree.Layout
+    out_lay: _tree.Layout
+    static: tuple
+    primals_first: bool  # JVP: rule(primals, tangents); HVP: rule(params, v, *args)
+
+    def __call__(self, theta, dynamic, key, probes):
+        params, args = _jit.combine(dynamic, self.static)
+        params = _tree.unravel(self.lay, theta, params)
+
+        def one(i):
+            d, _ = _probes.direction(probes, i, theta, key)
+            t = tangents(self.lay, d, params)
+            if self.primals_first:
+                out = _validate.trace(self.name, self.ref(), tuple(params), t)
+            else:
+                out = _validate.trace(self.name, self.ref(), params, t, *args)
+            _validate.like_params(self.out_lay, out, self.name, like=self.like, noun=self.noun)
+            return _tree.ravel(self.out_lay, out).astype(theta.dtype)
+
+        return jax.lax.map(one, jnp.arange(len(probes)))
+
+
+def pair_layout(lay: _tree.Layout, out_lay: _tree.Layout, per_group: int, probe_groups: int, out_name: str):
+    """The groups of a vector check: one per (probe group, output leaf), shaped (probe, *output shape).
+
+    With one probe group the layout keeps the output's tree (so `numeric["W"]` works), each
+    checked leaf gaining a leading probe axis. Returns (the layout, the flat (probe, output)
+    index of each entry in group order).
+    """
+    out_n = out_lay.n
+    order = []
+    for g in range(probe_groups):
+        rows = np.arange(g * per_group, (g + 1) * per_group)
+        for off, size in zip(out_lay.offsets, out_lay.sizes, strict=True):
+            order.append((rows[:, None] * out_n + off + np.arange(size)[None, :]).reshape(-1))
+    order = np.concatenate(order) if order else np.zeros(0, int)
+    if probe_groups == 1:
+        shapes = tuple((per_group, *s) if c else s for s, c in zip(out_lay.shapes, out_lay.checked, strict=True))
+        return dataclasses.replace(out_lay, shapes=shapes), order
+    paths, shapes, dtypes = [], [], []
+    for g in range(probe_groups):
+        for o in out_lay.checked_index:
+            paths.append(f"{out_name}{out_lay.paths[o]} ← {lay.checked_paths[g]}")
+            shapes.append((per_group, *out_lay.shapes[o]))
+            dtypes.append(min(jnp.dtype(lay.low_dtype), jnp.dtype(out_lay.dtypes[o]), key=lambda d: d.itemsize).name)
+    treedef = jax.tree_util.tree_structure([0] * len(paths))
+    return _tree.Layout(treedef, tuple(paths), tuple(shapes), tuple(dtypes), (True,) * len(paths)), order
+
+
+def vector_check(
+    problem: Problem, probes, rule, rule_name: str, like: tuple, per_group: int, probe_groups: int, result, options, eps, key
+):
+    """The engine on a vector-valued function of θ along `probes`, against `rule`, per (group, output leaf)."""
+    xp = problem.xp
+    assert problem.out_lay is not None
+    session = Session(problem, probes.kind, len(probes), eps=eps, key=key, chunk_size=options.chunk_size)
+    like_name, noun = like
+    spec = Rule(_jit.Ref(rule), rule_name, like_name, noun, problem.lay, problem.out_lay, problem.static, result is JVPCheck)
+    analytic = problem.call(("rule", spec), spec, key, probes)  # directions do not depend on the step
+    measured, probes = session.first(probes, analytic, top_k=max(1, len(probes) // 4) if len(probes) > 64 else None)
+    layout, order = pair_layout(problem.lay, problem.out_lay, per_group, probe_groups, "out")
+    flat = lambda x: x.reshape(-1)[order]  # noqa: E731
+    seg = layout.segments
+    floor = xp.max(session.floor)
+    numeric, analytic, bound, kink, known = (
+        flat(getattr(measured, f)) for f in ("numeric", "analytic", "bound", "kink", "known")
+    )
+    doubled = flat(
+        xp.broadcast_to(
+            measured.doubled.reshape(measured.doubled.shape + (1,) * (measured.numeric.ndim - 1)), measured.numeric.shape
+        )
+    )
+    final = layout.low_dtype == np.float64
+    decision = _verdict.decide(
+        xp, numeric, analytic, bound, kink, known, seg, layout.k, layout.sizes, session.tol, floor, True, final
+    )
+    center = xp.max(xp.abs(xp.real(session.center)))
+    noise = Noise(
+        bound,
+        kink,
+        known,
+        doubled,
+        xp.max(session.level),
+        xp.asarray(session.rel_level).max(),
+        xp.stack([center, center]),
+        xp.asarray(True),
+    )
+    return result(
+        passed=decision.passed,
+        failed=decision.failed,
+        rel_error=decision.rel_error,
+        tol=xp.asarray(session.tol),
+        eps=xp.asarray(session.eps),
+        num_evals=xp.asarray(session.evals, np.int32),
+        numeric_flat=numeric,
+        analytic_flat=analytic,
+        groups=decision.groups,
+        noise=noise,
+        diagnosis=None,
+        autodiff=None,
+        layout=layout,
+        method=options.method,
+        notes=tuple(problem.notes + session.notes),
+    )
 
 
 # ---------------------------------------------------------------- VJP
 
 
 @dataclasses.dataclass(frozen=True)
-class _CotangentLoss:
+class CotangentLoss:
     """⟨c, f(*primals)⟩: a scalar whose gradient with respect to the primals is vjp(c)."""
 
-    f: Callable
+    f: _jit.Ref
+    jgc_wrapper = True
 
     def __call__(self, primals, cotangent):
-        out = self.f(*primals)
+        out = _validate.trace("f", self.f(), *primals)
         prods = [
             jnp.vdot(c, o) for c, o in zip(jax.tree_util.tree_leaves(cotangent), jax.tree_util.tree_leaves(out), strict=True)
         ]
@@ -77,34 +194,32 @@ class _CotangentLoss:
 
 
 @dataclasses.dataclass(frozen=True)
-class _VJPGrad:
-    vjp_fn: Callable
+class VJPGrad:
+    vjp_fn: _jit.Ref
+    jgc_wrapper = True
 
     def __call__(self, primals, cotangent):
-        grad = self.vjp_fn(primals, cotangent)
+        grad = _validate.trace("vjp_fn", self.vjp_fn(), primals, cotangent)
         grad = tuple(grad) if isinstance(grad, list) else grad
-        _check._check_grad_tree(_tree.layout(primals), grad, name="vjp_fn", like="the primals (a tuple, one entry per primal)")
+        lay = _tree.layout(primals, name="primals")
+        _validate.like_params(lay, grad, "vjp_fn", like="the primals (a tuple, one entry per primal)", noun="primal")
         return grad
 
 
-def _random_like(key, out_lay: _tree.Layout) -> PyTree:
-    keys = jax.random.split(key, len(out_lay.shapes))
-    leaves = [jax.random.normal(k, s, d) for k, s, d in zip(keys, out_lay.shapes, out_lay.dtypes, strict=True)]
-    return jax.tree_util.tree_unflatten(out_lay.treedef, leaves)
+def _vjp(f, vjp_fn, primals, args, options, eps, tol, key):
+    out_lay = _output_layout(f, primals)
+    if isinstance(key, Tracer) or _jit.is_traced(primals):
+        cotangent = random_like(key, lay=out_lay)
+    else:  # compiled once per output layout
+        cotangent = _jit.program(("cotangent", out_lay), functools.partial(random_like, lay=out_lay))(key)
+    loss, grad = CotangentLoss(_jit.Ref(f)), VJPGrad(_jit.Ref(vjp_fn))
+    return _pipeline.run(loss, grad, primals, (cotangent,), options, eps, tol, None)
 
 
-@dataclasses.dataclass(frozen=True)
-class _VJPSpec:
-    f: Callable
-    vjp_fn: Callable
-    method: str
-    chunk_size: int | None
-
-    def __call__(self, params, args, eps, tol):
-        (key,) = args
-        cotangent = _random_like(key, _output_layout(self.f, params))
-        spec = _check._Spec(_CotangentLoss(self.f), _VJPGrad(self.vjp_fn), self.method, self.chunk_size)
-        return dataclasses.replace(_check._check(spec, params, (cotangent,), eps, tol), check="check_vjp")
+def _output_layout(f, primals) -> _tree.Layout:
+    out = jax.eval_shape(lambda: _validate.trace("f", f, *primals))
+    _validate.float_outputs(out, "f")
+    return _tree.layout(jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), out), name="the output of f")
 
 
 def check_vjp(
@@ -116,7 +231,7 @@ def check_vjp(
     tol: float | None = None,
     method: str = "central",
     chunk_size: int | None = None,
-) -> GradCheck:
+) -> VJPCheck:
     """Check a hand-written backward rule (VJP) of a layer against finite differences.
 
     A random cotangent c (Gaussian, shaped like `f(*primals)`) turns the layer into the
@@ -135,7 +250,7 @@ def check_vjp(
       eps, tol, method, chunk_size: as in `jgc.check_grad`.
 
     Returns:
-      A `jgc.GradCheck` whose leaves are the primals' leaves.
+      A `jgc.GradCheck` (kind "check_vjp") whose leaves are the primals' leaves.
 
     Examples:
       >>> import jax, jax.numpy as jnp, jgc
@@ -148,88 +263,23 @@ def check_vjp(
       >>> bool(jgc.check_vjp(f, vjp, W, x, key=jax.random.key(0)).passed)
       True
     """
-    params = _validate(f, "vjp_fn", vjp_fn, primals, key, method, eps, tol, chunk_size)
-    return _check._call(_VJPSpec(f, vjp_fn, method, chunk_size), params, (key,), eps=eps, tol=tol)
+    params = validate_layer(f, "vjp_fn", vjp_fn, primals, key, method, eps, tol, chunk_size)
+    options = _pipeline.Options(method, chunk_size, result=VJPCheck, loss_name="f", grad_name="vjp_fn")
+    return _pipeline.check(_vjp, (f, vjp_fn), params, (), options, eps, tol, key)
 
 
 # ---------------------------------------------------------------- JVP
 
 
-@dataclasses.dataclass(frozen=True)
-class _JVPSpec:
-    f: Callable
-    jvp_fn: Callable
-    method: str
-    chunk_size: int | None
-    num_tangents: int
-
-    def __call__(self, params, args, eps, tol):
-        (key,) = args
-        lay, out_lay = _tree.layout(params), _output_layout(self.f, params)
-        stencil = _stencils.get(self.method)
-        theta = _tree.ravel(lay, params)
-        if eps is None:
-            eps = _stencils.default_eps(min(lay.low_dtype, out_lay.low_dtype, key=lambda d: d.itemsize), self.method)
-        num_leaves, per_leaf = len(lay.sizes), self.num_tangents
-        num_probes = num_leaves * per_leaf
-        probe = _probes.leaf_directions(theta, eps, _tree.segment_ids(lay), num_leaves, per_leaf, key)
-
-        def fun(theta):
-            return _tree.ravel(out_lay, self.f(*_tree.unravel(lay, theta, params)))
-
-        numeric, _, num_evals = _engine.directional_derivatives(fun, theta, probe, num_probes, stencil, self.chunk_size)
-
-        def rule(i):
-            d, _ = probe(i)
-            out = self.jvp_fn(tuple(params), _tangents(lay, d, params))
-            _check._check_grad_tree(out_lay, out, name="jvp_fn", like="the output of f")
-            return _tree.ravel(out_lay, out)
-
-        batch = self.chunk_size or _engine.default_chunk_size(theta.size, num_probes, stencil)
-        analytic = jax.lax.map(rule, jnp.arange(num_probes), batch_size=batch).astype(numeric.dtype)
-        pairs = _pair_layout(lay, out_lay, per_leaf)
-        return _check._compare(
-            pairs,
-            _by_pair(numeric, lay, out_lay, per_leaf),
-            _by_pair(analytic, lay, out_lay, per_leaf),
-            eps,
-            tol,
-            num_evals,
-            self.method,
-            check="check_jvp",
-        )
-
-
-def _tangents(lay: _tree.Layout, d: jax.Array, params) -> PyTree:
-    """Tangents like the primals (same pytree structure): d on checked leaves, zeros on
-    other arrays, and non-array leaves (an equinox Module's functions) kept as they are."""
-    leaves = [jnp.zeros(np.shape(x), x.dtype) if _tree.is_array(x) else x for x in jax.tree_util.tree_leaves(params)]
-    for i, o, s in zip(lay.checked_index, lay.offsets, lay.sizes, strict=True):
-        leaves[i] = d[o : o + s].reshape(lay.shapes[i]).astype(lay.dtypes[i])
-    return jax.tree_util.tree_unflatten(lay.treedef, leaves)
-
-
-def _pair_layout(lay: _tree.Layout, out_lay: _tree.Layout, per_leaf: int) -> _tree.Layout:
-    """One leaf per (perturbed input leaf, output leaf), shaped (tangent, *output shape)."""
-    paths, shapes, dtypes = [], [], []
-    for i in lay.checked_index:
-        for o in out_lay.checked_index:
-            paths.append(f"out{out_lay.paths[o]} ← {lay.paths[i]}")
-            shapes.append((per_leaf, *out_lay.shapes[o]))
-            dtypes.append(min(jnp.dtype(lay.dtypes[i]), jnp.dtype(out_lay.dtypes[o]), key=lambda d: d.itemsize).name)
-    treedef = jax.tree_util.tree_structure([0] * len(paths))
-    return _tree.Layout(treedef, tuple(paths), tuple(shapes), tuple(dtypes), (True,) * len(paths))
-
-
-def _by_pair(values: jax.Array, lay: _tree.Layout, out_lay: _tree.Layout, per_leaf: int) -> jax.Array:
-    """(probes, outputs) → one flat vector ordered like `_pair_layout`."""
-    values = values.reshape(len(lay.sizes), per_leaf, out_lay.n)
-    blocks = [
-        values[i, :, o : o + s].reshape(-1)
-        for i in range(len(lay.sizes))
-        for o, s in zip(out_lay.offsets, out_lay.sizes, strict=True)
-    ]
-    return jnp.concatenate(blocks)
+def _jvp(f, jvp_fn, primals, args, options, eps, tol, key):
+    problem = Problem(f, primals, (), options.method, tol, kind=OUTPUT, name="f")
+    lay = problem.lay
+    num = options.num
+    probes = _probes.leaf_blocks(lay.offsets, lay.sizes, num, 0.0)
+    if problem.traced:
+        probes = jax.tree_util.tree_map(jnp.asarray, probes)
+    like = ("the output of f", "output")
+    return vector_check(problem, probes, jvp_fn, "jvp_fn", like, num, lay.k, JVPCheck, options, eps, key)
 
 
 def check_jvp(
@@ -242,15 +292,16 @@ def check_jvp(
     tol: float | None = None,
     method: str = "central",
     chunk_size: int | None = None,
-) -> GradCheck:
+) -> JVPCheck:
     """Check a hand-written forward-mode rule (JVP) of a layer against finite differences.
 
-    For each floating-point input leaf, `num_tangents` random tangents t that move
+    For each floating-point input leaf, `num_tangents` random unit tangents t that move
     only that leaf are drawn; `(f(x + h t) − f(x − h t)) / 2h` (for "central") is
-    compared with `jvp_fn(primals, tangents)` output leaf by output leaf. A row of
-    the report is one pair `out['y'] ← [0]['W']`: output leaf `['y']` when the
-    first primal's leaf `['W']` was perturbed; its shape is (tangent, *output shape).
-    Cost: 2 · num_tangents evaluations of `f` per input leaf (central).
+    compared with `jvp_fn(primals, tangents)` output leaf by output leaf, through the one
+    verdict (noise from f's measured rounding, kinks, three outcomes). A row of the
+    report is one pair `out['y'] ← [0]['W']`: output leaf `['y']` when the first
+    primal's leaf `['W']` was perturbed; its shape is (tangent, *output shape).
+    Cost: 2 · num_tangents evaluations of `f` per input leaf (central), plus the noise probe.
 
     Args:
       f: the layer, `f(*primals) -> pytree` of floating-point arrays.
@@ -260,11 +311,11 @@ def check_jvp(
       *primals: the inputs of `f`.
       key: PRNG key for the tangents.
       num_tangents: random tangents per input leaf.
-      eps, tol, method, chunk_size: as in `jgc.check_grad`; a tangent is scaled to
-        max |t_j| = 1 and stepped by eps·max(1, max |x_j|) over its leaf.
+      eps, tol, method, chunk_size: as in `jgc.check_grad`; a tangent has unit norm on its
+        leaf and is stepped by eps·max(1, rms of the leaf).
 
     Returns:
-      A `jgc.GradCheck` with one leaf per (output leaf, perturbed input leaf) pair.
+      A `jgc.GradCheck` (kind "check_jvp") with one leaf per (output leaf, perturbed input leaf) pair.
 
     Examples:
       >>> import jax, jax.numpy as jnp, jgc
@@ -273,7 +324,7 @@ def check_jvp(
       >>> bool(jgc.check_jvp(f, jvp, jnp.arange(3.0), key=jax.random.key(0)).passed)
       True
     """
-    params = _validate(f, "jvp_fn", jvp_fn, primals, key, method, eps, tol, chunk_size)
-    if isinstance(num_tangents, bool) or not isinstance(num_tangents, (int, np.integer)) or num_tangents < 1:
-        raise ValueError(f"num_tangents must be a positive int; received {num_tangents!r}.")
-    return _check._call(_JVPSpec(f, jvp_fn, method, chunk_size, int(num_tangents)), params, (key,), eps=eps, tol=tol)
+    params = validate_layer(f, "jvp_fn", jvp_fn, primals, key, method, eps, tol, chunk_size)
+    _validate.count("num_tangents", num_tangents)
+    options = dataclasses.replace(_pipeline.Options(method, chunk_size), num=int(num_tangents))
+    return _pipeline.check(_jvp, (f, jvp_fn), params, (), options, eps, tol, key)

@@ -2,18 +2,26 @@
 
 A one-hot probe of a checked leaf p leaves every other leaf and every argument alone,
 so every equation of the loss's jaxpr that does not (transitively) read p computes the
-same value for all of p's probes. `numeric_flat` traces the loss once with
-`jax.make_jaxpr`, evaluates the whole jaxpr once at θ, and hands the one engine
-(`_engine.directional_derivatives`), for each leaf p, a loss of p alone that evaluates
-only the equations downstream of p and reads everything else from that one evaluation.
-Probes, steps, stencil and chunk size are the plain engine's, so the numbers are the
-plain engine's up to floating-point rounding (XLA fuses and orders a smaller program
-differently). Where it is cheaper, a leaf takes the *sparse* path instead: the probe's
-one changed entry is propagated through the downstream equations as a point or a slab
-(`jgc/_sparse.py`, `coordinate_derivatives` below), recomputing only what changed.
+same value for all of p's probes. `trace` traces the loss once with `jax.make_jaxpr`;
+`Base` evaluates the whole jaxpr once at θ; for each leaf p, `LeafFun` is a loss of p alone
+that evaluates only the equations downstream of p and reads everything else from that one
+evaluation, and the measuring session (`jgc/_measure.py`) runs it on the one engine with p's
+coordinate probes. Probes, steps, stencil and chunk size are the plain engine's, so the
+numbers are the plain engine's up to floating-point rounding (XLA fuses and orders a
+smaller program differently). Where it is cheaper, a leaf takes the *sparse* path instead
+(`EntryFun`): the probe's one changed entry is propagated through the downstream equations
+as a box of changed entries (`jgc/_sparse.py`), recomputing only what changed.
 
-An equation with sub-jaxprs (pjit, scan, while, cond, custom_jvp/custom_vjp) is one
-opaque equation: bound as it is, and downstream when any of its inputs is. A leaf takes
+Per leaf, a caller can also use the pieces on their own: `trace` (the jaxpr, paths and
+which equations are downstream of each leaf), `base_values` (every variable at θ), and
+from them `leaf_loss` (J of one leaf's flat values) and `entry_loss` (J of one entry's
+multi-index and new value).
+
+Call-like equations (nested `jax.jit`, `jax.checkpoint`, `custom_jvp_call` such as
+`jax.nn.relu`, `custom_vjp_call`) are inlined when the loss is traced: their bodies'
+equations are split like any other (a custom rule only says how to differentiate; here the
+function is only evaluated). Equations with other sub-jaxprs (`scan`, `while`, `cond`)
+stay whole: bound as they are, and downstream when any of their inputs is. A leaf takes
 the plain engine (the whole loss per probe) when
 
 - the loss has side effects (callbacks, debug prints): hoisting would change how often
@@ -36,12 +44,16 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend import core as jcore
 
-from . import _engine, _probes, _sparse
-from ._stencils import coordinate_step
+from . import _jit, _sparse, _tree, _validate
 
 # A leaf takes the partial path when the equations it does not reach are at least this
 # fraction of the loss's estimated cost (otherwise the plain engine does the same work).
 MIN_SAVING = 0.1
+
+# A leaf leaves the plain engine only when its evaluations save this many estimated flops:
+# its own program has to be compiled (~0.1–0.5 s), which at ~1 GFLOP/s on a CPU core
+# pays off from a few 1e8 flops on.
+MIN_FLOPS_SAVED = 3e8
 
 # Tests set this to PARTIAL or SPARSE to send every leaf (without side effects) down one path.
 FORCE: str | None = None
@@ -51,6 +63,7 @@ SPARSE = "sparse"
 PLAIN_EFFECTS = "plain: side effects"
 PLAIN_LITTLE = "plain: little to hoist"
 PLAIN_STENCIL = "plain: stencil"  # offsets that are not real multiples of h (a complex step)
+PLAIN_TRACED = "plain: traced"  # inside the caller's jit/vmap: one program, the whole loss per probe
 
 
 # ---------------------------------------------------------------- cost model
@@ -145,22 +158,65 @@ def _sparse_cost(jaxpr, k, mark) -> float:
     return _jaxpr_cost(jax.make_jaxpr(_sparse_loss(jaxpr, k, mark))(idx, value, base).jaxpr)
 
 
-def _choose(jaxpr, k, mark, total, stencil) -> str:
+def _choose(jaxpr, k, mark, total, stencil, evals) -> str:
     if jaxpr.effects:
         return PLAIN_EFFECTS
     if not all(isinstance(o, (int, float)) for o in stencil.offsets):
         return PLAIN_STENCIL
     if FORCE is not None:
         return FORCE
+    if evals * total < MIN_FLOPS_SAVED:  # even skipping the whole loss would not pay for a compile
+        return PLAIN_LITTLE
     keep = 1 - MIN_SAVING
     kept = sum(_eqn_cost(e) for e, m in zip(jaxpr.eqns, mark, strict=True) if m)
     path, cost = (PARTIAL, kept) if total > 0 and kept <= keep * total else (PLAIN_LITTLE, total)
-    if any(mark) and _sparse_cost(jaxpr, k, mark) <= keep * cost:
-        path = SPARSE
+    if evals * (total - cost) < MIN_FLOPS_SAVED:  # not enough work saved to pay for a compile
+        path, cost = PLAIN_LITTLE, total
+    if any(mark) and all(jaxpr.invars[k].aval.shape):  # a leaf of size 0 has no entry to change
+        sparse = _sparse_cost(jaxpr, k, mark)
+        if sparse <= keep * cost and evals * (total - sparse) >= MIN_FLOPS_SAVED:
+            path = SPARSE
     return path
 
 
-def _trace(loss_fn, lay, params, args, stencil) -> _Traced:
+# Call-like equations whose body is evaluated in place (so that its equations can be split):
+# nested `jax.jit`, `jax.checkpoint`, and custom_jvp / custom_vjp functions (their primal
+# function: the rules only say how to differentiate, and partial evaluation only evaluates).
+INLINE = frozenset(
+    "jit pjit closed_call core_call custom_jvp_call custom_vjp_call custom_vjp_call_jaxpr remat2 checkpoint".split()
+)
+
+
+def _callee(eqn):
+    """(jaxpr, consts) that a call-like equation evaluates, or None (the equation stays whole)."""
+    if eqn.primitive.name not in INLINE:
+        return None
+    for key in ("jaxpr", "call_jaxpr", "fun_jaxpr"):
+        sub = eqn.params.get(key)
+        if isinstance(sub, jcore.ClosedJaxpr):
+            jaxpr, consts = sub.jaxpr, sub.consts
+        elif isinstance(sub, jcore.Jaxpr):
+            jaxpr, consts = sub, ()
+        else:
+            continue
+        if len(jaxpr.invars) == len(eqn.invars) and len(jaxpr.outvars) == len(eqn.outvars) and not jaxpr.effects:
+            return jaxpr, consts
+    return None
+
+
+def _eval_inlined(jaxpr, consts, args):
+    """Evaluate a jaxpr, the bodies of call-like equations equation by equation (to be traced)."""
+    env = dict(zip(jaxpr.constvars, consts, strict=True))
+    env.update(zip(jaxpr.invars, args, strict=True))
+    for eqn in jaxpr.eqns:
+        invals = [_read(env, v) for v in eqn.invars]
+        callee = _callee(eqn)
+        outs = _eval_inlined(*callee, invals) if callee is not None else _bind(eqn, invals)
+        env.update(zip(eqn.outvars, outs, strict=True))
+    return [_read(env, v) for v in jaxpr.outvars]
+
+
+def trace(loss_fn, lay, params, args, stencil) -> _Traced:
     leaves = jax.tree_util.tree_leaves(params)
     checked = [leaves[i] for i in lay.checked_index]
 
@@ -171,6 +227,9 @@ def _trace(loss_fn, lay, params, args, stencil) -> _Traced:
         return loss_fn(jax.tree_util.tree_unflatten(lay.treedef, new), *args)
 
     closed = jax.make_jaxpr(of_checked)(*checked)
+    if not closed.jaxpr.effects and any(_callee(e) is not None for e in closed.jaxpr.eqns):
+        outer = closed
+        closed = jax.make_jaxpr(lambda *xs: _eval_inlined(outer.jaxpr, outer.consts, xs))(*checked)
     jaxpr = closed.jaxpr
     total = _jaxpr_cost(jaxpr)
     paths = [""] * len(lay.shapes)
@@ -178,106 +237,92 @@ def _trace(loss_fn, lay, params, args, stencil) -> _Traced:
     for k, i in enumerate(lay.checked_index):
         mark = tuple(_downstream(jaxpr, jaxpr.invars[k]))
         marks.append(mark)
-        paths[i] = _choose(jaxpr, k, mark, total, stencil)
+        paths[i] = _choose(jaxpr, k, mark, total, stencil, stencil.evals_per_probe * lay.sizes[k])
     return _Traced(closed, tuple(paths), tuple(marks))
+
+
+def base_values(traced: _Traced, checked) -> dict:
+    """Every variable of the traced jaxpr at θ (`checked`: the checked leaves, in order)."""
+    jaxpr = traced.closed.jaxpr
+    base = dict(zip(jaxpr.constvars, traced.closed.consts, strict=True))
+    base.update(zip(jaxpr.invars, checked, strict=True))
+    for eqn in jaxpr.eqns:
+        base.update(zip(eqn.outvars, _bind(eqn, [_read(base, v) for v in eqn.invars]), strict=True))
+    return base
+
+
+def leaf_loss(traced: _Traced, base, k):
+    """J of checked leaf k's flat values (the other leaves and args at θ): downstream equations only."""
+    jaxpr = traced.closed.jaxpr
+    aval = jaxpr.invars[k].aval
+    return _leaf_loss(jaxpr, base, k, traced.marks[k], aval.shape, aval.dtype)
+
+
+def entry_loss(traced: _Traced, base, k):
+    """J of (multi-index, new value) of one entry of checked leaf k, the rest at θ: sparse propagation."""
+    jaxpr = traced.closed.jaxpr
+    run = _sparse_loss(jaxpr, k, traced.marks[k])
+    values = [base[v] for v in _all_vars(jaxpr)]
+    return lambda idx, value: run(idx, value, values)
 
 
 def plan(loss_fn, lay, params, args, stencil) -> tuple[str, ...]:
     """Per leaf of the params: "partial", "sparse", "plain: <reason>", or "" for a leaf not checked."""
-    return _trace(loss_fn, lay, params, args, stencil).paths
+    return trace(loss_fn, lay, params, args, stencil).paths
 
 
-def numeric_flat(loss_fn, lay, params, args, theta, eps, stencil, chunk_size, loss):
-    """The finite-difference gradient along every coordinate, leaf by leaf.
-
-    Leaves on the partial path get a loss of that leaf alone (the equations downstream
-    of it), leaves on the sparse path a loss of one changed entry (`jgc/_sparse.py`);
-    the others go to the plain engine with `loss` (the loss of all of θ), restricted to
-    their coordinates.
-
-    Returns:
-      (numeric, shape (n,); the loss values at the stencil points, shape (n, offsets);
-      number of loss evaluations at stencil points, counting J(θ) once).
-    """
-    traced = _trace(loss_fn, lay, params, args, stencil)
-    jaxpr = traced.closed.jaxpr
-    leaves = jax.tree_util.tree_leaves(params)
-    eps = jnp.asarray(eps, theta.dtype)
-    parts = [None] * len(lay.sizes)
-    part_values = [None] * len(lay.sizes)
-    plain_index = []
-    base = None
-    for k, (i, o, s) in enumerate(zip(lay.checked_index, lay.offsets, lay.sizes, strict=True)):
-        path = traced.paths[i]
-        if path not in (PARTIAL, SPARSE):
-            plain_index.append(np.arange(o, o + s))
-            continue
-        if base is None:  # evaluate the whole jaxpr once, at θ
-            base = dict(zip(jaxpr.constvars, traced.closed.consts, strict=True))
-            base.update(zip(jaxpr.invars, [leaves[j] for j in lay.checked_index], strict=True))
-            for eqn in jaxpr.eqns:
-                base.update(zip(eqn.outvars, _bind(eqn, [_read(base, v) for v in eqn.invars]), strict=True))
-        theta_p = theta[o : o + s]
-        chunk = chunk_size or _engine.default_chunk_size(lay.n, s, stencil)
-        if path == PARTIAL:
-            leaf_loss = _leaf_loss(jaxpr, base, k, traced.marks[k], lay.shapes[i], lay.dtypes[i])
-            probe = _probes.coordinates(theta_p, eps)
-            parts[k], part_values[k], _ = _engine.directional_derivatives(leaf_loss, theta_p, probe, s, stencil, chunk)
-        else:
-            run = _sparse_loss(jaxpr, k, traced.marks[k])
-            values = [base[v] for v in _all_vars(jaxpr)]
-            point_loss = lambda idx, value, run=run, values=values: run(idx, value, values)  # noqa: E731
-            center = _read(base, jaxpr.outvars[0])
-            shape, dtype = lay.shapes[i], lay.dtypes[i]
-            parts[k], part_values[k], _ = coordinate_derivatives(point_loss, theta_p, shape, dtype, eps, stencil, chunk, center)
-    numeric = jnp.zeros_like(theta)
-    values = jnp.zeros((lay.n, len(stencil.offsets)), theta.dtype)
-    for k, (o, s) in enumerate(zip(lay.offsets, lay.sizes, strict=True)):
-        if parts[k] is not None:
-            numeric = numeric.at[o : o + s].set(parts[k])
-            values = values.at[o : o + s].set(part_values[k].astype(theta.dtype))
-    if plain_index:
-        index = np.concatenate(plain_index)
-        if index.size == lay.n:
-            probe = _probes.coordinates(theta, eps)
-            numeric, values, _ = _engine.directional_derivatives(loss, theta, probe, lay.n, stencil, chunk_size)
-        else:
-            chunk = chunk_size or _engine.default_chunk_size(lay.n, index.size, stencil)
-            probe = _probes.coordinates(theta, eps, jnp.asarray(index))
-            derivs, plain_values, _ = _engine.directional_derivatives(loss, theta, probe, index.size, stencil, chunk)
-            numeric = numeric.at[index].set(derivs)
-            values = values.at[index].set(plain_values)
-    num_evals = lay.n * stencil.evals_per_probe + int(stencil.uses_center)
-    return numeric, values, num_evals
+# ---------------------------------------------------------------- programs for the engine
 
 
-def coordinate_derivatives(point_loss, theta_p, shape, dtype, eps, stencil, chunk_size, center):
-    """`_engine.directional_derivatives` for the one-hot probes of one leaf, one entry at a time.
+@dataclasses.dataclass(frozen=True)
+class Base:
+    """Every variable of the traced jaxpr at θ, in `_all_vars` order (one program per loss)."""
 
-    The same stencil, steps and chunks as the engine with `_probes.coordinates`: probe j
-    moves entry j of the leaf (flat θ_p, in θ's dtype) to θ_p[j] + o·h_j, and
-    `point_loss(multi_index, new_value)` evaluates J there; `center` is J(θ).
+    loss: _jit.Ref
+    lay: _tree.Layout
+    static: tuple
+    traced: _Traced = dataclasses.field(compare=False, hash=False)
 
-    Returns:
-      (derivatives, shape (size,); loss values at the stencil points, shape
-      (size, len(stencil.offsets)); number of loss evaluations).
-    """
-    offsets = jnp.asarray([o for o in stencil.offsets if o != 0], theta_p.dtype)
+    def __call__(self, theta, dynamic):
+        params, _ = _jit.combine(dynamic, self.static)
+        p = _tree.unravel(self.lay, theta, params)
+        leaves = self.lay.treedef.flatten_up_to(p)
+        base = base_values(self.traced, [leaves[i] for i in self.lay.checked_index])
+        return [base[v] for v in _all_vars(self.traced.closed.jaxpr)]
 
-    def one(j):
-        h = coordinate_step(theta_p[j], eps)
-        idx = [jnp.asarray(c, jnp.int32) for c in jnp.unravel_index(j, shape)]
-        shifted = jax.vmap(lambda o: point_loss(idx, (theta_p[j] + (o * h) * 1).astype(dtype)))(offsets)
-        values, it = [], iter(shifted)
-        for o in stencil.offsets:
-            values.append(center.astype(shifted.dtype) if o == 0 else next(it))
-        values = jnp.stack(values)
-        weights = jnp.asarray(stencil.weights, values.dtype)
-        return jnp.sum(weights * values) / h, values
 
-    derivs, values = jax.lax.map(one, jnp.arange(theta_p.size), batch_size=chunk_size)
-    num_evals = theta_p.size * stencil.evals_per_probe + int(stencil.uses_center)
-    return derivs, values, num_evals
+@dataclasses.dataclass(frozen=True)
+class LeafFun:
+    """J of checked leaf k's flat values (the engine's function for a leaf on the partial path)."""
+
+    loss: _jit.Ref
+    lay: _tree.Layout
+    static: tuple
+    k: int
+    traced: _Traced = dataclasses.field(compare=False, hash=False)
+
+    def __call__(self, theta_k, base_list):
+        jaxpr = self.traced.closed.jaxpr
+        base = dict(zip(_all_vars(jaxpr), base_list, strict=True))
+        out = leaf_loss(self.traced, base, self.k)(theta_k)
+        _validate.scalar_output(out)
+        return jnp.real(out).astype(theta_k.dtype)
+
+
+@dataclasses.dataclass(frozen=True)
+class EntryFun:
+    """J of (multi-index, new value) of one entry of checked leaf k (the sparse path)."""
+
+    loss: _jit.Ref
+    lay: _tree.Layout
+    static: tuple
+    k: int
+    traced: _Traced = dataclasses.field(compare=False, hash=False)
+
+    def __call__(self, idx, value, base_list):
+        jaxpr = self.traced.closed.jaxpr
+        run = _sparse_loss(jaxpr, self.k, self.traced.marks[self.k])
+        return jnp.real(run(idx, value, list(base_list)))
 
 
 def _leaf_loss(jaxpr, base, k, mark, shape, dtype):

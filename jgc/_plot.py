@@ -11,7 +11,7 @@ import numpy as np
 
 from ._report import _batch_shape, _is_traced, _order, _select, _verdict
 
-_PASS, _FAIL, _TOL = "#4c9a6a", "#c8423b", "#333333"
+_PASS, _FAIL, _OPEN, _TOL = "#4c9a6a", "#c8423b", "#d9a441", "#333333"
 
 
 def _leaf_data(res):
@@ -20,12 +20,14 @@ def _leaf_data(res):
     lay = res.layout
     rel = np.asarray(jax.tree_util.tree_leaves(res.leaf_rel_error), dtype=float)
     ok = np.asarray(jax.tree_util.tree_leaves(res.leaf_passed), dtype=bool)
+    failed = np.asarray(jax.tree_util.tree_leaves(res.leaf_failed), dtype=bool)
     numeric = [np.asarray(x, dtype=float) for x in jax.tree_util.tree_leaves(res.numeric)]
     analytic = [np.asarray(x, dtype=float) for x in jax.tree_util.tree_leaves(res.analytic)]
     for i in lay.checked_index:
         bad = ~(np.isfinite(numeric[i]) & np.isfinite(analytic[i]))
         ok[i] &= not bad.any()
-    return lay, rel, ok, numeric, analytic
+        failed[i] |= bad.any()
+    return lay, rel, ok, failed, numeric, analytic
 
 
 def _pick_leaf(lay, rel, ok, leaf):
@@ -55,7 +57,7 @@ def plot(res, leaf: str | None = None):
         seed = int(_order(rel_all, passed)[0])
         title_prefix = f"worst of {passed.size} seeds (seed {seed}) — "
         res = _select(res, seed)
-    lay, rel, ok, numeric, analytic = _leaf_data(res)
+    lay, rel, ok, failed, numeric, analytic = _leaf_data(res)
     heat = _pick_leaf(lay, rel, ok, leaf)
 
     checked = [i for i in _order(rel, ok) if lay.checked[i]][::-1]  # worst at the top
@@ -72,7 +74,7 @@ def plot(res, leaf: str | None = None):
     lo = min(positive.min() if positive.size else tol, tol) / 10
     hi = max(positive.max() if positive.size else tol, tol) * 10
     shown = np.where(np.isfinite(values), np.maximum(values, lo), np.nan)  # exact zeros sit on the axis
-    colors = [_PASS if ok[i] else _FAIL for i in checked]
+    colors = [_FAIL if failed[i] else _PASS if ok[i] else _OPEN for i in checked]
     y = np.arange(len(checked))
     ax_bar.barh(y, shown, color=colors, height=0.65)
     ax_bar.set_xscale("log")
@@ -81,14 +83,19 @@ def plot(res, leaf: str | None = None):
     ax_bar.set_xlim(lo, hi)
     for yi, v, x in zip(y, values, shown, strict=True):
         label = ("0" if v == 0 else f"{v:.1e}") if np.isfinite(v) else "non-finite"
-        ax_bar.text((x if np.isfinite(x) else lo) * 1.25, yi, label, va="center", ha="left", fontsize=7, color=_TOL)
+        ax_bar.text((x if np.isfinite(x) else lo) * 1.25, float(yi), label, va="center", ha="left", fontsize=7, color=_TOL)
     ax_bar.set_xlabel("relative error per leaf  ‖num − ana‖ / (‖num‖ + ‖ana‖)")
     ax_bar.grid(axis="x", which="major", alpha=0.3)
     ax_bar.set_axisbelow(True)
     from matplotlib.patches import Patch
 
     ax_bar.legend(
-        handles=[Patch(color=_PASS, label="passed"), Patch(color=_FAIL, label="failed"), ax_bar.lines[0]],
+        handles=[
+            Patch(color=_PASS, label="passed"),
+            Patch(color=_FAIL, label="failed"),
+            Patch(color=_OPEN, label="unresolved"),
+            ax_bar.lines[0],
+        ],
         loc="best",
         fontsize=8,
         framealpha=0.9,
@@ -96,6 +103,7 @@ def plot(res, leaf: str | None = None):
     ax_bar.set_title("per-leaf relative error", fontsize=10)
 
     if heat is not None:
+        assert ax_heat is not None
         diff = np.abs(numeric[heat] - analytic[heat])
         im = ax_heat.imshow(np.where(np.isfinite(diff), diff, np.nan), cmap="magma", aspect="auto", interpolation="nearest")
         key = np.where(np.isfinite(diff), diff, np.inf)
@@ -106,6 +114,6 @@ def plot(res, leaf: str | None = None):
         ax_heat.set_ylabel("row")
         fig.colorbar(im, ax=ax_heat, shrink=0.9, label="|numeric − analytic|")
     verdict, _, details = _verdict(res).partition(" (")
-    title = f"{title_prefix}jgc {res.check} {verdict}\n({details}"
-    fig.suptitle(title, fontsize=10, color=_TOL if bool(res.passed) else _FAIL)
+    title = f"{title_prefix}jgc {res.kind} {verdict}\n({details}"
+    fig.suptitle(title, fontsize=10, color=_TOL if bool(res.passed) else _FAIL if bool(res.failed) else _OPEN)
     return fig

@@ -1,87 +1,128 @@
-"""Probe sets: which directions the engine differentiates along.
+"""Probe sets: the directions the engine differentiates along.
 
-A probe set is a function from a probe index (a traced integer) to a direction and a
-step; directions are built one at a time inside the engine's chunks, never as an
-n × n matrix.
+Two kinds, one convention:
+
+- `COORDS`: probe i moves coordinate `index[i]` alone (a one-hot direction e_j);
+- `BLOCKS`: probe i moves the block θ[start[i] : start[i] + length[i]] along a random
+  direction, uniform on the block's unit sphere, drawn from `fold_in(key, ident[i])`.
+  A block of one coordinate is e_j.
+
+Every probe carries a base step `base[i]`: the step is base·max(1, |θ_j|) for a
+coordinate and base·max(1, rms of θ on the block) for a block, rounded so that θ + h·d is
+exactly the point the loss sees and the stencil divides by the step the loss really saw.
+A probe with base 0 does not move θ: it evaluates J(θ) (the engine pads chunks with such
+*null* probes, and uses one to read J(θ) from the same compiled program).
+
+Directions are built one at a time inside the engine's chunks, never as an n × n matrix.
+Probe arrays are NumPy on the host and jax arrays under a trace; `Probes` is a pytree.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._stencils import coordinate_step
+from ._typing import Array
+
+COORDS = "coords"
+BLOCKS = "blocks"
 
 
-def coordinates(theta: jax.Array, eps, index: jax.Array | None = None):
-    """One-hot probes e_j for j = index[i] (every coordinate when `index` is None).
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Probes:
+    """A probe set: per-probe arrays (leading axis: probe) and the kind (static)."""
 
-    The step is per coordinate: eps·max(1, |θ_j|), rounded so θ_j + h is exact.
+    start: Array  # coordinate j (COORDS) or the block's first coordinate (BLOCKS), int32
+    base: Array  # base step; 0 for a null probe
+    length: Array | None = None  # BLOCKS: block length, int32
+    ident: Array | None = None  # BLOCKS: the probe's number for fold_in(key, ident)
+    kind: str = dataclasses.field(default=COORDS, metadata=dict(static=True))
+
+    def __len__(self) -> int:
+        return int(self.start.shape[0])
+
+    def take(self, rows) -> Probes:
+        return jax.tree_util.tree_map(lambda x: x[rows], self)
+
+
+def coordinates(index, base) -> Probes:
+    """One-hot probes e_j for j in `index`, with base steps `base` (broadcast)."""
+    index = np.asarray(index, np.int32) if not isinstance(index, jax.Array) else index.astype(jnp.int32)
+    xp = np if isinstance(index, np.ndarray) and not isinstance(base, jax.Array) else jnp
+    return Probes(index, xp.broadcast_to(xp.asarray(base), index.shape))
+
+
+def blocks(start, length, base, ident=None) -> Probes:
+    """Random unit directions on blocks; `ident` numbers the probes (default 0, 1, …)."""
+    start, length = np.asarray(start, np.int32), np.asarray(length, np.int32)
+    ident = np.arange(start.shape[0], dtype=np.int32) if ident is None else np.asarray(ident, np.int32)
+    return Probes(start, np.broadcast_to(np.asarray(base), start.shape), length, ident, BLOCKS)
+
+
+def leaf_blocks(offsets, sizes, num: int, base) -> Probes:
+    """`num` random directions on each leaf, leaf after leaf."""
+    return blocks(np.repeat(np.asarray(offsets), num), np.repeat(np.asarray(sizes), num), base)
+
+
+def concat(*sets: Probes) -> Probes:
+    """One probe set from several of the same kind (host-side)."""
+    return jax.tree_util.tree_map(lambda *x: np.concatenate([np.asarray(v) for v in x]), *sets)
+
+
+def concat_like(a: Probes, b: Probes, xp) -> Probes:
+    """`a` then `b` (same kind), on the host (NumPy) or under a trace (jax.numpy)."""
+    return jax.tree_util.tree_map(lambda x, y: xp.concatenate([xp.asarray(x), xp.asarray(y).astype(xp.asarray(x).dtype)]), a, b)
+
+
+def pad(probes: Probes, total: int) -> Probes:
+    """`probes` followed by null probes (base 0) up to `total` probes (host-side)."""
+    extra = total - len(probes)
+    if extra <= 0:
+        return probes
+    zeros = lambda x: np.concatenate([np.asarray(x), np.zeros((extra,) + np.shape(x)[1:], np.asarray(x).dtype)])  # noqa: E731
+    out = jax.tree_util.tree_map(zeros, probes)
+    if probes.kind == BLOCKS:
+        out = dataclasses.replace(out, length=np.concatenate([np.asarray(probes.length), np.ones(extra, np.int32)]))
+    return out
+
+
+def coordinate_step(theta_j, base):
+    """The step for coordinate j: base·max(1, |θ_j|), rounded so that θ_j + h is exact.
+
+    Relative steps keep h well above the spacing of floats near large θ_j; the
+    rounding trick (h := (θ_j + h) − θ_j) makes the step the stencil divides by the
+    one the loss actually saw.
     """
-
-    def probe(i):
-        j = i if index is None else index[i]
-        d = jnp.zeros_like(theta).at[j].set(1)
-        return d, coordinate_step(theta[j], jnp.asarray(eps, theta.dtype))
-
-    return probe
+    h = base * jnp.maximum(1.0, jnp.abs(theta_j))
+    return (theta_j + h) - theta_j
 
 
-def leaf_directions(theta: jax.Array, eps, segments, num_leaves: int, per_leaf: int, key: jax.Array):
-    """Random directions confined to one leaf each: probe i moves only leaf i // per_leaf.
-
-    `segments[j]` is the leaf (0..num_leaves-1) of coordinate j (`_tree.segment_ids`; all
-    zeros gives directions over the whole of θ). Directions are Gaussian, drawn from
-    `fold_in(key, i)` and scaled to max |d_j| = 1; the step is eps·max(1, max |θ_j|)
-    over the leaf, like a coordinate step.
-    """
-    seg = jnp.asarray(segments, jnp.int32)
-    scale = jax.ops.segment_max(jnp.abs(theta), seg, num_segments=num_leaves)
-
-    def probe(i):
-        leaf = i // per_leaf
-        d = jax.random.normal(jax.random.fold_in(key, i), theta.shape, theta.dtype)
-        d = jnp.where(seg == leaf, d, 0)
-        m = jnp.max(jnp.abs(d), initial=0)
-        d = jnp.where(m > 0, d / jnp.where(m > 0, m, 1), d)
-        return d, jnp.asarray(eps, theta.dtype) * jnp.maximum(1, scale[leaf])
-
-    return probe
-
-
-def block_directions(theta: jax.Array, eps, starts: jax.Array, lens: jax.Array, key: jax.Array):
-    """Random unit directions, probe i supported on the block θ[starts[i] : starts[i] + lens[i]].
-
-    The direction is uniform on the unit sphere of the block (a normal vector, masked and
-    normalised), its sign fixed so the block's first entry is positive: a block of one
-    coordinate gives e_j. The step is eps·max(1, rms of θ on the block) (for one coordinate,
-    the coordinate step), and the direction is rounded so that θ + h·d is the point the
-    loss actually sees. Probe i draws from `jax.random.fold_in(key, i)`.
-    """
+def direction(probes: Probes, i, theta: jax.Array, key=None):
+    """Probe i (a traced scalar index into the arrays) as (direction d, shape (n,); step h)."""
+    base = jnp.asarray(probes.base[i], theta.dtype)
+    start = probes.start[i]
+    if probes.kind == COORDS:
+        return jnp.zeros_like(theta).at[start].set(1), coordinate_step(theta[start], base)
+    assert probes.length is not None and probes.ident is not None and key is not None
     n = theta.shape[0]
     pos = jnp.arange(n)
-    eps = jnp.asarray(eps, theta.dtype)
-    starts, lens = jnp.asarray(starts), jnp.asarray(lens)
-
-    def probe(i):
-        start, size = starts[i], lens[i]
-        inside = (pos >= start) & (pos < start + size)
-        z = jnp.where(inside, jax.random.normal(jax.random.fold_in(key, i), (n,), theta.dtype), 0)
-        z = jnp.where(z[start] < 0, -z, z)
-        v = z / jnp.sqrt(jnp.sum(z * z))
-        rms = jnp.sqrt(jnp.sum(jnp.where(inside, theta * theta, 0)) / size.astype(theta.dtype))
-        h = eps * jnp.maximum(1, rms)
-        return ((theta + h * v) - theta) / h, h
-
-    return probe
+    size = probes.length[i]
+    inside = (pos >= start) & (pos < start + size)
+    z = jnp.where(inside, jax.random.normal(jax.random.fold_in(key, probes.ident[i]), (n,), theta.dtype), 0)
+    z = jnp.where(z[start] < 0, -z, z)
+    v = z / jnp.sqrt(jnp.sum(z * z))
+    rms = jnp.sqrt(jnp.sum(jnp.where(inside, theta * theta, 0)) / size.astype(theta.dtype))
+    h = base * jnp.maximum(1, rms)
+    safe = jnp.where(h == 0, 1, h)
+    return jnp.where(h == 0, v, ((theta + h * v) - theta) / safe), h
 
 
-def leaf_blocks(offsets, sizes, num: int) -> tuple[np.ndarray, np.ndarray]:
-    """(starts, lens) for `num` probes on each leaf, leaf after leaf."""
-    return np.repeat(np.asarray(offsets, np.int32), num), np.repeat(np.asarray(sizes, np.int32), num)
-
-
-def project(vector: jax.Array, probe, num_probes: int, chunk_size: int) -> jax.Array:
-    """⟨vector, d_i⟩ for every probe direction d_i (the analytic directional derivatives)."""
-    return jax.lax.map(lambda i: jnp.vdot(vector, probe(i)[0]), jnp.arange(num_probes), batch_size=chunk_size)
+def project(probes: Probes, i, vector: jax.Array, theta: jax.Array, key=None):
+    """⟨vector, d_i⟩: the analytic directional derivative along probe i."""
+    if probes.kind == COORDS:
+        return vector[probes.start[i]]
+    return jnp.vdot(vector, direction(probes, i, theta, key)[0])

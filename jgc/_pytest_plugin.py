@@ -46,6 +46,7 @@ class GradChecker:
 
     def grad(self, loss_fn, grad_fn, init_fn, *args, **kwargs):
         """`jgc.testing.assert_grad_seeds` over `self.seeds` initialisations `init_fn(key)`."""
+        __tracebackhide__ = True
         from .testing import assert_grad_seeds
 
         return assert_grad_seeds(loss_fn, grad_fn, init_fn, self.seeds, *args, **{**self.options, **kwargs})
@@ -54,18 +55,21 @@ class GradChecker:
 
     def vjp(self, f, vjp_fn, *primals, **kwargs):
         """`jgc.check_vjp` over `self.seeds` random cotangents."""
+        __tracebackhide__ = True
         from .testing import assert_vjp
 
         return assert_vjp(f, vjp_fn, *primals, n_seeds=self.seeds, **{**self.options, **kwargs})
 
     def jvp(self, f, jvp_fn, *primals, **kwargs):
         """`jgc.check_jvp` over `self.seeds` sets of random tangents."""
+        __tracebackhide__ = True
         from .testing import assert_jvp
 
         return assert_jvp(f, jvp_fn, *primals, n_seeds=self.seeds, **{**self.options, **kwargs})
 
     def hvp(self, loss_fn, hvp_fn, params, *args, **kwargs):
         """`jgc.check_hvp` (every coordinate unless a `key` is given)."""
+        __tracebackhide__ = True
         from .testing import assert_hvp
 
         return assert_hvp(loss_fn, hvp_fn, params, *args, **{**self.options, **kwargs})

@@ -1,4 +1,4 @@
-"""Host-side formatting of a GradCheck: the text report and worst(k). Pure, never traced."""
+"""Host-side formatting of a result: the text report and worst(k). Pure, never traced."""
 
 from __future__ import annotations
 
@@ -7,29 +7,22 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
+from . import _diagnose
+from ._typing import Tracer
+
 
 class Coordinate(NamedTuple):
     """One coordinate of a checked gradient, as returned by `GradCheck.worst`."""
 
     seed: int | None
     path: str
-    index: tuple[int, ...]
+    index: tuple[int, ...]  # pyright: ignore[reportIncompatibleMethodOverride]  (a field, as NamedTuple allows)
     numeric: float
     analytic: float
 
 
-_FLOAT32_NOTE = (
-    "note: float32 verdicts are weaker (finite differences keep ~3-4 digits); for a firm "
-    "verdict check in float64: check_grad(..., x64=True) (outside jit), or `with "
-    "jax.enable_x64(True):` and cast params with jax.tree.map(lambda x: x.astype(jnp.float64), params)."
-)
-
-
-_EVALS = {"check_vjp": "f", "check_jvp": "f", "check_hvp": "gradient"}  # what num_evals counts
-
-
 def _is_traced(res) -> bool:
-    return isinstance(res.rel_error, jax.core.Tracer)
+    return isinstance(res.rel_error, Tracer)
 
 
 def _batch_shape(res) -> tuple[int, ...]:
@@ -48,8 +41,8 @@ def _order(rel: np.ndarray, passed: np.ndarray) -> np.ndarray:
     return np.lexsort((-key, passed))
 
 
-def _leaves(res, tree):
-    return jax.tree_util.tree_leaves(tree)
+def _status(res) -> str:
+    return "passed" if bool(res.passed) else "FAILED" if bool(res.failed) else "INCONCLUSIVE"
 
 
 def summary_line(res) -> str:
@@ -58,28 +51,68 @@ def summary_line(res) -> str:
     batch = _batch_shape(res)
     if batch:
         passed = np.asarray(res.passed).reshape(-1)
-        return f"{passed.size - passed.sum()} of {passed.size} checks failed, worst rel_error {np.nanmax(np.asarray(res.rel_error)):.2e}"
+        failed = np.asarray(res.failed).reshape(-1)
+        return (
+            f"{int(failed.sum())} of {passed.size} checks failed, {int((~passed & ~failed).sum())} inconclusive, "
+            f"worst rel_error {np.nanmax(np.asarray(res.rel_error)):.2e}"
+        )
     return _verdict(res)
 
 
+def _paths(res, mask) -> str:
+    lay = res.layout
+    paths = [lay.name(i) for k, i in enumerate(lay.checked_index) if mask[k]]
+    return ", ".join(paths[:6]) + (f" and {len(paths) - 6} more" if len(paths) > 6 else "")
+
+
 def _verdict(res) -> str:
-    ok = bool(res.passed)
-    rel, tol = float(res.rel_error), float(res.tol)
-    cmp = "<=" if rel <= tol else (">" if np.isfinite(rel) else "is not finite vs")
-    if res.excess_rel_error is not None:
-        ex = float(res.excess_rel_error)
-        cmp = "<=" if ex <= tol else (">" if np.isfinite(ex) else "is not finite vs")
-        err = f"rel_error {rel:.2e}, beyond noise {ex:.2e} {cmp} tol {tol:.1e}, noise floor {float(res.noise_floor):.1e}"
+    g = res.groups
+    tol = float(res.tol)
+    failed, passed = np.asarray(g.failed, bool), np.asarray(g.passed, bool)
+    nonfinite = _nonfinite_leaves(res)
+    if bool(res.passed):
+        what = f"every leaf agrees within tol {tol:.1e} (largest possible error {np.nanmax(np.asarray(g.upper, float)):.1e})"
+    elif bool(res.failed):
+        parts = []
+        differ = failed & ~nonfinite
+        if differ.any():
+            proven = np.asarray(g.lower, float)[differ]
+            parts.append(f"{_paths(res, differ)} differ beyond the noise (proven error {np.nanmax(proven):.1e})")
+        if nonfinite.any():
+            parts.append(f"non-finite values in {_paths(res, nonfinite)}")
+        if not bool(np.asarray(res.noise.deterministic)):
+            parts.append("the loss is not deterministic")
+        what = "; ".join(parts)
     else:
-        err = f"rel_error {rel:.2e} {cmp} tol {tol:.1e}"
-    status = "passed" if ok else "FAILED"
-    if res.deterministic is not None and not bool(res.deterministic):
-        status = "FAILED (the loss is not deterministic)"
+        open_ = ~passed & ~failed
+        upper = np.asarray(g.upper, float)[open_]
+        what = f"the finite differences cannot resolve tol {tol:.1e} on {_paths(res, open_)} (possible error up to {np.nanmax(upper):.1e}); nothing is proven wrong"
     return (
-        f"{status}: {err} "
+        f"{_status(res)}: {what}; rel_error {float(res.rel_error):.2e} "
         f"({res.method}, eps {float(res.eps):.1e}, {np.asarray(res.eps).dtype.name}, "
-        f"{_scope(res)}, {int(res.num_evals):,} {_EVALS.get(res.check, 'loss')} evaluations)"
+        f"{_scope(res)}, {int(res.num_evals):,} {res.evaluates} evaluations)"
     )
+
+
+def _nonfinite_leaves(res) -> np.ndarray:
+    num, ana = np.asarray(res.numeric_flat), np.asarray(res.analytic_flat)
+    bad = ~(np.isfinite(num) & np.isfinite(ana))
+    seg = _entry_groups(res)
+    out = np.zeros(res.layout.k, bool)
+    np.logical_or.at(out, seg[bad], True)
+    return out
+
+
+def _entry_groups(res) -> np.ndarray:
+    """The group (checked leaf) of each flat entry."""
+    lay = res.layout
+    e = np.shape(res.numeric_flat)[-1]
+    if hasattr(res, "num_directions") and res.num_directions:
+        return np.repeat(np.arange(lay.k), res.num_directions)
+    if getattr(res, "index", None) is not None:
+        return lay.segments[np.asarray(res.index)]
+    seg = lay.segments
+    return seg if seg.size == e else np.zeros(e, int)
 
 
 def _autodiff_lines(res) -> list[str]:
@@ -87,8 +120,9 @@ def _autodiff_lines(res) -> list[str]:
     if res.autodiff is None:
         return []
     tol = float(res.tol)
-    d = {"manual vs numeric": float(res.rel_error), "manual vs autodiff": float(res.rel_error_autodiff)}
-    d["autodiff vs numeric"] = float(res.rel_error_autodiff_numeric)
+    ad = res.autodiff
+    d = {"manual vs numeric": float(res.rel_error), "manual vs autodiff": float(ad.rel_error)}
+    d["autodiff vs numeric"] = float(ad.rel_error_numeric)
     bad = {k: not (v <= tol) for k, v in d.items()}
     cells = ", ".join(f"{k} {v:.2e}{' ✗' if bad[k] else ''}" for k, v in d.items())
     lines = [f"  autodiff cross-check: {cells}"]
@@ -111,17 +145,19 @@ def _autodiff_lines(res) -> list[str]:
     else:
         diagnosis = ""
     if diagnosis:
-        auto = jax.tree_util.tree_leaves(res.autodiff)
-        numeric = jax.tree_util.tree_leaves(res.numeric)
-        errs = [(_leaf_distance(auto[i], numeric[i]), res.layout.paths[i]) for i in res.layout.checked_index]
+        lay = res.layout
+        auto, num = np.asarray(ad.gradient, float), np.asarray(res.numeric_flat, float)
+        errs = [
+            (_distance(auto[o : o + s], num[o : o + s]), lay.checked_paths[k])
+            for k, (o, s) in enumerate(zip(lay.offsets, lay.sizes))
+        ]
         worst_err, worst_path = max(errs)
         where = f" (autodiff vs numeric worst leaf {worst_path}: {worst_err:.2e})" if an else ""
         lines.append(f"  → {diagnosis}{where}")
     return lines
 
 
-def _leaf_distance(a, b) -> float:
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+def _distance(a, b) -> float:
     denom = np.linalg.norm(a) + np.linalg.norm(b)
     return float(np.linalg.norm(a - b) / denom) if denom else 0.0
 
@@ -129,18 +165,11 @@ def _leaf_distance(a, b) -> float:
 def _scope(res) -> str:
     """What was probed: every coordinate, a sample of them, or random directions per leaf."""
     n = res.layout.n
-    if getattr(res, "num_directions", None) is not None:
+    if getattr(res, "num_directions", 0):
         return f"{res.num_directions} directions per leaf over {n:,} coordinates"
-    if getattr(res, "sampled", None) is not None:
+    if getattr(res, "sampled", 0):
         return f"{res.sampled:,} of {n:,} coordinates sampled"
     return f"{n:,} coordinates"
-
-
-def _unsampled(res, num: np.ndarray, ana: np.ndarray) -> np.ndarray:
-    """Coordinates a sampled check did not look at (NaN in both numeric and analytic)."""
-    if getattr(res, "sampled", None) is None:
-        return np.zeros(np.shape(num), bool)
-    return np.isnan(num) & np.isnan(ana)
 
 
 _NONDETERMINISTIC = (
@@ -150,45 +179,70 @@ _NONDETERMINISTIC = (
     "state that changes between calls."
 )
 
+_INCONCLUSIVE = "inconclusive: {why} To resolve it: {remedy}"
+
 
 def _extra_lines(res) -> list[str]:
-    """Lines after the verdict: non-determinism, kinks."""
+    """Lines after the verdict: non-determinism, what was unresolved and why, kinks, notes."""
     lines = []
-    if res.deterministic is not None and not bool(res.deterministic):
-        a, b = (float(v) for v in np.asarray(res.loss_values))
+    noise = res.noise
+    if not bool(np.asarray(noise.deterministic)):
+        a, b = (float(v) for v in np.asarray(noise.loss_values))
         lines.append(_NONDETERMINISTIC.format(a=a, b=b))
-    if res.noise_floor is not None and float(res.noise_floor) > float(res.tol):
-        lines.append(
-            f"warning: the noise floor {float(res.noise_floor):.1e} exceeds tol {float(res.tol):.1e}: finite "
-            "differences cannot resolve errors this small here, so a pass is weak. Check in float64 "
-            "(check_grad(..., x64=True)) or try another eps."
+    g = res.groups
+    open_ = ~np.asarray(g.passed, bool) & ~np.asarray(g.failed, bool)
+    if open_.any():
+        unknown = ~np.asarray(noise.known, bool)
+        why = (
+            f"on {_paths(res, open_)} the error the finite differences may carry (noise up to "
+            f"{np.nanmax(np.asarray(g.noise, float)[open_]):.1e} relative) does not let them tell an error of tol "
+            f"{float(res.tol):.1e} from none."
         )
-    if res.kink is not None:
-        lay = res.layout
-        kinks = [(lay.paths[i], int(np.sum(np.asarray(k)))) for i, k in enumerate(_leaves(res, res.kink)) if lay.checked[i]]
-        total = sum(c for _, c in kinks)
-        if total:
-            where = ", ".join(f"{p}: {c}" for p, c in kinks if c)
-            lines.append(
-                f"{total} kink{'s' if total > 1 else ''} ({where}): the loss is not differentiable within the "
-                "stencil there and the analytic value lies between the one-sided derivatives (a valid "
-                "subgradient), so they are not failures"
+        if unknown.any():
+            why += f" {int(unknown.sum())} coordinates needed a truncation estimate that a traced check does not take."
+        rechecked = any("float64 re-check" in note for note in res.notes)
+        if res.layout.low_dtype.name == "float32" and not rechecked and not getattr(res, "resolve_evals", 0):
+            remedy = (
+                "call the check outside jax.jit/vmap (unresolved leaves are then re-measured with better steps and "
+                "in float64), or check in float64: check_grad(..., x64=True)."
             )
+        elif any("no float64 re-check" in note for note in res.notes):
+            remedy = (
+                "make loss_fn and grad_fn follow their inputs' dtype (then unresolved leaves are re-checked in "
+                "float64), or pass a larger tol."
+            )
+        else:
+            remedy = (
+                "the leaf's gradient is ~0 or the loss rounds too much for this tol: pass a larger tol, or a "
+                "step that suits the loss (eps=)."
+            )
+        lines.append(_INCONCLUSIVE.format(why=why, remedy=remedy))
+    kinks = np.asarray(noise.kink, bool)
+    if kinks.any():
+        seg = _entry_groups(res)
+        counts = np.bincount(seg[kinks], minlength=res.layout.k)
+        where = ", ".join(f"{p}: {c}" for p, c in zip(res.layout.checked_paths, counts) if c)
+        total = int(kinks.sum())
+        lines.append(
+            f"{total} kink{'s' if total > 1 else ''} ({where}): the loss is not differentiable within the "
+            "stencil there and the analytic value lies between the one-sided derivatives (a valid "
+            "subgradient), so they are not failures"
+        )
+    for note in res.notes:
+        lines.append(f"note: {note}")
     return lines
 
 
-def _hint_text(res, i: int, num, ana) -> str:
-    if res.hint is None:
+def _hint_text(res, k: int, num, ana) -> str:
+    if res.diagnosis is None:
         return ""
-    from . import _diagnose
-
-    code = int(np.asarray(_leaves(res, res.hint)[i]))
+    code = int(np.asarray(res.diagnosis.hint)[k])
     if code == _diagnose.NONE:
         return ""
-    param = float(np.asarray(_leaves(res, res.hint_param)[i]))
+    param = float(np.asarray(res.diagnosis.param)[k])
     rows = None
     if code in (_diagnose.ROWS, _diagnose.COLUMNS):
-        shape = res.layout.shapes[i]
+        shape = res.layout.shapes[res.layout.checked_index[k]]
         d = np.asarray(num, float) - np.asarray(ana, float)
         d = d.reshape(shape[0], -1) if code == _diagnose.ROWS else d.reshape(-1, shape[-1]).T
         e = np.sum(d * d, axis=1)
@@ -202,53 +256,63 @@ def _fmt_index(index: tuple[int, ...]) -> str:
 
 def _leaf_rows(res, max_leaves: int | None) -> list[str]:
     lay = res.layout
-    numeric, analytic = _leaves(res, res.numeric), _leaves(res, res.analytic)
-    leaf_rel = np.asarray(_leaves(res, res.leaf_rel_error), dtype=float)
-    leaf_ok = np.asarray(_leaves(res, res.leaf_passed), dtype=bool)
-    checked = np.asarray(lay.checked)
-    rows, unchecked = [], []
-    order = [i for i in _order(leaf_rel, leaf_ok) if checked[i]]
-    shown = [i for i in order if not leaf_ok[i]]
-    passing = [i for i in order if leaf_ok[i]]
-    hidden = passing[max_leaves:] if max_leaves is not None else []
-    shown += passing[: len(passing) - len(hidden)]
-    width = max(len("leaf"), *(len(lay.paths[i]) for i in shown)) if shown else 4
-    label = getattr(res, "index_label", "worst index")
-    noise = _leaves(res, res.leaf_noise_floor) if res.leaf_noise_floor is not None else None
-    header = f"  {'leaf':<{width}}  {'shape':<12} {'rel_error':>9}  {label:<12} {'numeric':>11} {'analytic':>11}  note"
-    if noise is not None:
-        header = header.replace("  note", f"  {'noise':>7}  note")
-    rows.append(header)
-    for i in shown:
-        num, ana = np.asarray(numeric[i]), np.asarray(analytic[i])
-        diff = np.abs(num - ana)
-        skipped = _unsampled(res, num, ana)
-        bad = ~(np.isfinite(num) & np.isfinite(ana)) & ~skipped
-        key = np.where(skipped, -1.0, np.where(bad, np.inf, diff))
-        w = np.unravel_index(int(np.argmax(key)), num.shape) if num.size else ()
+    g = res.groups
+    numeric, analytic = jax.tree_util.tree_leaves(res.numeric), jax.tree_util.tree_leaves(res.analytic)
+    bounds = jax.tree_util.tree_leaves(res.view(res.noise.bound))
+    kinks = jax.tree_util.tree_leaves(res.view(res.noise.kink))
+    rel = np.asarray(g.rel_error, float)
+    lower, upper = np.asarray(g.lower, float), np.asarray(g.upper, float)
+    passed, failed = np.asarray(g.passed, bool), np.asarray(g.failed, bool)
+    nonfinite = _nonfinite_leaves(res)
+    bad = failed | nonfinite
+    open_ = ~passed & ~bad
+    rank = np.where(bad, 0, np.where(open_, 1, 2))  # failed, then unresolved, then passed; worst first in each
+    order = [int(k) for k in np.lexsort((-np.where(np.isnan(rel), np.inf, rel), rank))]
+    shown = [k for k in order if bad[k]]
+    rest = [k for k in order if not bad[k]]
+    hidden = rest[max_leaves:] if max_leaves is not None else []
+    shown += rest[: len(rest) - len(hidden)]
+    width = max(len("leaf"), *(len(lay.name(lay.checked_index[k])) for k in shown)) if shown else 4
+    label = res.index_label
+    rows = [
+        f"  {'leaf':<{width}}  {'shape':<12} {'rel_error':>9} {'proven':>8} {'possible':>8}  {label:<12} "
+        f"{'numeric':>11} {'analytic':>11} {'± bound':>8}  note"
+    ]
+    for k in shown:
+        i = lay.checked_index[k]
+        num, ana, bnd = np.asarray(numeric[i]), np.asarray(analytic[i]), np.asarray(bounds[i])
+        skipped = np.isnan(num) & np.isnan(ana) if getattr(res, "sampled", 0) else np.zeros(num.shape, bool)
+        nonfin = ~(np.isfinite(num) & np.isfinite(ana)) & ~skipped
+        key = np.where(skipped, -1.0, np.where(nonfin, np.inf, np.abs(num - ana)))
+        w = np.unravel_index(int(np.argmax(key)), num.shape) if num.size else None
         note = [f"{int(num.size - skipped.sum()):,} of {num.size:,} sampled"] if skipped.any() else []
-        if bad.any():
-            note.append(f"{int(bad.sum())} non-finite")
-        if res.kink is not None and lay.checked[i]:
-            nk = int(np.sum(np.asarray(_leaves(res, res.kink)[i])))
-            if nk:
-                note.append(f"{nk} kink{'s' if nk > 1 else ''}")
-        hint = _hint_text(res, i, num, ana) if not leaf_ok[i] else ""
+        if nonfin.any():
+            note.append(f"{int(nonfin.sum())} non-finite")
+        nk = int(np.sum(np.asarray(kinks[i])))
+        if nk:
+            note.append(f"{nk} kink{'s' if nk > 1 else ''}")
+        if not passed[k] and not bad[k]:
+            note.append("unresolved")
+        hint = _hint_text(res, k, num, ana) if failed[k] else ""
         if hint:
             note.append(hint)
-        mark = "✗" if not leaf_ok[i] or bad.any() else " "
-        nz = f"{float(np.asarray(noise[i])):>7.1e}  " if noise is not None else ""
+        mark = "✗" if bad[k] else "?" if not passed[k] else " "
+        if w is None:
+            cells = f"{'—':<12} {'':>11} {'':>11} {'':>8}"
+            note.append("size 0")
+        else:
+            cells = (
+                f"{_fmt_index(tuple(int(j) for j in w)):<12} {float(num[w]):>11.4e} {float(ana[w]):>11.4e} {float(bnd[w]):>8.1e}"
+            )
         rows.append(
-            f"{mark} {lay.paths[i]:<{width}}  {str(lay.shapes[i]):<12} {leaf_rel[i]:>9.2e}  "
-            f"{_fmt_index(tuple(int(j) for j in w)):<12} {float(num[w]):>11.4e} {float(ana[w]):>11.4e}  "
-            f"{nz}{', '.join(note)}".rstrip()
+            f"{mark} {lay.name(i):<{width}}  {str(lay.shapes[i]):<12} {rel[k]:>9.2e} {lower[k]:>8.1e} {upper[k]:>8.1e}  "
+            f"{cells}  {', '.join(note)}".rstrip()
         )
     if hidden:
-        rows.append(
-            f"  … {len(hidden)} more passing leaves (largest rel_error {leaf_rel[hidden[0]]:.2e}); report(max_leaves=None) shows all"
-        )
-    for i in np.flatnonzero(~checked):
-        unchecked.append(f"{lay.paths[i]} ({lay.dtypes[i]})")
+        unresolved = int(open_[hidden].sum())
+        what = f"{len(hidden) - unresolved} more passing leaves" + (f" and {unresolved} unresolved" if unresolved else "")
+        rows.append(f"  … {what} (largest rel_error {np.nanmax(rel[hidden]):.2e}); report(max_leaves=None) shows all")
+    unchecked = [f"{lay.paths[i]} ({lay.dtypes[i]})" for i in np.flatnonzero(~np.asarray(lay.checked))]
     if unchecked:
         rows.append(f"  not checked (not floating point): {', '.join(unchecked)}")
     rows += _leaf_eval_rows(res)
@@ -256,49 +320,60 @@ def _leaf_rows(res, max_leaves: int | None) -> list[str]:
 
 
 def _leaf_eval_rows(res) -> list[str]:
-    """With partial evaluation on: which leaves took the partial path, which the plain engine and why."""
-    used = getattr(res, "leaf_eval", ())
-    if not used:
+    """Which leaves took partial evaluation, and why the others took the plain engine (when it matters)."""
+    used, lay = res.leaf_eval, res.layout
+    fast = [u for u in used if u in ("partial", "sparse")]
+    reasons = {u.partition(": ")[2] for u in used if u.startswith("plain")}
+    if not fast and reasons <= {"little to hoist", "traced"}:
         return []
-    lay = res.layout
-    partial = [lay.paths[i] for i, u in enumerate(used) if u == "partial"]
-    sparse = [lay.paths[i] for i, u in enumerate(used) if u == "sparse"]
+    partial = sum(u == "partial" for u in used)
+    sparse = sum(u == "sparse" for u in used)
+    row = f"  partial evaluation: {partial} leaves downstream only, {sparse} sparse, of {len(lay.checked_index)}"
     plain: dict[str, list[str]] = {}
     for i, u in enumerate(used):
         if u.startswith("plain"):
-            plain.setdefault(u.partition(": ")[2] or "plain", []).append(lay.paths[i])
-    row = f"  partial evaluation: {len(partial)} leaves downstream only, {len(sparse)} sparse, of {len(lay.checked_index)}"
+            plain.setdefault(u.partition(": ")[2] or "plain", []).append(lay.name(i))
     for reason, paths in plain.items():
-        shown = ", ".join(paths[:8]) + (" …" if len(paths) > 8 else "")
-        row += f"; plain engine ({reason}): {shown}"
+        row += f"; plain engine ({reason}): " + ", ".join(paths[:8]) + (" …" if len(paths) > 8 else "")
     return [row]
 
 
+_COLUMNS = (
+    "  (rel_error: ‖numeric − analytic‖/(‖numeric‖ + ‖analytic‖) per leaf; proven: the part of it beyond twice "
+    "the noise; possible: the largest it can be; ± bound: the error the finite difference may carry at the worst index)"
+)
+
+
 def format_report(res, max_leaves: int | None = 40) -> str:
-    """The text report of a (possibly batched) GradCheck."""
+    """The text report of a (possibly batched) check."""
     if _is_traced(res):
-        return f"GradCheck({summary_line(res)})"
+        return f"{type(res).__name__}({summary_line(res)})"
     lines = []
     batch = _batch_shape(res)
     if batch:
         passed = np.asarray(res.passed).reshape(-1)
+        failed = np.asarray(res.failed).reshape(-1)
         rel = np.asarray(res.rel_error, dtype=float).reshape(-1)
-        failed = np.flatnonzero(~passed)
-        worst_seed = int(_order(rel, passed)[0])
-        listing = ", ".join(map(str, failed[:20])) + (" …" if failed.size > 20 else "")
+        bad = np.flatnonzero(failed)
+        open_ = np.flatnonzero(~passed & ~failed)
+        worst_seed = int(_order(np.where(failed, np.inf, rel), passed)[0]) if not failed.any() else int(bad[np.argmax(rel[bad])])
+        listing = lambda ix: ", ".join(map(str, ix[:20])) + (" …" if ix.size > 20 else "")  # noqa: E731
+        parts = []
+        if bad.size:
+            parts.append(f"{bad.size} FAILED (seeds {listing(bad)})")
+        if open_.size:
+            parts.append(f"{open_.size} INCONCLUSIVE (seeds {listing(open_)})")
         lines.append(
             f"jgc batched check over {passed.size} seeds (batch shape {batch}): "
-            + (f"{failed.size} FAILED (seeds {listing})" if failed.size else "all passed")
+            + ("; ".join(parts) if parts else "all passed")
             + f"; rel_error min {np.nanmin(rel):.2e}, max {np.nanmax(rel):.2e}"
         )
         lines.append(f"worst seed {worst_seed}:")
         res = _select(res, worst_seed)
-    lines.append(f"jgc {getattr(res, 'report_title', res.check)} " + _verdict(res))
+    lines.append(f"jgc {res.kind} " + _verdict(res))
     lines += _autodiff_lines(res)
     lines += _extra_lines(res)
     lines += _leaf_rows(res, max_leaves)
-    if res.layout.low_dtype.name == "float32":
-        lines.append(_FLOAT32_NOTE)
     return "\n".join(lines)
 
 
@@ -306,16 +381,19 @@ def worst(res, k: int = 5) -> list[Coordinate]:
     """The k coordinates with the largest |numeric − analytic|, non-finite ones first."""
     if _is_traced(res):
         raise TypeError("worst() needs concrete values: call it on the result returned from jit/vmap.")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+        raise ValueError(f"worst(k) needs a non-negative int k; received {k!r}.")
     batch = _batch_shape(res)
     nb = len(batch)
     n_seeds = int(np.prod(batch)) if batch else 1
     lay = res.layout
+    numeric, analytic = jax.tree_util.tree_leaves(res.numeric), jax.tree_util.tree_leaves(res.analytic)
     cands = []
     for i in lay.checked_index:
-        num = np.asarray(jax.tree_util.tree_leaves(res.numeric)[i]).reshape((n_seeds, -1) if nb else (1, -1))
-        ana = np.asarray(jax.tree_util.tree_leaves(res.analytic)[i]).reshape(num.shape)
+        num = np.asarray(numeric[i]).reshape((n_seeds, -1))
+        ana = np.asarray(analytic[i]).reshape(num.shape)
         key = np.where(np.isfinite(num) & np.isfinite(ana), np.abs(num - ana), np.inf)
-        key = np.where(_unsampled(res, num, ana), -np.inf, key)
+        key = np.where(np.isnan(num) & np.isnan(ana), -np.inf, key)  # not sampled
         top = np.argsort(-key, axis=None, kind="stable")[:k]
         for flat in top[key.reshape(-1)[top] > -np.inf]:
             s, j = np.unravel_index(flat, key.shape)
@@ -323,7 +401,7 @@ def worst(res, k: int = 5) -> list[Coordinate]:
     cands.sort(key=lambda c: -c[0])
     out = []
     for _, s, i, j, num, ana in cands[:k]:
-        shape = np.shape(jax.tree_util.tree_leaves(res.numeric)[i])[nb:]  # the leaf's shape; directions: (num,)
+        shape = np.shape(numeric[i])[nb:]  # the leaf's shape; directions: (num,)
         index = tuple(int(v) for v in np.unravel_index(j, shape))
         out.append(Coordinate(s if nb else None, lay.paths[i], index, num, ana))
     return out

@@ -1,113 +1,218 @@
-"""GradCheck: the result of a check, a pytree of arrays that crosses jit and vmap."""
+"""Result types: pytrees of arrays that cross jit and vmap, with per-leaf views built on access.
+
+Every array is kept flat (one entry per probe: a coordinate, a sampled coordinate, a
+direction, or a (direction, output) pair) or per group (one value per leaf), so the
+program that computes a result does not grow with the number of leaves; `numeric`,
+`leaf_passed`, … are pytrees shaped like the params, built when read. Fields are grouped
+in sub-records (the verdict per leaf, the noise, the autodiff cross-check, the
+diagnosis); what kind of check made a result is a class attribute.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
+from . import _tree
 from ._tree import Layout
-from ._typing import PyTree
+from ._typing import Array, PyTree, Tracer
+from ._verdict import Groups
 
 
 class GradCheckError(AssertionError):
-    """Raised by `jgc.assert_grad` when a gradient check fails; the message is the report."""
+    """Raised by `jgc.assert_grad` and the `jgc.testing` helpers when a check is not a firm pass;
+    the message is the report."""
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Noise:
+    """How far the finite differences alone may be off, and what the loss was doing.
+
+    Attributes:
+      bound: per entry, the bound b on the error of the numeric value (rounding at κ = 4
+        standard deviations of the measured rounding level, plus twice the truncation
+        estimate where it was measured; at a kink, the one-sided derivatives' margin).
+      kink: per entry, a kink with the analytic value a valid subgradient.
+      known: per entry, False where the bound lacks a truncation estimate it needed (only
+        inside a trace, beyond the static number of re-evaluated probes).
+      doubled: per entry, the stencil was also evaluated at step 2h (its discrepancy exceeded
+        the rounding bound, so truncation or a kink could explain it).
+      level: ε_J, the absolute rounding noise of the loss values (per output for a
+        vector-valued function).
+      rel_level: ε_J relative to |J(θ)|.
+      loss_values: J(θ) from the probe program and from a second trace (the determinism check).
+      deterministic: the two agree.
+    """
+
+    bound: Array
+    kink: Array
+    known: Array
+    doubled: Array
+    level: Array
+    rel_level: Array
+    loss_values: Array
+    deterministic: Array
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Autodiff:
+    """The `jax.grad` cross-check (`check_grad(..., autodiff=True)`).
+
+    Attributes:
+      gradient: `jax.grad(loss_fn)`, flat like θ.
+      rel_error: manual (`grad_fn`) vs autodiff.
+      rel_error_numeric: autodiff vs finite differences (large when a custom_vjp/custom_jvp
+        rule is wrong or loss_fn is not differentiable at the point).
+      passed: both within `tol`.
+    """
+
+    gradient: Array
+    rel_error: Array
+    rel_error_numeric: Array
+    passed: Array
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Diagnosis:
+    """Per leaf, the recognised shape of a failing leaf's discrepancy (`jgc._diagnose`).
+
+    Attributes:
+      hint: 0 none, 1 scaled, 2 zero, 3 transposed, 4 l2, 5 rows, 6 columns.
+      param: the hint's parameter (c for scaled, λ for l2, the number of rows or columns).
+    """
+
+    hint: Array
+    param: Array
 
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True, repr=False, eq=False)
 class GradCheck:
-    """The outcome of a gradient check.
+    """The outcome of a gradient check: passed, failed, or inconclusive.
 
-    Every array field gains leading batch axes when the check runs under `jax.vmap`.
+    Every array gains leading batch axes when the check runs under `jax.vmap`.
 
     Attributes:
+      passed: bool; a firm pass: every leaf resolved within `tol` (or, for a leaf whose
+        gradient is ~0, negligible against the whole gradient in float64), nothing
+        failed, every value finite, the loss deterministic.
+      failed: bool; some leaf's discrepancy is beyond what the finite differences can
+        explain, a value is not finite, or the loss is not deterministic.
       rel_error: ‖numeric − analytic‖₂ / (‖numeric‖₂ + ‖analytic‖₂) over all checked
         coordinates (0 when both are 0).
-      passed: bool; `rel_error <= tol`, every leaf passes (see `leaf_passed`) and
-        every value is finite.
-      tol: the threshold used.
-      eps: the base step used (coordinate i is stepped by eps·max(1, |θ_i|)).
-      numeric: finite-difference gradient, shaped like the params; NaN on leaves
-        that were not checked.
-      analytic: the gradient under test, shaped like the params; NaN on leaves
-        that were not checked.
-      leaf_rel_error: one relative error per leaf, shaped like the params.
-      leaf_passed: one bool per leaf: its relative error is within `tol`, or its
-        root-mean-square discrepancy is within `tol` of the whole gradient's
-        root-mean-square scale (so a leaf whose gradient is ~0 is not failed for
-        noise, while a wrong small leaf is not hidden by large ones).
-      num_evals: number of loss evaluations the check performed.
-      method: the finite-difference stencil.
+      tol: the relative error a pass guarantees.
+      eps: the base step (coordinate j is stepped by eps·max(1, |θ_j|)).
+      num_evals: loss evaluations the check performed.
+      resolve_evals: of num_evals, those spent re-measuring unresolved leaves (adapted
+        steps, a float64 re-check; on concrete inputs only, 0 under a trace).
+      numeric_flat, analytic_flat: the values per entry (flat; `numeric`/`analytic` are
+        the pytree views).
+      groups: the verdict per leaf (`rel_error`, `lower`, `upper`, `noise`, `passed`,
+        `failed`; see `jgc/_verdict.py`), flat over the checked leaves.
+      noise: `jgc.Noise`: bounds, kinks, the loss's rounding level, determinism.
+      diagnosis: `jgc.Diagnosis` hints per leaf (full checks), or None.
+      autodiff: `jgc.Autodiff` with `check_grad(..., autodiff=True)`, else None.
       layout: static description of the params (paths, shapes, dtypes, checked).
-      check: which check produced it ("check_grad", "check_vjp", "check_jvp",
-        "check_hvp"); for the report.
-      autodiff: with `check_grad(..., autodiff=True)`, `jax.grad(loss_fn)` shaped
-        like the params (NaN on unchecked leaves); `None` otherwise.
-      rel_error_autodiff: relative distance manual (`grad_fn`) vs autodiff; NaN when
-        the cross-check is off.
-      rel_error_autodiff_numeric: relative distance autodiff vs finite differences:
-        large when a custom_vjp/custom_jvp rule is wrong or `loss_fn` is not
-        differentiable at the point; NaN when off.
-      autodiff_passed: bool; both autodiff distances within `tol` (True when off).
-      excess_rel_error: the relative error of the discrepancy left after discounting,
-        coordinate by coordinate, twice its estimated noise and accepted kinks; this,
-        not `rel_error`, is compared with `tol`.
-      noise_floor: ‖noise‖₂ / (‖numeric‖₂ + ‖analytic‖₂): the relative error that the
-        finite differences alone may account for.
-      noise: per coordinate, shaped like the params: the estimated error of the
-        numeric value, |D(h) − D(2h)| (Richardson) plus a rounding floor.
-      leaf_noise_floor: `noise_floor` per leaf.
-      kink: per coordinate, shaped like the params: the one-sided differences
-        disagree beyond noise (a point where the loss is not differentiable lies
-        within the stencil) and the analytic value lies between them, so it is
-        accepted as a valid subgradient.
-      deterministic: bool; two evaluations of the loss at θ gave the same value.
-        False fails the check: randomness must come from a key in `*args`.
-      loss_values: the two evaluations of J(θ), shape (2,).
-      hint: per leaf, an int code of the recognised shape of a failing leaf's
-        discrepancy (0 none, 1 scaled, 2 zero, 3 transposed, 4 l2, 5 rows,
-        6 columns; see `jgc._diagnose`).
-      hint_param: per leaf, the hint's parameter (c for scaled, λ for l2, the number
-        of rows or columns).
-      leaf_eval: with `partial_eval=True`, per leaf of the params, how its probes
-        were evaluated: "partial" (only the part of the loss downstream of the leaf),
-        "plain: <reason>" (the whole loss), or "" (not checked); empty otherwise.
+      method: the finite-difference stencil.
+      notes: what the check did beyond the plain recipe (host-side grad_fn, steps adapted
+        for some coordinates, a float64 re-check, partial evaluation…), for the report.
+      leaf_eval: per leaf of the params, how its probes were evaluated: "partial" (only the
+        part of the loss downstream of the leaf), "sparse" (only the entries a one-entry
+        change touches), "plain: <reason>" (the whole loss), "" (not checked); empty when
+        partial evaluation was off.
     """
 
-    rel_error: jax.Array
-    passed: jax.Array
-    tol: jax.Array
-    eps: jax.Array
-    numeric: PyTree
-    analytic: PyTree
-    leaf_rel_error: PyTree
-    leaf_passed: PyTree
-    num_evals: jax.Array
-    method: str = dataclasses.field(metadata=dict(static=True))
+    passed: Array
+    failed: Array
+    rel_error: Array
+    tol: Array
+    eps: Array
+    num_evals: Array
+    numeric_flat: Array
+    analytic_flat: Array
+    groups: Groups
+    noise: Noise
+    diagnosis: Diagnosis | None
+    autodiff: Autodiff | None
     layout: Layout = dataclasses.field(metadata=dict(static=True))
-    check: str = dataclasses.field(default="check_grad", metadata=dict(static=True))
-    autodiff: PyTree = None
-    rel_error_autodiff: jax.Array = float("nan")
-    rel_error_autodiff_numeric: jax.Array = float("nan")
-    autodiff_passed: jax.Array = True
-    excess_rel_error: jax.Array | None = None
-    noise_floor: jax.Array | None = None
-    noise: PyTree = None
-    leaf_noise_floor: PyTree = None
-    kink: PyTree = None
-    deterministic: jax.Array | None = None
-    loss_values: jax.Array | None = None
-    hint: PyTree = None
-    hint_param: PyTree = None
+    method: str = dataclasses.field(metadata=dict(static=True))
+    notes: tuple[str, ...] = dataclasses.field(default=(), metadata=dict(static=True))
     leaf_eval: tuple[str, ...] = dataclasses.field(default=(), metadata=dict(static=True))
+    resolve_evals: int = dataclasses.field(default=0, metadata=dict(static=True))
+
+    kind: ClassVar[str] = "check_grad"  # the check that made it (the report's title)
+    evaluates: ClassVar[str] = "loss"  # what num_evals counts
+    index_label: ClassVar[str] = "worst index"
+
+    # ------------------------------------------------------------ per-leaf views
+
+    def view(self, flat) -> PyTree:
+        """A flat per-entry array (e.g. `noise.bound`) as a pytree shaped like the params."""
+        return _tree.unravel_full(self.layout, flat, fill=False if np.dtype(flat.dtype) == bool else np.nan)
+
+    def per_leaf(self, values, fill=np.nan) -> PyTree:
+        """A per-group array (..., k) as a pytree with one value per leaf."""
+        return _tree.per_leaf(self.layout, values, fill)
+
+    @property
+    def inconclusive(self) -> jax.Array:
+        """bool; neither a firm pass nor a failure: the differences cannot resolve `tol` somewhere."""
+        return ~self.passed & ~self.failed
+
+    @property
+    def numeric(self) -> PyTree:
+        """Finite-difference values shaped like the params (NaN on leaves not checked)."""
+        return self.view(self.numeric_flat)
+
+    @property
+    def analytic(self) -> PyTree:
+        """The gradient under test shaped like the params (NaN on leaves not checked)."""
+        return self.view(self.analytic_flat)
+
+    @property
+    def leaf_rel_error(self) -> PyTree:
+        return self.per_leaf(self.groups.rel_error)
+
+    @property
+    def leaf_passed(self) -> PyTree:
+        """One bool per leaf: a firm pass (True on leaves not checked)."""
+        return self.per_leaf(self.groups.passed, fill=True)
+
+    @property
+    def leaf_failed(self) -> PyTree:
+        """One bool per leaf: a proven discrepancy (False on leaves not checked)."""
+        return self.per_leaf(self.groups.failed, fill=False)
+
+    @property
+    def kink(self) -> PyTree:
+        return self.view(self.noise.kink)
+
+    @property
+    def deterministic(self) -> jax.Array:
+        return self.noise.deterministic
+
+    @property
+    def status(self) -> str:
+        """ "passed", "failed" or "inconclusive" (host-side, unbatched)."""
+        if np.ndim(self.passed):
+            raise ValueError("status is for one check; a batched result has one per seed (use passed/failed arrays).")
+        return "passed" if bool(self.passed) else "failed" if bool(self.failed) else "inconclusive"
+
+    # ------------------------------------------------------------ host-side
 
     def report(self, max_leaves: int | None = 40) -> str:
         """The text report: a verdict line, then one row per leaf (failing leaves first).
 
         Args:
-          max_leaves: show at most this many passing leaves (failing ones are always
-            shown); `None` shows all.
+          max_leaves: show at most this many leaves besides the failing ones (which are always
+            shown; unresolved leaves come first); `None` shows all.
         """
         from ._report import format_report
 
@@ -156,14 +261,28 @@ class SampledCheck(GradCheck):
     """A `GradCheck` on a random sample of coordinates (`check_grad(..., coords=k, key=...)`).
 
     `numeric` and `analytic` are NaN on the coordinates that were not sampled; `rel_error`
-    estimates the full check's value (see docs/scale.md), `leaf_rel_error` is over the
+    estimates the full check's value (see docs/scale.md), per-leaf values are over the
     leaf's sampled coordinates.
 
     Attributes:
+      index: the flat θ index of each sampled coordinate.
       sampled: how many coordinates were checked (every checked leaf gets some).
     """
 
+    index: Array | None = None
     sampled: int = dataclasses.field(default=0, metadata=dict(static=True))
+
+    def view(self, flat) -> PyTree:
+        assert self.index is not None
+        fill = False if np.dtype(flat.dtype) == bool else np.nan
+        batch = flat.shape[:-1]
+        index = jnp.broadcast_to(self.index, batch + self.index.shape[-1:])
+        if isinstance(flat, Tracer) or isinstance(index, Tracer):
+            full = jnp.put_along_axis(jnp.full(batch + (self.layout.n,), fill, flat.dtype), index, flat, axis=-1, inplace=False)
+        else:
+            full = np.full(batch + (self.layout.n,), fill, np.asarray(flat).dtype)
+            np.put_along_axis(full, np.asarray(index), np.asarray(flat), axis=-1)
+        return _tree.unravel_full(self.layout, full, fill)
 
 
 @jax.tree_util.register_dataclass
@@ -181,5 +300,36 @@ class DirectionCheck(GradCheck):
     """
 
     num_directions: int = dataclasses.field(default=0, metadata=dict(static=True))
-    report_title = "check_directions"  # class attributes (not fields) read by the report
-    index_label = "worst dir"
+
+    kind: ClassVar[str] = "check_directions"
+    index_label: ClassVar[str] = "worst dir"
+
+    def view(self, flat) -> PyTree:
+        num, lay = self.num_directions, self.layout
+        fill = False if np.dtype(flat.dtype) == bool else np.nan
+        batch = flat.shape[:-1]
+        leaves = [np.full(batch + (num,), fill, flat.dtype) for _ in lay.shapes]
+        for k, i in enumerate(lay.checked_index):
+            leaves[i] = flat[..., k * num : (k + 1) * num]
+        return jax.tree_util.tree_unflatten(lay.treedef, leaves)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True, repr=False, eq=False)
+class VJPCheck(GradCheck):
+    kind: ClassVar[str] = "check_vjp"
+    evaluates: ClassVar[str] = "f"
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True, repr=False, eq=False)
+class JVPCheck(GradCheck):
+    kind: ClassVar[str] = "check_jvp"
+    evaluates: ClassVar[str] = "f"
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True, repr=False, eq=False)
+class HVPCheck(GradCheck):
+    kind: ClassVar[str] = "check_hvp"
+    evaluates: ClassVar[str] = "gradient"

@@ -8,26 +8,31 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from . import _check, _engine, _stencils
+from . import _check, _engine, _jit, _stencils, _validate
 from ._result import GradCheck
 from ._typing import PyTree
 
 
 @dataclasses.dataclass(frozen=True)
 class _Batched:
-    """Static description of a batched check (hashable, so the jitted call is cached on it)."""
+    """A batched check (hashable, so its compiled program is cached on it)."""
 
-    check: Callable
-    loss_fn: Callable
-    grad_fn: Callable | None
-    init_fn: Callable | None
+    check: _jit.Ref
+    loss_fn: _jit.Ref
+    grad_fn: _jit.Ref | None
+    init_fn: _jit.Ref | None
+    static: tuple  # static part of args
     options: tuple  # static keyword arguments of `check`, as sorted items
 
-    def __call__(self, batch, args, **arrays):
+    def __call__(self, batch, dynamic, arrays):
+        args = _jit.combine(dynamic, self.static)
+        grad_fn = None if self.grad_fn is None else self.grad_fn()
+
         def one(x):
-            params = x if self.init_fn is None else self.init_fn(x)
-            return self.check(self.loss_fn, self.grad_fn, params, *args, **dict(self.options), **arrays)
+            params = x if self.init_fn is None else self.init_fn()(x)
+            return self.check()(self.loss_fn(), grad_fn, params, *args, **dict(self.options), **arrays)
 
         return jax.vmap(one)(batch)
 
@@ -35,41 +40,45 @@ class _Batched:
 def _default_chunk(init_fn, batch, size: int, method: str) -> int:
     """The engine's default chunk with its memory budget shared by the points: the vmap over
     `size` points multiplies a chunk's memory by `size`, so the perturbed copies of θ of
-    all points together stay within one check's budget (benchmarks/seeds.py: for an MLP
-    at 256 seeds, the per-check default chunk is 2.6x slower than a chunk of 1)."""
+    all points together stay within one check's budget (benchmarks/seeds.py)."""
     one = jax.tree_util.tree_map(lambda x: x[0], batch)
     params = jax.eval_shape(init_fn, one) if init_fn is not None else one
     floats = [x for x in jax.tree_util.tree_leaves(params) if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.floating)]
     n = max(1, sum(math.prod(x.shape) for x in floats))
-    return _engine.default_chunk_size(n * size, n, _stencils.get(method))
+    m = _stencils.get(method).evals_per_probe
+    return _engine.chunk_size(n * size, n, m)
 
 
-def _run(check, loss_fn, grad_fn, init_fn, batch, args, check_kwargs):
+def _run(check, loss_fn, grad_fn, init_fn, batch, size, args, check_kwargs):
     check = _check.check_grad if check is None else check
-    _check._check_callable("check", check)
-    _check._check_callable("loss_fn", loss_fn)
-    _check._check_callable("grad_fn", grad_fn, allow_none=True)
+    _validate.callable_("check", check)
+    _validate.callable_("loss_fn", loss_fn)
+    _validate.callable_("grad_fn", grad_fn, allow_none=True)
     if check_kwargs.get("chunk_size") is None:
         method = check_kwargs.get("method", "central")
         _stencils.get(method)
-        size = jax.tree_util.tree_leaves(batch)[0].shape[0]
         check_kwargs = {**check_kwargs, "chunk_size": _default_chunk(init_fn, batch, size, method)}
     arrays = {k: v for k, v in check_kwargs.items() if isinstance(v, jax.Array)}
-    static = tuple(sorted((k, v) for k, v in check_kwargs.items() if k not in arrays))
+    options = tuple(sorted((k, v) for k, v in check_kwargs.items() if k not in arrays))
     try:
-        hash(static)
+        hash(options)
     except TypeError as e:
-        raise TypeError(f"check_kwargs must be JAX arrays or hashable values; received {dict(static)!r}.") from e
-    return _check._call(_Batched(check, loss_fn, grad_fn, init_fn, static), batch, args, **arrays)
+        raise TypeError(f"check_kwargs must be JAX arrays or hashable values; received {dict(options)!r}.") from e
+    dynamic, static = _jit.partition(tuple(args))
+    ref = lambda f: None if f is None else _jit.Ref(f)  # noqa: E731
+    spec = _Batched(_jit.Ref(check), _jit.Ref(loss_fn), ref(grad_fn), ref(init_fn), static, options)
+    if _jit.is_traced((batch, dynamic, arrays)):
+        return spec(batch, dynamic, arrays)
+    return _jit.program(("seeds", spec), spec)(batch, dynamic, arrays)
 
 
-def _batch_size(name: str, tree) -> int:
+def _stacked_size(name: str, tree) -> int:
     leaves = jax.tree_util.tree_leaves(tree)
-    sizes = {jnp.shape(x)[0] if jnp.ndim(x) else None for x in leaves}
-    if not leaves or None in sizes or len(sizes) != 1:
-        shapes = [jnp.shape(x) for x in leaves]
+    sizes = {int(np.shape(x)[0]) if np.ndim(x) else -1 for x in leaves}
+    if not leaves or -1 in sizes or len(sizes) != 1 or 0 in sizes:
+        shapes = [np.shape(x) for x in leaves]
         raise ValueError(
-            f"{name} must be stacked along a leading axis of the same length on every leaf; received leaf shapes {shapes}."
+            f"{name} must be stacked along a leading axis of the same nonzero length on every leaf; received leaf shapes {shapes}."
         )
     return sizes.pop()
 
@@ -98,8 +107,9 @@ def check_seeds(
 
     Returns:
       The batched result: every field has a leading axis of len(keys). Its report says
-      how many seeds failed, which, and shows the worst seed in full. With several
-      devices each seed's probes are spread over all of them (see `jgc.check_grad`).
+      how many seeds failed or were inconclusive, which, and shows the worst seed in full.
+      The seeds run as one traced program (vmap), so what stays unresolved for a seed is
+      reported as inconclusive rather than re-measured.
 
     Examples:
       >>> import jax, jax.numpy as jnp, jgc
@@ -109,9 +119,9 @@ def check_seeds(
       >>> res.passed.shape, bool(res.passed.all())
       ((4,), True)
     """
-    _check._check_callable("init_fn", init_fn)
-    _batch_size("keys", keys)
-    return _run(check, loss_fn, grad_fn, init_fn, keys, args, check_kwargs)
+    _validate.callable_("init_fn", init_fn)
+    size = _validate.keys(keys)
+    return _run(check, loss_fn, grad_fn, init_fn, keys, size, args, check_kwargs)
 
 
 def check_snapshots(
@@ -135,5 +145,5 @@ def check_snapshots(
       >>> res.passed.tolist()
       [True, True]
     """
-    _batch_size("stacked_params", stacked_params)
-    return _run(check, loss_fn, grad_fn, None, stacked_params, args, check_kwargs)
+    size = _stacked_size("stacked_params", stacked_params)
+    return _run(check, loss_fn, grad_fn, None, stacked_params, size, args, check_kwargs)

@@ -1,42 +1,59 @@
-"""Finite-difference stencils, step sizes and the default step and tolerance per dtype.
+"""Finite-difference stencils, and the default step and tolerance per dtype.
 
 A stencil estimates g'(0) for g(t) = J(θ + t·d) from values of g at a few multiples
-of a step h: g'(0) ≈ Σ_k w_k · g(o_k · h) / h.
+of a step h: g'(0) ≈ Σ_k w_k · g(o_k · h) / h. J(θ) itself (offset 0) is evaluated once
+per check, not per probe, so `offsets` lists the nonzero offsets and `center` the weight
+of g(0). The same stencil at step 2h (`doubled`) gives the Richardson estimate of the
+truncation error, and, with g(0), the one-sided differences that recognise kinks.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax.numpy as jnp
+import numpy as np
 
 
 @dataclasses.dataclass(frozen=True)
 class Stencil:
     name: str
-    offsets: tuple[float, ...]  # multiples of h at which g is evaluated; 0 means J(θ)
-    weights: tuple[float, ...]  # g'(0) ≈ Σ w_k g(o_k h) / h
+    offsets: tuple  # nonzero multiples of h at which g is evaluated (imaginary for the complex step)
+    weights: tuple  # g'(0) ≈ (Σ w_k g(o_k h) + center · g(0)) / h
+    center: float  # weight of g(0)
     order: int  # truncation error is O(h^order)
-    complex: bool = False  # offsets are imaginary (complex step): g'(0) ≈ Re(Σ w_k g(o_k h)) / h
+    complex: bool = False  # offsets are imaginary: g'(0) ≈ Re(Σ w_k g(o_k h)) / h
 
     @property
     def evals_per_probe(self) -> int:
-        """Loss evaluations per probe; J(θ) itself is shared by all probes."""
-        return sum(o != 0 for o in self.offsets)
+        return len(self.offsets)
 
     @property
-    def uses_center(self) -> bool:
-        return 0 in self.offsets
+    def doubled(self) -> tuple:
+        """The offsets of the same stencil at step 2h."""
+        return tuple(2 * o for o in self.offsets)
+
+    @property
+    def noise_gain(self) -> float:
+        """‖w‖₂ with the centre: how much independent rounding of the values the derivative keeps, per 1/h."""
+        return math.sqrt(sum(abs(w) ** 2 for w in self.weights) + self.center**2)
+
+    @property
+    def one_sided(self) -> bool:
+        """Whether the stencil and its doubled copy hold g(±h) and g(±2h) (with g(0): kinks are visible)."""
+        held = set(self.offsets) | set(self.doubled)
+        return not self.complex and all(o in held for o in (1.0, -1.0, 2.0, -2.0))
 
 
 STENCILS = {
     s.name: s
     for s in (
-        Stencil("central", (1.0, -1.0), (0.5, -0.5), 2),
-        Stencil("forward", (1.0, 0.0), (1.0, -1.0), 1),
-        Stencil("five_point", (2.0, 1.0, -1.0, -2.0), (-1 / 12, 8 / 12, -8 / 12, 1 / 12), 4),
+        Stencil("central", (1.0, -1.0), (0.5, -0.5), 0.0, 2),
+        Stencil("forward", (1.0,), (1.0,), -1.0, 1),
+        Stencil("five_point", (2.0, 1.0, -1.0, -2.0), (-1 / 12, 8 / 12, -8 / 12, 1 / 12), 0.0, 4),
         # Im J(θ + i·h·d) / h = Re(−i · J(θ + i·h·d)) / h: no subtraction, so no cancellation.
-        Stencil("complex_step", (1j,), (-1j,), 2, complex=True),
+        Stencil("complex_step", (1j,), (-1j,), 0.0, 2, complex=True),
     )
 }
 
@@ -47,12 +64,14 @@ def get(method: str) -> Stencil:
     return STENCILS[method]
 
 
-# Defaults, per dtype and stencil: (eps, tol). Measured with benchmarks/defaults.py and
-# benchmarks/verdicts.py --sweep (false alarms / detection / localisation on the bug corpus,
-# tests/corpus, 5 seeds; docs/verdicts.md). With the per-coordinate noise discount every eps
-# within ×100 of these and every tol down to 1/100 of these gave no false alarm on smooth
-# models; float32 tol 1e-1 loses detection (142/160), so float32 keeps 1e-2 (forward 2e-2:
-# 5e-2 missed 8/160 bugs). forward and complex_step cannot see kinks (ReLU false alarms).
+# Nominal defaults, per dtype and stencil: (eps, tol). `tol` is the relative error a firm
+# pass guarantees (the differences must resolve it); a failure needs a discrepancy beyond
+# the estimated noise. These tolerances are what finite differences in that precision can
+# resolve on their own (inside a trace, or for a loss that rounds like float32 whatever its
+# parameters); a float32 check on the host, where unresolved leaves can be re-checked in
+# float64, guarantees RECHECKED_TOL instead. eps is raised when the loss rounds more than
+# its parameters' dtype (`defaults`). The values come from sweeps over the bug corpus
+# (docs/verdicts.md).
 _DEFAULTS = {
     ("float64", "central"): (1e-6, 1e-6),
     ("float64", "forward"): (1e-8, 1e-5),
@@ -65,7 +84,12 @@ _DEFAULTS = {
 }
 
 
-def default_eps(dtype, method: str) -> float:
+# float32 on the host: what a firm pass guarantees when unresolved leaves are re-checked in
+# float64 (benchmarks/verdicts.py: subtle bugs, 1e-5…1e-3, are then caught).
+RECHECKED_TOL = 1e-4
+
+
+def nominal_eps(dtype, method: str) -> float:
     return _DEFAULTS[(jnp.dtype(dtype).name, method)][0]
 
 
@@ -73,52 +97,45 @@ def default_tol(dtype, method: str) -> float:
     return _DEFAULTS[(jnp.dtype(dtype).name, method)][1]
 
 
-def coordinate_step(theta_i, eps):
-    """The step for coordinate i: eps·max(1, |θ_i|), rounded so that θ_i + h is exact.
+# A loss whose measured relative rounding level exceeds this many ulps of a dtype computes
+# at a lower precision than that dtype (e.g. float64 parameters, float32 inside).
+_ULPS = 64
 
-    Relative steps keep h well above the spacing of floats near large θ_i; the
-    rounding trick (h := (θ_i + h) − θ_i) makes the step the stencil divides by the
-    one the loss actually saw.
+
+def lower_precision(theta_dtype, rel_level, xp=np):
+    """Whether a loss of float64 parameters rounds like float32 or worse (bool; traced under jit).
+
+    Its relative rounding level is nearer float32's unit roundoff than float64's on a log
+    scale: above √(u₃₂·u₆₄) ≈ 5e-12. A float64 loss that is small by cancellation rounds at
+    many float64 ulps of its value (1e-14 … 1e-12) and stays float64; a loss computed in
+    float32 inside rounds at ~1e-8.
     """
-    h = eps * jnp.maximum(1.0, jnp.abs(theta_i))
-    return (theta_i + h) - theta_i
+    if jnp.dtype(theta_dtype).name != "float64":
+        return xp.asarray(False)
+    u32, u64 = float(jnp.finfo(jnp.float32).eps), float(jnp.finfo(jnp.float64).eps)
+    return xp.asarray(rel_level > np.sqrt(u32 * u64))
 
 
-@dataclasses.dataclass(frozen=True)
-class Extended:
-    """A stencil widened so that one engine call also yields its error estimate.
+def defaults(theta_dtype, method: str, rel_level, xp=np, recheck: bool = False):
+    """(eps, tol) for a loss of measured relative rounding level `rel_level`.
 
-    `stencil` evaluates g at the method's offsets o, at 2·o and at 0. Its weights give
-    D(h), the method's own derivative (the extra offsets have weight 0); `weights2`
-    give D(2h), the same stencil with the step doubled, so |D(h) − D(2h)| estimates
-    the finite-difference error (Richardson). For real stencils with offsets ±1, ±2
-    the one-sided differences (forward and backward, at h and 2h) come from the same
-    values, which is how kinks are recognised.
+    The nominal values of the loss's real precision: θ's dtype, or float32 when a loss of
+    float64 parameters rounds like float32. Where the loss rounds worse than that
+    precision's expected level, the step grows like rel_level^(1/(order+1)) (where rounding,
+    ∝ 1/h, and truncation, ∝ h^order, meet), calibrated to meet the float32 nominal step.
+    `recheck`: unresolved leaves can be re-checked in float64 (a float32 check on the host),
+    so the tolerance is RECHECKED_TOL.
     """
-
-    base: Stencil
-    stencil: Stencil
-    weights2: tuple[complex, ...]
-
-    def index(self, offset) -> int | None:
-        return self.stencil.offsets.index(offset) if offset in self.stencil.offsets else None
-
-    @property
-    def one_sided(self) -> bool:
-        """Whether g(±h), g(±2h) and g(0) are all evaluated (central, five_point)."""
-        return all(self.index(o) is not None for o in (1.0, -1.0, 2.0, -2.0, 0.0))
-
-
-def extended(stencil: Stencil) -> Extended:
-    """The stencil plus its doubled-step copy and the centre: one engine call, honest cost."""
-    offsets = list(stencil.offsets)
-    for o in [2 * o for o in stencil.offsets] + [0.0]:
-        if o not in offsets:
-            offsets.append(o)
-    w1 = [0.0] * len(offsets)
-    w2 = [0.0] * len(offsets)
-    for o, w in zip(stencil.offsets, stencil.weights, strict=True):
-        w1[offsets.index(o)] += w
-        w2[offsets.index(2 * o)] += w / 2
-    wide = Stencil(stencil.name, tuple(offsets), tuple(w1), stencil.order, stencil.complex)
-    return Extended(stencil, wide, tuple(w2))
+    name = jnp.dtype(theta_dtype).name
+    low = lower_precision(theta_dtype, rel_level, xp)
+    eps = xp.where(low, nominal_eps("float32", method), nominal_eps(name, method))
+    tol = xp.where(low, default_tol("float32", method), default_tol(name, method))
+    if recheck and name == "float32":
+        tol = xp.minimum(tol, RECHECKED_TOL)
+    stencil = STENCILS[method]
+    if not stencil.complex:
+        u = xp.where(low, float(jnp.finfo(jnp.float32).eps), float(jnp.finfo(name).eps))
+        p = stencil.order + 1
+        c = nominal_eps("float32", method) / float(jnp.finfo(jnp.float32).eps) ** (1 / p)
+        eps = xp.where(rel_level > _ULPS * u, xp.maximum(eps, c * xp.asarray(rel_level) ** (1 / p)), eps)
+    return eps, tol

@@ -13,10 +13,10 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
-from ._check import check_grad
+from ._check import check_grad, raise_unless_passed
 from ._hvp import check_hvp
 from ._layers import check_jvp, check_vjp
-from ._result import GradCheck, GradCheckError
+from ._result import GradCheck
 from ._typing import PyTree
 
 __all__ = ["assert_grad_seeds", "assert_hvp", "assert_jvp", "assert_passed", "assert_vjp"]
@@ -31,11 +31,10 @@ def assert_passed(res: GradCheck) -> GradCheck:
       >>> jgc.testing.assert_passed(res) is res
       True
     """
+    __tracebackhide__ = True
     if not isinstance(res, GradCheck):
         raise TypeError(f"assert_passed expects a jgc.GradCheck; received {type(res).__name__}.")
-    if not bool(np.all(np.asarray(res.passed))):
-        raise GradCheckError("\n" + res.report())
-    return res
+    return raise_unless_passed(res)
 
 
 def _seed_keys(key, n_seeds: int, name: str = "n_seeds"):
@@ -67,7 +66,7 @@ def assert_grad_seeds(
       The batched `jgc.GradCheck` (leading axis: seed).
 
     Raises:
-      GradCheckError: when any seed fails; the message is the batched report.
+      GradCheckError: when any seed fails or is inconclusive; the message is the batched report.
 
     Examples:
       >>> import jax, jax.numpy as jnp, jgc.testing
@@ -76,6 +75,7 @@ def assert_grad_seeds(
       >>> res.passed.shape
       (4,)
     """
+    __tracebackhide__ = True
     keys = _seed_keys(key, n_seeds)
     res = jax.vmap(lambda k: check_grad(loss_fn, grad_fn, init_fn(k), *args, **kwargs))(keys)
     return assert_passed(res)
@@ -83,6 +83,7 @@ def assert_grad_seeds(
 
 def assert_vjp(f, vjp_fn, *primals, key: jax.Array | None = None, n_seeds: int = 1, **kwargs) -> GradCheck:
     """`jgc.check_vjp` with `n_seeds` random cotangents (vmapped when more than one)."""
+    __tracebackhide__ = True
     keys = _seed_keys(key, n_seeds)
     if n_seeds == 1:
         return assert_passed(check_vjp(f, vjp_fn, *primals, key=keys[0], **kwargs))
@@ -91,6 +92,7 @@ def assert_vjp(f, vjp_fn, *primals, key: jax.Array | None = None, n_seeds: int =
 
 def assert_jvp(f, jvp_fn, *primals, key: jax.Array | None = None, n_seeds: int = 1, **kwargs) -> GradCheck:
     """`jgc.check_jvp` with `n_seeds` sets of random tangents (vmapped when more than one)."""
+    __tracebackhide__ = True
     keys = _seed_keys(key, n_seeds)
     if n_seeds == 1:
         return assert_passed(check_jvp(f, jvp_fn, *primals, key=keys[0], **kwargs))
@@ -99,4 +101,5 @@ def assert_jvp(f, jvp_fn, *primals, key: jax.Array | None = None, n_seeds: int =
 
 def assert_hvp(loss_fn, hvp_fn, params, *args, key: jax.Array | None = None, **kwargs) -> GradCheck:
     """`jgc.check_hvp` (every coordinate when `key` is None, else random vectors)."""
+    __tracebackhide__ = True
     return assert_passed(check_hvp(loss_fn, hvp_fn, params, *args, key=key, **kwargs))

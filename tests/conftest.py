@@ -40,12 +40,14 @@ def transform(request):
     return apply
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _fresh_compilation_caches():
-    """Drop compiled executables after each test module.
+# The default run covers every dtype and every transform, and each transform in one dtype
+# beyond plain: float32 under vmap, float64 under jit. The other two pairings are in the slow
+# tier (`pytest -m slow`, `nox -s slow`), with the full corpus and the long random-model runs.
+_SLOW_PAIRS = {("float64", "vmap"), ("float32", "jit")}
 
-    Each XLA:CPU executable holds a few memory maps; the whole suite compiles thousands of
-    small checks, and one process that keeps them all can exhaust vm.max_map_count and crash.
-    """
-    yield
-    jax.clear_caches()
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if (params.get("dtype"), params.get("transform")) in _SLOW_PAIRS:
+            item.add_marker(pytest.mark.slow)

@@ -48,7 +48,7 @@ with jax.enable_x64(True):
     found = jgc.locate(loss, grad, p, x, key=key)
     out["locate"] = [[c.path, list(c.index), c.numeric, c.analytic] for c in found.wrong] + [found.num_evals]
     # the engine really lays the probes out over the mesh
-    mesh = _engine._probe_mesh()
+    mesh = _engine.mesh()
     out["mesh"] = 0 if mesh is None else mesh.size
 print("RESULT" + json.dumps(out))
 """

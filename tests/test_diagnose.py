@@ -51,9 +51,10 @@ def test_hints(dtype, transform):
         return jax.vmap(lambda v: jgc.check_grad(loss, grad, p, x, t, v))(jnp.arange(len(BUGS)))
 
     res = transform(check, batch)
-    codes, params = np.asarray(res.hint["W"]), np.asarray(res.hint_param["W"])
+    hint, param = res.per_leaf(res.diagnosis.hint, fill=0), res.per_leaf(res.diagnosis.param, fill=0)
+    codes, params = np.asarray(hint["W"]), np.asarray(param["W"])
     passed = np.asarray(res.passed)
-    assert (np.asarray(res.hint["b"]) == D.NONE).all()
+    assert (np.asarray(hint["b"]) == D.NONE).all()
     for i, (name, _, code, param) in enumerate(BUGS):
         assert (passed[:, i] == (name == "correct")).all(), name
         assert (codes[:, i] == code).all(), (name, codes[:, i])

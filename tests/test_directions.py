@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _models import evals
 
 import jgc
 
@@ -36,15 +37,15 @@ def test_correct_passes(dtype, transform):
     assert res.passed.tolist() == [True] * res.passed.shape[0]
     assert float(res.rel_error.max()) < 0.1 * float(res.tol[0])
     assert res.numeric["W"].shape == (res.passed.shape[0], 8)
-    assert res.num_evals.tolist() == [2 * 8 * 2] * res.passed.shape[0]
+    assert (res.num_evals == evals(res)).all()  # 2 leaves × 8 directions × 2, the noise probe, J(θ) twice
 
 
 def test_small_wrong_leaf_fails_and_is_named(dtype, transform):
     params, x = batch(dtype)
     res = transform(lambda p: jgc.check_directions(loss, lambda p, x: grad(p, x, scale_b=1.5), p, x, key=KEY), params)
     assert not res.passed.any()
-    assert not res.leaf_passed["b"].any()
-    assert res.leaf_passed["W"].all()
+    assert res.leaf_failed["b"].all() and not res.leaf_failed["W"].any()
+    assert res.leaf_passed["W"].all()  # float32 on the host: resolved (adapted steps, float64) to tol 1e-4
     # leaf_rel_error of b: |0.5 g| / (|1.5 g| + |g|) = 0.2 along every direction
     np.testing.assert_allclose(np.asarray(res.leaf_rel_error["b"]), 0.2, rtol=1e-2)
 
@@ -66,7 +67,8 @@ def test_report_and_worst():
     res = jgc.check_directions(loss, lambda p, x: grad(p, x, scale_b=2.0), p, x, key=KEY, num=4)
     text = res.report()
     assert text.startswith("jgc check_directions FAILED")
-    assert "4 directions per leaf over 35 coordinates, 16 loss evaluations" in text
+    assert f"4 directions per leaf over 35 coordinates, {int(res.num_evals)} loss evaluations" in text
+    assert int(res.num_evals) == evals(res)
     assert "worst dir" in text
     assert re.search(r"^✗ \['b'\]", text, re.M)
     (w,) = res.worst(1)

@@ -72,7 +72,7 @@ def test_equinox_stock_mlp_with_filter_grad_and_autodiff(dtype):
     x = jnp.linspace(-1, 1, 12, dtype=dtype).reshape(4, 3)
     model = eqx.nn.MLP(3, 2, 4, 1, key=jax.random.key(0), dtype=dtype)
     res = jgc.check_grad(loss, eqx.filter_grad(loss), model, x, autodiff=True)
-    assert bool(res.passed) and bool(res.autodiff_passed)
+    assert bool(res.passed) and bool(res.autodiff.passed)
     assert res.layout.paths[-2:] == (".activation", ".final_activation")
     # a wrong gradient: the first layer's weight gradient doubled
     bad = lambda m, x: eqx.tree_at(lambda g: g.layers[0].weight, g := eqx.filter_grad(loss)(m, x), 2 * g.layers[0].weight)  # noqa: E731

@@ -35,19 +35,19 @@ def test_other_container_is_reported():
 
 
 def test_wrong_shape_names_leaf():
-    with pytest.raises(ValueError, match=re.escape("['a']: gradient shape (3, 2) != parameter shape (2, 3).")):
+    with pytest.raises(ValueError, match=re.escape("grad_fn output ['a']: shape (3, 2) != parameter shape (2, 3).")):
         jgc.check_grad(loss, lambda p: {"a": 2 * p["a"].T, "b": jnp.ones(3)}, P)
 
 
 def test_wrong_dtype_names_leaf():
     with jax.enable_x64(True):
-        with pytest.raises(TypeError, match=re.escape("['b']: gradient dtype float64 != parameter dtype float32.")):
+        with pytest.raises(TypeError, match=re.escape("grad_fn output ['b']: dtype float64 != parameter dtype float32.")):
             jgc.check_grad(loss, lambda p: {"a": 2 * p["a"], "b": jnp.ones(3, jnp.float64)}, P)
 
 
 def test_none_gradient_for_checked_leaf():
     with pytest.raises(
-        TypeError, match=re.escape("['b']: gradient is NoneType; expected an array of shape (3,) and dtype float32.")
+        TypeError, match=re.escape("grad_fn output ['b'] is NoneType; expected an array of shape (3,) and dtype float32.")
     ):
         jgc.check_grad(loss, lambda p: {"a": 2 * p["a"], "b": None}, P)
 
@@ -132,8 +132,8 @@ def test_bad_chunk_size(chunk):
 
 def test_errors_also_raise_under_jit_and_vmap():
     bad = lambda p: {"a": 2 * p["a"].T, "b": jnp.ones(3)}
-    with pytest.raises(ValueError, match=re.escape("['a']: gradient shape (3, 2) != parameter shape (2, 3).")):
+    with pytest.raises(ValueError, match=re.escape("grad_fn output ['a']: shape (3, 2) != parameter shape (2, 3).")):
         jax.jit(lambda p: jgc.check_grad(loss, bad, p))(P)
     batched = jax.tree_util.tree_map(lambda x: jnp.stack([x, x]), P)
-    with pytest.raises(ValueError, match=re.escape("['a']: gradient shape (3, 2) != parameter shape (2, 3).")):
+    with pytest.raises(ValueError, match=re.escape("grad_fn output ['a']: shape (3, 2) != parameter shape (2, 3).")):
         jax.vmap(lambda p: jgc.check_grad(loss, bad, p))(batched)

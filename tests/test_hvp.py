@@ -52,13 +52,14 @@ def _run(dtype, transform, bad, mode):
     key = None if mode == "full" else jax.random.key(1)
     rule = hvp_bad_b if bad else hvp
     res = transform(lambda q: jgc.check_hvp(loss, rule, q, x, key=key, num_vectors=3), p)
-    assert res.check == "check_hvp"
+    assert res.kind == "check_hvp"
     probes = 8 if mode == "full" else 3
     assert res.layout.shapes == ((probes, 3, 2), (probes, 2))
     np.testing.assert_array_equal(res.passed, not bad)
     np.testing.assert_array_equal(_leaf_passed(res, "['b']"), not bad)
     np.testing.assert_array_equal(_leaf_passed(res, "['W']"), True)
-    assert int(np.asarray(res.num_evals).reshape(-1)[0]) == 2 * probes
+    # 2 gradient evaluations per probe, 2 more where the step 2h was needed, the noise probe and g(θ)
+    assert 26 + 2 * probes <= int(np.asarray(res.num_evals).reshape(-1)[0]) <= 26 + 4 * probes
 
 
 def test_hvp_with_grad_fn_and_report():
@@ -80,7 +81,7 @@ def test_hvp_errors():
     p, x = jax.tree_util.tree_map(lambda a: a[0], _batch(jnp.float32))
     with pytest.raises(TypeError, match=re.escape("hvp_fn must be a callable; received int: 3.")):
         jgc.check_hvp(loss, 3, p, x)
-    with pytest.raises(ValueError, match=re.escape("['b']: gradient shape (3,) != parameter shape (2,)")):
+    with pytest.raises(ValueError, match=re.escape("hvp_fn output ['b']: shape (3,) != parameter shape (2,)")):
         jgc.check_hvp(loss, lambda p, v, x: {"W": v["W"], "b": jnp.zeros(3)}, p, x)
     with pytest.raises(ValueError, match=re.escape("num_vectors must be a positive int; received 0")):
         jgc.check_hvp(loss, hvp, p, x, key=jax.random.key(0), num_vectors=0)

@@ -52,7 +52,7 @@ def test_check_vjp(dtype, transform, bad):
     p, x = _batch(dtype)
     rule = linear_vjp_bad_x if bad else linear_vjp
     res = transform(lambda px: jgc.check_vjp(linear, rule, *px, key=jax.random.key(1)), (p, x))
-    assert res.check == "check_vjp"
+    assert res.kind == "check_vjp"
     assert res.layout.paths == ("[0]['W']", "[0]['b']", "[1]")
     np.testing.assert_array_equal(res.passed, not bad)
     np.testing.assert_array_equal(_leaf(res, "[1]"), not bad)
@@ -67,14 +67,16 @@ def test_check_jvp(dtype, transform, bad):
     p, x = _batch(dtype)
     rule = linear_jvp_bad_b if bad else linear_jvp
     res = transform(lambda px: jgc.check_jvp(linear, rule, *px, key=jax.random.key(1)), (p, x))
-    assert res.check == "check_jvp"
+    assert res.kind == "check_jvp"
     assert res.layout.paths == ("out ← [0]['W']", "out ← [0]['b']", "out ← [1]")
     assert res.layout.shapes[0] == (2, 4, 2)  # (tangent, *output shape)
     np.testing.assert_array_equal(res.passed, not bad)
     np.testing.assert_array_equal(_leaf(res, "out ← [0]['b']"), not bad)
     np.testing.assert_array_equal(_leaf(res, "out ← [0]['W']"), True)
     np.testing.assert_array_equal(_leaf(res, "out ← [1]"), True)
-    assert int(np.asarray(res.num_evals).reshape(-1)[0]) == 3 * 2 * 2  # leaves × tangents × central
+    # leaves × tangents × central, the same again where the step 2h was needed, the noise probe and f(θ)
+    probes = 3 * 2
+    assert 26 + 2 * probes <= int(np.asarray(res.num_evals).reshape(-1)[0]) <= 26 + 4 * probes
 
 
 def test_jvp_names_output_leaf_of_a_dict_output():
@@ -107,9 +109,9 @@ def test_vjp_rule_structure_errors():
     p, x = jax.tree_util.tree_map(lambda a: a[0], _batch(jnp.float32))
     with pytest.raises(ValueError, match=re.escape("vjp_fn returned a pytree whose structure differs from the primals")):
         jgc.check_vjp(linear, lambda primals, c: (primals[0],), p, x, key=jax.random.key(0))
-    with pytest.raises(ValueError, match=re.escape("[1]: gradient shape (3, 4) != parameter shape (4, 3)")):
+    with pytest.raises(ValueError, match=re.escape("vjp_fn output [1]: shape (3, 4) != primal shape (4, 3)")):
         jgc.check_vjp(linear, lambda pr, c: ({"W": pr[0]["W"], "b": pr[0]["b"]}, pr[1].T), p, x, key=jax.random.key(0))
-    with pytest.raises(TypeError, match=re.escape("key must be a PRNG key (jax.random.key(0)); received NoneType")):
+    with pytest.raises(TypeError, match=re.escape("key must be a PRNG key, e.g. jax.random.key(0); received NoneType")):
         jgc.check_vjp(linear, linear_vjp, p, x, key=None)
     with pytest.raises(TypeError, match=re.escape("f output['i'] is int32; expected floating-point arrays only")):
         jgc.check_vjp(lambda a: {"i": jnp.zeros(2, jnp.int32)}, linear_vjp, x, key=jax.random.key(0))

@@ -49,7 +49,12 @@ MLP_L2 = model(
     mlp_init,
     mlp_loss,
     mlp_grad,
-    {"forgot_l2": "['W1']", "l2_twice": "['W2']", "bias_mean": "['b1']", "transposed": "['W1']"},
+    {
+        "forgot_l2": ("['W1']", "gross"),
+        "l2_twice": ("['W2']", "gross"),
+        "bias_mean": ("['b1']", "gross"),
+        "transposed": ("['W1']", "gross"),
+    },
 )
 
 # ---------------------------------------------------------------- inverted dropout, key in args
@@ -99,7 +104,7 @@ DROPOUT = model(
     dropout_init,
     dropout_loss,
     dropout_grad,
-    {"forgot_mask": "['W1']", "forgot_scale": "['W1']", "new_mask": "['W1']"},
+    {"forgot_mask": ("['W1']", "gross"), "forgot_scale": ("['W1']", "gross"), "new_mask": ("['W1']", "gross")},
 )
 
 # ---------------------------------------------------------------- softmax cross-entropy
@@ -133,7 +138,7 @@ SOFTMAX_CE = model(
     softmax_init,
     softmax_loss,
     softmax_grad,
-    {"forgot_onehot": "['W']", "sum_not_mean": "['W']", "sign": "['b']"},
+    {"forgot_onehot": ("['W']", "gross"), "sum_not_mean": ("['W']", "gross"), "sign": ("['b']", "gross")},
 )
 
 # ---------------------------------------------------------------- ReLU MLP with pre-activations at the kink
@@ -169,7 +174,13 @@ def relu_grad(p, x, y, bug=None):
     return {"W1": x.T @ dz, "b1": dz.sum(0), "W2": h.T @ dout}
 
 
-RELU_MLP = model("relu_mlp_at_kink", relu_init, relu_loss, relu_grad, {"relu_grad_one": "['W1']", "mask_inverted": "['W1']"})
+RELU_MLP = model(
+    "relu_mlp_at_kink",
+    relu_init,
+    relu_loss,
+    relu_grad,
+    {"relu_grad_one": ("['W1']", "gross"), "mask_inverted": ("['W1']", "gross")},
+)
 
 # ---------------------------------------------------------------- Huber regression
 
@@ -195,7 +206,7 @@ def huber_grad(p, x, y, bug=None):
     return {"w": x.T @ dr, "b": -db if bug == "sign" else db}
 
 
-HUBER = model("huber_regression", huber_init, huber_loss, huber_grad, {"no_clip": "['w']", "sign": "['b']"})
+HUBER = model("huber_regression", huber_init, huber_loss, huber_grad, {"no_clip": ("['w']", "gross"), "sign": ("['b']", "gross")})
 
 # ---------------------------------------------------------------- embedding lookup (repeated ids)
 
@@ -222,6 +233,8 @@ def embedding_grad(p, ids, t, bug=None):
     return {"E": dE, "W": dW}
 
 
-EMBEDDING = model("embedding", embedding_init, embedding_loss, embedding_grad, {"set_not_add": "['E']", "zero_W": "['W']"})
+EMBEDDING = model(
+    "embedding", embedding_init, embedding_loss, embedding_grad, {"set_not_add": ("['E']", "gross"), "zero_W": ("['W']", "gross")}
+)
 
 DENSE = [MLP_L2, DROPOUT, SOFTMAX_CE, RELU_MLP, HUBER, EMBEDDING]

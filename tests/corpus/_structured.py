@@ -44,7 +44,7 @@ CONV2D = model(
     conv_init,
     conv_loss,
     conv_grad,
-    {"flipped_kernel": "['K']", "transposed_kernel": "['K']", "bias_mean": "['b']"},
+    {"flipped_kernel": ("['K']", "gross"), "transposed_kernel": ("['K']", "gross"), "bias_mean": ("['b']", "gross")},
 )
 
 # ---------------------------------------------------------------- RNN through time
@@ -89,7 +89,7 @@ RNN = model(
     rnn_init,
     rnn_loss,
     rnn_grad,
-    {"truncated_bptt": "['W']", "transposed_W": "['W']", "forgot_tanh_derivative": "['U']"},
+    {"truncated_bptt": ("['W']", "gross"), "transposed_W": ("['W']", "gross"), "forgot_tanh_derivative": ("['U']", "gross")},
 )
 
 # ---------------------------------------------------------------- LayerNorm and BatchNorm after a linear layer
@@ -144,7 +144,7 @@ LAYERNORM = model(
     _norm_init((3, 4), (4, 5), (3, 5)),
     layernorm_loss,
     layernorm_grad,
-    {"forgot_mean_term": "['W']", "gamma_without_xhat": "['gamma']", "beta_mean": "['beta']"},
+    {"forgot_mean_term": ("['W']", "gross"), "gamma_without_xhat": ("['gamma']", "gross"), "beta_mean": ("['beta']", "gross")},
 )
 
 
@@ -168,7 +168,7 @@ BATCHNORM = model(
     _norm_init((6, 3), (3, 4), (6, 4)),
     batchnorm_loss,
     batchnorm_grad,
-    {"stats_as_constants": "['W']", "gamma_doubled": "['gamma']", "beta_sign": "['beta']"},
+    {"stats_as_constants": ("['W']", "gross"), "gamma_doubled": ("['gamma']", "gross"), "beta_sign": ("['beta']", "gross")},
 )
 
 # ---------------------------------------------------------------- single-head self-attention
@@ -206,7 +206,12 @@ ATTENTION = model(
     attention_init,
     attention_loss,
     attention_grad,
-    {"forgot_scale": "['Wq']", "softmax_no_subtract": "['Wq']", "swap_qk": "['Wq']", "transposed_Wv": "['Wv']"},
+    {
+        "forgot_scale": ("['Wq']", "gross"),
+        "softmax_no_subtract": ("['Wq']", "gross"),
+        "swap_qk": ("['Wq']", "gross"),
+        "transposed_Wv": ("['Wv']", "gross"),
+    },
 )
 
 STRUCTURED = [CONV2D, RNN, LAYERNORM, BATCHNORM, ATTENTION]

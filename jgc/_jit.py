@@ -1,0 +1,182 @@
+"""jit plumbing: static/dynamic partition of pytrees, and the lifetime of compiled programs.
+
+Per check, jgc compiles only what depends on the user's functions (the probe program of
+`loss_fn`, the gradient program of `grad_fn`). Each program is a fresh `jax.jit` object
+kept in a small LRU, keyed on the functions and the static configuration; the functions
+are held by weak reference where Python allows it, so an entry — and with it its compiled
+executables — goes when the user's function is garbage-collected, or when the LRU drops
+it. Nothing is kept by a module-level `jit` with the functions as static arguments (that
+would keep every executable for the life of the process).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import inspect
+import weakref
+from collections.abc import Callable, Hashable
+
+import jax
+
+from . import _tree
+from ._typing import Tracer
+
+# Compiled programs kept at most (each holds the executables of one function at a few shapes).
+MAX_PROGRAMS = 48
+
+
+# ---------------------------------------------------------------- static / dynamic
+
+
+@dataclasses.dataclass(frozen=True)
+class Static:
+    """A non-array leaf of params or args, carried through jit as a static value."""
+
+    value: object
+
+    def _key(self):
+        try:
+            return (type(self.value), hash(self.value))
+        except TypeError:
+            return (type(self.value), id(self.value))
+
+    def __hash__(self):
+        return hash(self._key())
+
+    def __eq__(self, other):
+        if not isinstance(other, Static):
+            return False
+        if self.value is other.value:
+            return True
+        try:
+            return self._key() == other._key() and bool(self.value == other.value)
+        except Exception:  # noqa: BLE001 -- values whose == is not a bool (arrays inside) compare by identity
+            return False
+
+
+def partition(tree):
+    """(dynamic leaves: arrays, None elsewhere; static part: treedef and the other leaves)."""
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    dynamic = [leaf if _tree.is_array(leaf) else None for leaf in leaves]
+    static = tuple(None if _tree.is_array(leaf) else Static(leaf) for leaf in leaves)
+    return dynamic, (treedef, static)
+
+
+def combine(dynamic, static):
+    treedef, statics = static
+    leaves = [d if s is None else s.value for d, s in zip(dynamic, statics, strict=True)]
+    return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+def is_traced(tree) -> bool:
+    return any(isinstance(x, Tracer) for x in jax.tree_util.tree_leaves(tree))
+
+
+# ---------------------------------------------------------------- references to user functions
+
+
+class Ref:
+    """A user function for cache keys: weak where possible; equal when the functions are equal
+    (hashable ones, e.g. two bound methods of one object) or identical (the others)."""
+
+    __slots__ = ("_get", "_hash", "_by_id", "_inner", "__weakref__")
+
+    def __init__(self, fn: Callable):
+        try:
+            self._hash, self._by_id = hash(fn), False
+        except TypeError:
+            self._hash, self._by_id = id(fn), True
+        self._inner = ()
+        if getattr(fn, "jgc_wrapper", False):  # jgc's own wrapper of user functions (held as Refs)
+            self._get, self._inner = (lambda: fn), tuple(refs(fn))
+            return
+        try:
+            self._get = weakref.WeakMethod(fn) if inspect.ismethod(fn) else weakref.ref(fn)
+        except TypeError:  # builtins and some callables cannot be weakly referenced: held, bounded by the LRU
+            self._get = lambda: fn
+
+    def __call__(self) -> Callable:
+        fn = self._get()
+        if fn is None:
+            raise ReferenceError("the function of a jgc check was garbage-collected while it was in use")
+        return fn
+
+    @property
+    def alive(self) -> bool:
+        return self._get() is not None and all(r.alive for r in self._inner)
+
+    def __hash__(self):
+        return self._hash
+
+    def __eq__(self, other):
+        if not isinstance(other, Ref):
+            return NotImplemented
+        if self is other:
+            return True
+        a, b = self._get(), other._get()
+        if a is None or b is None:
+            return False
+        if a is b:
+            return True
+        if self._by_id or other._by_id:
+            return False
+        try:
+            return bool(a == b)
+        except Exception:  # noqa: BLE001
+            return False
+
+
+def refs(key) -> list[Ref]:
+    if isinstance(key, Ref):
+        return [key]
+    if isinstance(key, tuple):
+        return [r for k in key for r in refs(k)]
+    if dataclasses.is_dataclass(key) and not isinstance(key, type):
+        return [r for f in dataclasses.fields(key) for r in refs(getattr(key, f.name))]
+    return []
+
+
+# ---------------------------------------------------------------- the program cache
+
+
+class Programs:
+    """An LRU of compiled programs keyed on hashable descriptions that may hold `Ref`s.
+
+    An entry whose functions are gone is dropped at the next lookup (with its executables).
+    """
+
+    def __init__(self, size: int = MAX_PROGRAMS):
+        self.size = size
+        self._entries: collections.OrderedDict = collections.OrderedDict()
+
+    def get(self, key: Hashable, build: Callable[[], Callable]) -> Callable:
+        self._drop_dead()
+        try:
+            program = self._entries.pop(key)
+        except KeyError:
+            program = build()
+        self._entries[key] = program
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+        return program
+
+    def _drop_dead(self):
+        dead = [k for k in self._entries if not all(r.alive for r in refs(k))]
+        for k in dead:
+            del self._entries[k]
+
+    def __len__(self):
+        self._drop_dead()
+        return len(self._entries)
+
+    def clear(self):
+        self._entries.clear()
+
+
+PROGRAMS = Programs()
+
+
+def program(key: Hashable, fn: Callable, **jit_kwargs) -> Callable:
+    """`jax.jit(fn, **jit_kwargs)`, cached on `key` (which must identify `fn` completely)."""
+    return PROGRAMS.get(key, lambda: jax.jit(fn, **jit_kwargs))

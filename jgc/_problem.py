@@ -1,0 +1,211 @@
+"""One setup for every check: θ, the function of θ the engine evaluates, stencil, tol, and
+the analytic side, on the host (compiled programs) or inside the caller's trace.
+
+`Problem` holds what a check starts from: the layout of the params, θ, the dynamic and
+static parts of (params, args), the stencil and the tolerance. `Fun` is the function of θ
+the engine differentiates (the loss, a layer's output, a gradient) as a hashable value, so
+the chunk program compiled for it can be cached on it; `Gradient` is the analytic side of
+a gradient check (the hand-written gradient, J(θ) from a second trace for the determinism
+check, and `jax.grad` for the autodiff cross-check). On concrete inputs each is a compiled
+program; under a trace they are called inline.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import _engine, _jit, _stencils, _tree, _validate
+from ._typing import PyTree
+
+LOSS, OUTPUT, GRADIENT, AUTOGRAD = "loss", "output", "gradient", "autograd"
+
+_COMPLEX_MSG = (
+    "method='complex_step' evaluates loss_fn at complex parameters θ + i·h·e_j, {problem} "
+    "Use a loss written with complex-safe operations (no .astype to a real dtype, no "
+    "jnp.real/jnp.abs on the parameters' path), or another method: method='central' "
+    "(the default) or method='five_point'."
+)
+
+_HOST_GRAD = "grad_fn ran on the host (it cannot be traced: NumPy); J(θ) and the numeric side were compiled"
+
+_HOST_GRAD_TRACED = (
+    " grad_fn is called on the host, outside jit, only when the inputs are concrete; inside "
+    "jax.jit/jax.vmap it must be written with jax.numpy"
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Fun:
+    """The function of θ the engine evaluates: hashable (the user function by `Ref`)."""
+
+    kind: str  # LOSS (scalar), OUTPUT (a layer's output), GRADIENT (grad_fn's), AUTOGRAD (jax.grad of the loss); raveled
+    ref: _jit.Ref
+    lay: _tree.Layout
+    static: tuple
+    out_lay: _tree.Layout | None = None  # the raveled output's layout (OUTPUT, GRADIENT)
+    name: str = "loss_fn"
+
+    def __call__(self, theta, dynamic):
+        params, args = _jit.combine(dynamic, self.static)
+        fn = self.ref()
+        if self.kind == LOSS:
+            p = _tree.unravel(self.lay, theta, params, keep_complex=True)
+            if jnp.iscomplexobj(theta):
+                try:
+                    out = _validate.trace(self.name, fn, p, *args)
+                except (TypeError, ValueError) as e:  # any failure: the loss is not complex-safe
+                    first = str(e).splitlines()[0][:300] if str(e) else ""
+                    raise TypeError(_COMPLEX_MSG.format(problem=f"but loss_fn raised {type(e).__name__}: {first}")) from e
+            else:
+                out = _validate.trace(self.name, fn, p, *args)
+            _validate.scalar_output(out, self.name)
+            if jnp.iscomplexobj(theta) and not jnp.iscomplexobj(out):
+                raise TypeError(
+                    _COMPLEX_MSG.format(
+                        problem=f"but loss_fn returned a real {jnp.dtype(out.dtype).name} for complex parameters, "
+                        "so the imaginary part that carries the derivative was dropped."
+                    )
+                )
+            return out if jnp.iscomplexobj(theta) else jnp.real(out).astype(theta.dtype)
+        if self.kind == AUTOGRAD:
+
+            def loss(t):
+                out = _validate.trace(self.name, fn, _tree.unravel(self.lay, t, params), *args)
+                _validate.scalar_output(out, self.name)
+                return out
+
+            return jax.grad(loss)(theta)
+        p = _tree.unravel(self.lay, theta, params)
+        if self.kind == OUTPUT:
+            out = _validate.trace(self.name, fn, *p)
+        else:
+            out = _validate.trace(self.name, fn, p, *args)
+            _validate.like_params(self.lay, out, self.name)
+        assert self.out_lay is not None
+        return _tree.ravel(self.out_lay, out).astype(theta.dtype)
+
+
+@dataclasses.dataclass(frozen=True)
+class Gradient:
+    """The analytic side of a gradient check, as one program of (θ, dynamic).
+
+    Returns (analytic gradient (n,) or None, J(θ) from this trace, `jax.grad` (n,) or None):
+    the hand-written gradient when `grad` is set, `jax.grad` of the loss when it is None or
+    `autodiff` asks for the cross-check (`value_only`: J(θ) alone, for a host-side grad_fn).
+    """
+
+    grad: _jit.Ref | None  # grad_fn; None: jax.grad of the loss
+    loss: _jit.Ref
+    lay: _tree.Layout
+    static: tuple
+    autodiff: bool = False
+    value_only: bool = False
+    grad_name: str = "grad_fn"
+    loss_name: str = "loss_fn"
+
+    def __call__(self, theta, dynamic):
+        params, args = _jit.combine(dynamic, self.static)
+
+        def loss(t):
+            out = _validate.trace(self.loss_name, self.loss(), _tree.unravel(self.lay, t, params), *args)
+            _validate.scalar_output(out, self.loss_name)
+            return jnp.real(out).astype(theta.dtype)
+
+        if self.value_only and not self.autodiff:
+            return None, loss(theta), None
+        if self.grad is None or self.autodiff:
+            value, auto = jax.value_and_grad(loss)(theta)
+        else:
+            value, auto = loss(theta), None
+        if self.grad is None or self.value_only:
+            return (auto if self.grad is None else None), value, (auto if self.autodiff else None)
+        grad = _validate.trace(self.grad_name, self.grad(), _tree.unravel(self.lay, theta, params), *args)
+        _validate.like_params(self.lay, grad, self.grad_name)
+        return _tree.ravel(self.lay, grad).astype(theta.dtype), value, auto
+
+
+class Problem:
+    """What a check starts from (validated inputs → θ, data, stencil, tol)."""
+
+    def __init__(self, fn, params: PyTree, args: tuple, method: str, tol=None, *, kind: str = LOSS, name: str = "loss_fn"):
+        self.lay = lay = _tree.layout(params)
+        self.params, self.args = params, args
+        dynamic, self.static = _jit.partition((params, args))
+        self.traced = _jit.is_traced(dynamic)
+        self.xp = jnp if self.traced else np
+        # the checked leaves travel as θ: the data keeps the other arrays only
+        self.data = [None if i in set(lay.checked_index) else x for i, x in enumerate(dynamic)]
+        self.dtype = np.dtype(lay.dtype)
+        if self.traced:
+            self.theta = self.theta_x = _tree.ravel(lay, params)
+        else:  # built on the host (NumPy): no eager JAX op, so nothing compiles for a new shape
+            self.data = _engine.place(self.data)
+            leaves = lay.treedef.flatten_up_to(params)
+            self.theta_x = np.concatenate([np.ravel(np.asarray(leaves[i])).astype(self.dtype) for i in lay.checked_index])
+            self.theta = jax.device_put(self.theta_x)
+        self.stencil = _stencils.get(method)
+        self.method = method
+        self.tol = tol
+        self.tol_given = tol is not None
+        self.fn, self.kind, self.name = fn, kind, name
+        self.out_lay = None if kind == LOSS else self._out_layout()
+        self.fun = Fun(kind, _jit.Ref(fn), lay, self.static, self.out_lay, name)
+        self.notes: list[str] = []
+
+    def _out_layout(self) -> _tree.Layout:
+        params = self.params
+        if self.kind == AUTOGRAD:
+            return self.lay
+        if self.kind == OUTPUT:
+            out = jax.eval_shape(lambda: _validate.trace(self.name, self.fn, *params))
+            _validate.float_outputs(out, self.name)
+        else:
+            out = jax.eval_shape(lambda: _validate.trace(self.name, self.fn, params, *self.args))
+            _validate.like_params(self.lay, out, self.name)
+        shapes = jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), out)  # layout reads shapes only
+        return _tree.layout(shapes, name=f"the output of {self.name}")
+
+    # -------------------------------------------------------------- programs
+
+    def runner(self, plan: _engine.Plan, key=None, project=None, label: str = "") -> _engine.Runner:
+        body = _engine.chunk_function(self.fun, plan)
+        program = body if self.traced else _jit.program(("chunk", self.fun, plan), body)
+        return _engine.Runner(program, plan, self.theta, self.data, key, project, self.traced, label)
+
+    def call(self, key, fn: Callable, *args):
+        """`fn(θ, data, *args)`: compiled and cached on `key` on the host, inline under a trace."""
+        if self.traced:
+            return fn(self.theta, self.data, *args)
+        out = _jit.program(key, fn)(self.theta, self.data, *args)
+        return jax.tree_util.tree_map(np.asarray, out)  # host values: no eager JAX op (and compile) on them
+
+    def gradient(self, grad_fn, autodiff: bool = False, grad_name: str = "grad_fn"):
+        """(analytic (n,), J(θ) from a second trace, autodiff (n,) or None).
+
+        A `grad_fn` that cannot be traced (a NumPy backward pass) runs on the host when the
+        inputs are concrete; the report says so.
+        """
+        self.grad_fn, self.grad_name = grad_fn, grad_name
+        grad = None if grad_fn is None else _jit.Ref(grad_fn)
+        spec = Gradient(grad, self.fun.ref, self.lay, self.static, autodiff=autodiff, grad_name=grad_name, loss_name=self.name)
+        try:
+            return self.call(("gradient", spec), spec)
+        except _validate.Untraceable as e:
+            if e.name != grad_name or grad_fn is None:
+                raise
+            if self.traced:
+                raise _validate.untraceable(grad_name, e.__cause__ or e, _HOST_GRAD_TRACED) from None
+        # the NumPy backward pass: called as it is, on the host
+        grad = grad_fn(self.params, *self.args)
+        _validate.like_params(self.lay, grad, grad_name)
+        leaves = self.lay.treedef.flatten_up_to(grad)
+        analytic = np.concatenate([np.ravel(np.asarray(leaves[i], self.dtype)) for i in self.lay.checked_index])
+        rest = dataclasses.replace(spec, grad=None, value_only=True)
+        _, value, auto = self.call(("gradient", rest), rest)
+        self.notes.append(_HOST_GRAD)
+        return analytic, value, auto

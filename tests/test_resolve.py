@@ -1,0 +1,62 @@
+"""Resolution on concrete inputs: what the first measurement leaves unresolved is re-measured
+(float64 for a float32 check; otherwise adapted steps); under a trace it stays inconclusive."""
+
+import jax
+import jax.numpy as jnp
+from corpus import MODELS
+
+import jgc
+
+BY_NAME = {m.name: m for m in MODELS}
+
+
+def test_float64_recheck_proves_a_bug_below_float32s_floor():
+    # log(1 − sigmoid(z) + ε) rounds at ~8e-6 of the loss in float32: a bug of relative size
+    # 1.4e-4 is below float32's fail floor (ρ^(2/3) ≈ 4e-4). The float64 re-check measures it
+    # with float64's rounding, and the failure floor of the re-checked leaves follows.
+    m = BY_NAME["bce_log_eps"]
+    params, args = m.init(jax.random.key(1), jnp.float32)
+    bad, leaf = m.bugs["log_eps_omitted"]
+    res = jgc.check_grad(m.loss_fn, bad, params, *args)
+    assert res.status == "failed", res.report()
+    assert any(n.startswith("float64 re-check of") for n in res.notes) and res.resolve_evals > 0
+    assert bool(jax.tree.leaves(res.leaf_failed)[res.layout.paths.index(leaf)])  # and it names the wrong leaf
+    # the same check under jit cannot re-measure: inconclusive, never a pass
+    traced = jax.jit(lambda p: jgc.check_grad(m.loss_fn, bad, p, *args))(params)
+    assert traced.status == "inconclusive"
+    assert jgc.check_grad(m.loss_fn, m.grad_fn, params, *args).status == "passed"
+
+
+def test_adapted_steps_resolve_a_step_too_large():
+    # float64 with a user-forced eps = 1e-2: truncation (~h²·f'''/6) hides an error of tol
+    # 1e-6. The step ladder re-measures with a step fitted to the estimated truncation and
+    # rounding, which resolves it both ways; under jit the check stays inconclusive.
+    with jax.enable_x64(True):
+        f = lambda p: jnp.sum(jnp.sin(3 * p))  # noqa: E731
+        g = lambda p: 3 * jnp.cos(3 * p)  # noqa: E731
+        p = jnp.linspace(-0.3, 1.1, 5)
+        res = jgc.check_grad(f, g, p, eps=1e-2)
+        assert res.status == "passed", res.report()
+        assert res.notes == ("5 coordinate(s) of unresolved leaves re-measured with adapted steps",)
+        assert res.resolve_evals == 20 and int(res.num_evals) > res.resolve_evals  # 5 probes at h' and 2h'
+        assert jax.jit(lambda p: jgc.check_grad(f, g, p, eps=1e-2))(p).status == "inconclusive"
+        bad = jgc.check_grad(f, lambda p: g(p) * (1 + 1e-5), p, eps=1e-2)
+        assert bad.status == "failed", bad.report()
+
+
+def test_no_float64_recheck_when_the_loss_keeps_float32():
+    # a loss that casts to float32 cannot be re-checked in float64: the report says so, the
+    # tolerance is float32's own (1e-2, not the 1e-4 a float64 re-check guarantees), adapted
+    # float32 steps are tried, and what they cannot resolve stays inconclusive with the remedy
+    f = lambda p: jnp.sum(p.astype(jnp.float32) ** 2) + 3e3  # noqa: E731
+    p = 0.7 * jnp.array([0.31, -0.72, 0.55, 0.93, -0.18, 0.64], jnp.float32)
+    res = jgc.check_grad(f, lambda p: 2 * p, p)
+    assert res.notes == (
+        "no float64 re-check of params: loss_fn does not return float64 for float64 inputs",
+        "tol 1e-02: what float32 finite differences resolve on their own",
+        "6 coordinate(s) of unresolved leaves re-measured with adapted steps",
+    )
+    assert res.status == "inconclusive" and res.tol == jnp.float32(1e-2)
+    assert "make loss_fn and grad_fn follow their inputs' dtype" in res.report()
+    bad = jgc.check_grad(f, lambda p: 2.4 * p, p)  # 20% off: proven whatever the tolerance
+    assert bad.status == "failed"
