@@ -52,7 +52,6 @@ QUICK = {
     "f32_inside_mlp",
     "layernorm_eps",
     "conv2d_lax_strided",
-    "gru_bptt",
 }
 
 
