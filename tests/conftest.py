@@ -47,6 +47,7 @@ def transform(request):
 _SLOW_PAIRS = {
     ("dtype", "transform"): {("float64", "vmap"), ("float32", "jit"), ("float64", "jit")},
     ("dtype", "forced"): {("float32", "partial"), ("float64", "sparse")},
+    ("dtype", "wrap"): {("float32", "jit")},
 }
 
 
