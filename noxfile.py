@@ -1,4 +1,4 @@
-"""nox sessions: tests, lint, examples, bench.  Run e.g. `nox -s tests`."""
+"""nox sessions: tests, slow, lint, typecheck, examples, ecosystem, bench.  Run e.g. `nox -s tests`."""
 
 import glob
 
@@ -11,6 +11,13 @@ nox.options.sessions = ["tests", "lint", "typecheck", "examples", "ecosystem"]
 def tests(session):
     session.install("-e", ".[test]")
     session.run("python", "-m", "pytest", *session.posargs)
+
+
+@nox.session
+def slow(session):
+    """The slow tier: every corpus model and op, the other dtype × transform pairings, more random models."""
+    session.install("-e", ".[test,equinox,flax,plot]")
+    session.run("python", "-m", "pytest", "-m", "slow", *session.posargs, env={"JGC_RANDOM_EXAMPLES": "16"})
 
 
 @nox.session

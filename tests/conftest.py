@@ -40,14 +40,20 @@ def transform(request):
     return apply
 
 
-# The default run covers every dtype and every transform, and each transform in one dtype
-# beyond plain: float32 under vmap, float64 under jit. The other two pairings are in the slow
+# The default run covers every dtype, every transform and every forced partial-evaluation
+# path, each beyond plain in one dtype: float32 under vmap (jit in the slow tier), the sparse
+# path in float32 and the downstream-only path in float64. The other pairings are in the slow
 # tier (`pytest -m slow`, `nox -s slow`), with the full corpus and the long random-model runs.
-_SLOW_PAIRS = {("float64", "vmap"), ("float32", "jit")}
+_SLOW_PAIRS = {
+    ("dtype", "transform"): {("float64", "vmap"), ("float32", "jit"), ("float64", "jit")},
+    ("dtype", "forced"): {("float32", "partial"), ("float64", "sparse")},
+    ("dtype", "wrap"): {("float32", "jit")},
+}
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
         params = getattr(getattr(item, "callspec", None), "params", {})
-        if (params.get("dtype"), params.get("transform")) in _SLOW_PAIRS:
-            item.add_marker(pytest.mark.slow)
+        for (a, b), slow in _SLOW_PAIRS.items():
+            if (params.get(a), params.get(b)) in slow:
+                item.add_marker(pytest.mark.slow)

@@ -51,8 +51,6 @@ QUICK = {
     "large_input",
     "f32_inside_mlp",
     "layernorm_eps",
-    "conv2d_lax_strided",
-    "gru_bptt",
 }
 
 

@@ -62,18 +62,18 @@ def test_worst_returns_largest_discrepancies_in_order():
 
 
 def test_many_leaves_stay_readable():
-    p = {f"layer{i:03d}": jnp.full(3, 0.1 * (i % 7)) for i in range(120)}
+    p = {f"layer{i:03d}": jnp.full(3, 0.1 * (i % 7)) for i in range(60)}
     loss, grad = _quad({k: 1.0 for k in p})
-    scale = {k: (1.0 if k != "layer103" else 3.0) for k in p}
+    scale = {k: (1.0 if k != "layer043" else 3.0) for k in p}
     res = jgc.check_grad(loss, _quad(scale)[1], p)
     text = res.report()
     lines = text.splitlines()
     assert len(lines) < 50
     rows = [line for line in lines if line[:1] in "✗? " and "['layer" in line]
-    assert rows[0].startswith("✗ ['layer103']") and not any(r.startswith("✗") for r in rows[1:])
-    assert "… 79 more passing leaves" in text and "report(max_leaves=None) shows all" in text
+    assert rows[0].startswith("✗ ['layer043']") and not any(r.startswith("✗") for r in rows[1:])
+    assert "… 19 more passing leaves" in text and "report(max_leaves=None) shows all" in text
     assert res.report().count("?") == 0  # unresolved leaves were re-measured with better steps
-    assert len([line for line in res.report(max_leaves=None).splitlines() if line.startswith(("  ['layer", "✗ ['layer"))]) == 120
+    assert len([line for line in res.report(max_leaves=None).splitlines() if line.startswith(("  ['layer", "✗ ['layer"))]) == 60
 
 
 def test_batched_report_counts_failures_and_shows_worst_seed():
