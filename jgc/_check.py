@@ -59,8 +59,8 @@ def check_grad(
     is bounded from the loss's measured rounding level and, where it matters, a Richardson
     estimate at step 2h; coordinates at a kink whose analytic value is a valid subgradient
     agree); **passed** when every leaf agrees within `tol` and the differences resolve it;
-    **inconclusive** otherwise. On concrete inputs what is unresolved is re-measured with
-    better steps (and in float64 for a float32 check) before the check gives up on it.
+    **inconclusive** otherwise. On concrete inputs what is unresolved is re-measured (in
+    float64 for a float32 check, else with better steps) before the check gives up on it.
 
     Args:
       loss_fn: `loss_fn(params, *args) -> scalar`. The whole loss, regularization

@@ -1,4 +1,4 @@
-"""Resolve instead of giving up: better steps, then float64, for what stays unresolved.
+"""Resolve instead of giving up: float64, or better steps, for what stays unresolved.
 
 After the first verdict, a group (leaf) that neither passed nor failed is *unresolved*:
 the error its finite differences may carry does not let them tell an error of `tol` from
@@ -82,7 +82,7 @@ def _merge(old: Measured, rows: np.ndarray, new: Measured) -> Measured:
 
 
 def resolve(session, probes, measured: Measured, decision, decide, seg):
-    """The step ladder, then float64, for unresolved groups (host only). Returns (measured, decision)."""
+    """float64 (float32 checks), else the step ladder, for unresolved groups (host only). Returns (measured, decision)."""
     if not _open(decision).any():
         return measured, decision
     start = session.evals

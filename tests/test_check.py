@@ -30,8 +30,8 @@ def test_correct_gradient_passes(dtype, transform):
     # the noise probe, J(θ) twice, 2n, 2 more where 2h was needed, and what resolution cost
     assert (res.num_evals == evals(res)).all()
     assert (res.num_evals - res.resolve_evals < 4 * n).all()  # the doubled step only where it can change the verdict
-    # float32 on concrete inputs aims at tol 1e-4: what stays unresolved is re-measured (adapted steps,
-    # then float64), counted, and the report says so; in float64 and under a trace nothing is
+    # float32 on concrete inputs aims at tol 1e-4: what stays unresolved is re-measured (in float64,
+    # else with adapted steps), counted, and the report says so; in float64 and under a trace nothing is
     resolved = [n for n in res.notes if "re-measured" in n or "float64 re-check" in n]
     assert (res.resolve_evals > 0) == bool(resolved), res.notes
     if dtype == jnp.float64 or transform.name != "plain":
