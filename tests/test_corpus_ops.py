@@ -27,9 +27,9 @@ MISSED_FLOAT64: dict[str, str] = {}
 MISSED_FLOAT32: dict[str, str] = {}
 
 
-# The default run: every 24th op (a spread over the kinds of ops, in registry order); every op
+# The default run: every 32nd op (a spread over the kinds of ops, in registry order); every op
 # runs in the slow tier (`pytest -m slow`), and benchmarks/verdicts*.py measure them all.
-QUICK = set(IDS[::24])
+QUICK = set(IDS[::32])
 
 
 def _param(missed=None):

@@ -354,7 +354,7 @@ def _trees(draw):
     return shapes, seeds, nested
 
 
-@settings(max_examples=int(os.environ.get("JGC_RANDOM_EXAMPLES", 8)) // 2 + 2, deadline=None)
+@settings(max_examples=int(os.environ.get("JGC_RANDOM_EXAMPLES", 4)), deadline=None)
 @given(tree=_trees(), x64=st.booleans(), path=st.sampled_from(["partial", "sparse"]))
 def test_random_pytrees(tree, x64, path):
     shapes, seeds, nested = tree

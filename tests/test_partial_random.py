@@ -37,7 +37,7 @@ from jgc import _partial
 
 _ROUNDING = 16  # as in tests/test_partial.py
 _MAX_SIZE = 72  # elements of the activation, so that a model checks in a few seconds
-_EXAMPLES = int(os.environ.get("JGC_RANDOM_EXAMPLES", 6))  # hypothesis examples of the main test (more: set the variable)
+_EXAMPLES = int(os.environ.get("JGC_RANDOM_EXAMPLES", 4))  # hypothesis examples of the main test (more: set the variable)
 
 _WORST: dict[str, float] = {}
 
