@@ -182,7 +182,9 @@ class Problem:
         if self.traced:
             return fn(self.theta, self.data, *args)
         out = _jit.program(key, fn)(self.theta, self.data, *args)
-        return jax.tree_util.tree_map(np.asarray, out)  # host values: no eager JAX op (and compile) on them
+        # host values: no eager JAX op (and compile) on them; PRNG keys (a dropout key in the base
+        # values of partial evaluation) have no NumPy form and stay device arrays
+        return jax.tree_util.tree_map(lambda x: x if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else np.asarray(x), out)
 
     def gradient(self, grad_fn, autodiff: bool = False, grad_name: str = "grad_fn"):
         """(analytic (n,), J(θ) from a second trace, autodiff (n,) or None).

@@ -377,7 +377,7 @@ def test_random_pytrees(tree, x64, path):
 @pytest.mark.parametrize(
     "model",
     [
-        pytest.param(m, id=m.name, marks=[] if m.name in CORPUS_QUICK else [pytest.mark.slow])
+        pytest.param(m, id=m.name, marks=[] if m.name in CORPUS_QUICK | {"dropout_mlp"} else [pytest.mark.slow])
         for m in CORPUS
         if m.name not in FLOAT64_ONLY
     ],
