@@ -198,17 +198,17 @@ class Session:
         leaves = [(k, i) for k, i in enumerate(lay.checked_index) if traced.paths[i] in (_partial.PARTIAL, _partial.SPARSE)]
         if not leaves:
             return []
-        spec = _partial.Base(p.fun.ref, lay, p.static, traced)
-        base = p.call(("base", spec), spec)
+        spec = _partial.Base(p.fun.ref, lay, p.static, traced.sig, traced)
+        base = p.call(("base", spec), spec, list(traced.closed.consts))  # the args' values flow in
         routes, m = [], p.stencil.evals_per_probe
         for k, i in leaves:
             o, s = lay.offsets[k], lay.sizes[k]
             plan = _engine.Plan(_probes.COORDS, m, self._chunk(s, s), self.batching)
             if traced.paths[i] == _partial.PARTIAL:
-                fun = _partial.LeafFun(p.fun.ref, lay, p.static, k, traced)
+                fun = _partial.LeafFun(p.fun.ref, lay, p.static, k, traced.sig, traced)
                 body = _engine.chunk_function(fun, plan)
             else:
-                fun = _partial.EntryFun(p.fun.ref, lay, p.static, k, traced)
+                fun = _partial.EntryFun(p.fun.ref, lay, p.static, k, traced.sig, traced)
                 body = _engine.entry_chunk_function(fun, plan, lay.shapes[i], np.dtype(lay.dtypes[i]))
             program = _jit.program(("leaf", fun, plan), body)
             theta_k = jax.device_put(p.theta_x[o : o + s])

@@ -37,6 +37,7 @@ sparse evaluation of one probe traces to.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import jax
@@ -132,6 +133,12 @@ class _Traced:
     closed: jcore.ClosedJaxpr
     paths: tuple[str, ...]  # per leaf of the params: PARTIAL, SPARSE, a plain reason, or "" (not checked)
     marks: tuple[tuple[bool, ...], ...]  # per checked leaf: which equations are downstream of it
+
+    @functools.cached_property
+    def sig(self) -> str:
+        """What the per-leaf programs are compiled from: the jaxpr (literals included) and the
+        shapes of its constants (the args' values, which are passed to the programs, not baked in)."""
+        return str(self.closed.jaxpr) + repr([(jnp.shape(c), str(getattr(c, "dtype", type(c)))) for c in self.closed.consts])
 
 
 def _all_vars(jaxpr):
@@ -241,10 +248,11 @@ def trace(loss_fn, lay, params, args, stencil) -> _Traced:
     return _Traced(closed, tuple(paths), tuple(marks))
 
 
-def base_values(traced: _Traced, checked) -> dict:
-    """Every variable of the traced jaxpr at θ (`checked`: the checked leaves, in order)."""
+def base_values(traced: _Traced, checked, consts=None) -> dict:
+    """Every variable of the traced jaxpr at θ (`checked`: the checked leaves, in order; `consts`:
+    the jaxpr's constants, the args' values, default those it was traced with)."""
     jaxpr = traced.closed.jaxpr
-    base = dict(zip(jaxpr.constvars, traced.closed.consts, strict=True))
+    base = dict(zip(jaxpr.constvars, traced.closed.consts if consts is None else consts, strict=True))
     base.update(zip(jaxpr.invars, checked, strict=True))
     for eqn in jaxpr.eqns:
         base.update(zip(eqn.outvars, _bind(eqn, [_read(base, v) for v in eqn.invars]), strict=True))
@@ -281,13 +289,14 @@ class Base:
     loss: _jit.Ref
     lay: _tree.Layout
     static: tuple
+    sig: str  # the traced jaxpr: a program compiled for one is never reused for another
     traced: _Traced = dataclasses.field(compare=False, hash=False)
 
-    def __call__(self, theta, dynamic):
+    def __call__(self, theta, dynamic, consts):
         params, _ = _jit.combine(dynamic, self.static)
         p = _tree.unravel(self.lay, theta, params)
         leaves = self.lay.treedef.flatten_up_to(p)
-        base = base_values(self.traced, [leaves[i] for i in self.lay.checked_index])
+        base = base_values(self.traced, [leaves[i] for i in self.lay.checked_index], consts)
         return [base[v] for v in _all_vars(self.traced.closed.jaxpr)]
 
 
@@ -299,6 +308,7 @@ class LeafFun:
     lay: _tree.Layout
     static: tuple
     k: int
+    sig: str
     traced: _Traced = dataclasses.field(compare=False, hash=False)
 
     def __call__(self, theta_k, base_list):
@@ -317,6 +327,7 @@ class EntryFun:
     lay: _tree.Layout
     static: tuple
     k: int
+    sig: str
     traced: _Traced = dataclasses.field(compare=False, hash=False)
 
     def __call__(self, idx, value, base_list):

@@ -160,11 +160,11 @@ class _Run:
             if all(rs is not None or bs is None for (rs, _), bs in zip(reg, r.starts, strict=True)):
                 return new
             x = self.region(v, None, reg)
-            offsets = [_i32(0) if rs is not None or bs is None else bs for (rs, _), bs in zip(reg, r.starts, strict=True)]
+            offsets = [_i32(0 if rs is not None or bs is None else bs) for (rs, _), bs in zip(reg, r.starts, strict=True)]
             return lax.dynamic_update_slice(x, new.astype(x.dtype), offsets)
         if all(s is None for s, _ in reg):
             return x
-        return lax.dynamic_slice(jnp.asarray(x, v.aval.dtype), [_i32(0) if s is None else s for s, _ in reg], [n for _, n in reg])
+        return lax.dynamic_slice(jnp.asarray(x, v.aval.dtype), [_i32(0 if s is None else s) for s, _ in reg], [n for _, n in reg])
 
 
 def _changed_boxes(reps):

@@ -397,3 +397,19 @@ def test_bug_corpus_same_numbers(model, forced):
         atol = 16 * float(jnp.finfo(jnp.float64).eps) * scale / 1e-6
         for a, b in zip(jax.tree_util.tree_leaves(plain), jax.tree_util.tree_leaves(fast)):
             np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=0, atol=atol)
+
+
+def test_new_data_with_the_same_loss_is_not_served_stale(forced):
+    # the per-leaf programs are cached per loss and layout; the args' values (new data, same
+    # shapes) flow into them, and a loss traced to another jaxpr gets programs of its own
+    def loss(p, x, scale):
+        return scale * jnp.sum(jnp.tanh(x @ p["W"] + p["b"][None]) ** 2)
+
+    with jax.enable_x64(True):
+        p = {"W": jnp.full((3, 2), 0.3), "b": jnp.full(2, 0.1)}
+        for seed, rows, scale in [(0, 4, 1.0), (1, 4, 1.0), (2, 5, 1.0), (2, 5, 2.0)]:
+            x = jax.random.normal(jax.random.key(seed), (rows, 3))
+            num = jgc.numeric_grad(loss, p, x, scale, partial_eval=True)
+            exact = jax.grad(loss)(p, x, scale)
+            for a, b in zip(jax.tree_util.tree_leaves(num), jax.tree_util.tree_leaves(exact)):
+                np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-7, atol=1e-8)
