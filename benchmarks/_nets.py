@@ -270,6 +270,24 @@ MODELS = [*MLP_SIZES, "cnn", "rnn"]
 # ---------------------------------------------------------------- helpers shared by the scripts
 
 
+def jgc_kwargs(method: str) -> dict:
+    """check_grad's keywords for a benchmark's jgc method: "jgc" (the defaults, partial evaluation
+    where it pays) or "jgc_plain" (partial_eval=False: the whole loss for every probe)."""
+    return {"partial_eval": False} if method == "jgc_plain" else {}
+
+
+def rss_mb() -> float:
+    """This process's resident memory now (Linux /proc; NaN elsewhere)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
 def num_params(params):
     return int(sum(np.size(v) for v in jax.tree_util.tree_leaves(params)))
 

@@ -6,7 +6,7 @@ For each case, in fresh subprocesses (float64, x64 enabled in the subprocess onl
   floor   the bare cost: the first call of jit(vmap(loss of θ)) over the 2n points θ ± h·e_i
           (one chunk for these small n) plus the first call of jit(jax.grad(loss of θ)),
           then warm calls of both
-  (jgc_partial, with --methods: the same check with partial_eval=True, if check_grad has it)
+  (jgc_plain, with --methods: the same check with partial_eval=False)
 
 The JAX backend is initialised before the clock starts (the model's arrays are built
 first), so "first" is tracing, lowering, XLA compilation and the run. The ratio jgc ÷ floor
@@ -29,7 +29,7 @@ smooth least-squares loss coupling neighbouring leaves, hand-written gradient).
 Run:
     python benchmarks/first_call.py                 # writes benchmarks/results/first_call.json
     python benchmarks/first_call.py --quick         # one process per cell, 10 and 50 leaves
-    python benchmarks/first_call.py --cases leaves200 --processes 5 --methods jgc,jgc_partial,floor
+    python benchmarks/first_call.py --cases leaves200 --processes 5 --methods jgc,jgc_plain,floor
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import _nets  # noqa: E402
 
 CASES = ["classic47", "leaves10", "leaves50", "leaves200"]
-METHODS = ["jgc", "jgc_partial", "floor"]
+METHODS = ["jgc", "jgc_plain", "floor"]
 EVENTS = {
     "compiles": "/jax/core/compile/backend_compile_duration",
     "traces": "/jax/core/compile/jaxpr_trace_duration",
@@ -129,7 +129,6 @@ def cell(case, method, repeat):
     import jax
 
     jax.config.update("jax_enable_x64", True)  # this subprocess only
-    import inspect
 
     import numpy as np
     from jax.flatten_util import ravel_pytree
@@ -143,12 +142,7 @@ def cell(case, method, repeat):
     if method.startswith("jgc"):
         import jgc
 
-        kwargs = {}
-        if method == "jgc_partial":
-            if "partial_eval" not in inspect.signature(jgc.check_grad).parameters:
-                row["skipped"] = "jgc.check_grad has no partial_eval keyword"
-                return row
-            kwargs["partial_eval"] = True
+        kwargs = _nets.jgc_kwargs(method)
         calls = [lambda: jgc.check_grad(loss, grad, params, *args, **kwargs)]
     elif method == "floor":
         loss_of_theta = lambda t: loss(unravel(t), *args)

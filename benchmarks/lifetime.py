@@ -53,14 +53,6 @@ def _maps():
         return sum(1 for _ in f)
 
 
-def _rss_mb():
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def child(variant, checks, every, dtype, collect):
     import jax
 
@@ -70,6 +62,9 @@ def child(variant, checks, every, dtype, collect):
     import jax.numpy as jnp
 
     import jgc
+
+    sys.path.insert(0, str(pathlib.Path(__file__).parent))
+    import _nets
 
     compiles = [0]
     jax.monitoring.register_event_duration_secs_listener(
@@ -104,7 +99,7 @@ def child(variant, checks, every, dtype, collect):
                 {
                     "checks": done,
                     "maps": _maps(),
-                    "rss_mb": _rss_mb(),
+                    "rss_mb": _nets.rss_mb(),
                     "compiles": compiles[0],
                     "elapsed_s": time.perf_counter() - t0,
                     "all_passed": passed,

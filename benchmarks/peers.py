@@ -6,7 +6,7 @@ run, so they share the machine's load. float64 throughout (x64 is enabled in the
 process only). Methods:
 
   jgc              jgc.check_grad(loss, grad, params, x, y), the hand-written gradient
-  jgc_partial      the same with partial_eval=True (only if check_grad accepts the keyword)
+  jgc_plain        the same with partial_eval=False: the plain engine (the whole loss per probe)
   scipy            scipy.optimize.check_grad on the flat float64 θ (ravel_pytree), driven by the
                    jitted loss and the jitted hand-written gradient: n + 1 loss calls (forward
                    differences, step √ε)
@@ -70,19 +70,11 @@ import time
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import _nets  # noqa: E402
 
-METHODS = ["jgc", "jgc_partial", "scipy", "torch", "course", "floor", "floor_seq"]
+METHODS = ["jgc", "jgc_plain", "scipy", "torch", "course", "floor", "floor_seq"]
 RESULTS = pathlib.Path(__file__).parent / "results"
 
 
 # ---------------------------------------------------------------- one cell (runs in its own process)
-
-
-def _rss_mb():
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def _timed(fn):
@@ -121,18 +113,11 @@ def cell(model_name, method, opts):
         row.update(_nets.verify(model, with_torch=True))
         return row
 
-    row["base_rss_mb"] = _rss_mb()
-    if method in ("jgc", "jgc_partial"):
-        import inspect
-
+    row["base_rss_mb"] = _nets.rss_mb()
+    if method in ("jgc", "jgc_plain"):
         import jgc
 
-        kwargs = {}
-        if method == "jgc_partial":
-            if "partial_eval" not in inspect.signature(jgc.check_grad).parameters:
-                row["skipped"] = "jgc.check_grad has no partial_eval keyword"
-                return row
-            kwargs["partial_eval"] = True
+        kwargs = _nets.jgc_kwargs(method)
         fn = lambda: jgc.check_grad(model.loss, model.grad, model.params, *model.args, **kwargs)
         res, first, warm = _first_and_warm(fn, opts)
         _times(row, first, warm)

@@ -106,24 +106,25 @@ def tally(rows_by_model):
     return t
 
 
-def select(kind, patterns):
+def select(kind, patterns, dtype_name="float64", method="central"):
+    """The corpus' models to run (matching `patterns`), and those skipped with the reason:
+    float64-only losses in float32, losses that are not complex-safe for complex_step."""
     models, not_complex = CORPORA[kind]
     if patterns:
         models = [m for m in models if any(fnmatch.fnmatch(m.name, p) for p in patterns)]
-    return models, not_complex
+    skipped = [f"{m.name}: float64 only" for m in models if m.name in corpus.FLOAT64_ONLY and dtype_name != "float64"]
+    if method == "complex_step":
+        skipped += [f"{m.name}: not complex-safe" for m in models if m.name in not_complex]
+    return [m for m in models if not any(s.startswith(m.name + ":") for s in skipped)], skipped
 
 
 def run(kind, dtype_name, method, seeds, sweep, patterns):
     dtype = jnp.dtype(dtype_name)
-    eps0, tol0 = _stencils.default_eps(dtype, method), _stencils.default_tol(dtype, method)
+    eps0, tol0 = _stencils.nominal_eps(dtype, method), _stencils.default_tol(dtype, method)
     grid = [(eps0, tol0)]
     if sweep:
         grid += [(eps0 * f, tol0) for f in (0.01, 0.1, 10.0, 100.0)] + [(eps0, tol0 * f) for f in (0.01, 0.1, 10.0)]
-    models, not_complex = select(kind, patterns)
-    skipped = [f"{m.name}: float64 only" for m in models if m.name in corpus.FLOAT64_ONLY and dtype_name != "float64"]
-    if method == "complex_step":
-        skipped += [f"{m.name}: not complex-safe" for m in models if m.name in not_complex]
-    models = [m for m in models if not any(s.startswith(m.name + ":") for s in skipped)]
+    models, skipped = select(kind, patterns, dtype_name, method)
     groups = collections.defaultdict(list)
     for m in models:
         groups[corpus.params_signature(m, dtype) if kind == "ops" else m.name].append(m)

@@ -24,7 +24,6 @@ Markdown tables (docs/verdicts.md holds the last ones), and saves JSON.
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import json
 import pathlib
 import platform
@@ -38,10 +37,10 @@ import corpus  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+from verdicts import select  # noqa: E402  (the corpus selection the traced benchmark uses)
 
 import jgc  # noqa: E402
 
-CORPORA = {"models": (corpus.MODELS, corpus.NOT_COMPLEX_SAFE), "ops": (corpus.OPS, corpus.OPS_NOT_COMPLEX_SAFE)}
 KINDS = ("correct",) + corpus.CATEGORIES
 
 
@@ -104,20 +103,9 @@ def check_one(m, bug, fn, leaf, seed, params, args, size, method):
     return row
 
 
-def select(kind, patterns):
-    models, not_complex = CORPORA[kind]
-    if patterns:
-        models = [m for m in models if any(fnmatch.fnmatch(m.name, p) for p in patterns)]
-    return models, not_complex
-
-
 def run(kind, dtype_name, method, seeds, patterns, log):
     dtype = jnp.dtype(dtype_name)
-    models, not_complex = select(kind, patterns)
-    skipped = [f"{m.name}: float64 only" for m in models if m.name in corpus.FLOAT64_ONLY and dtype_name != "float64"]
-    if method == "complex_step":
-        skipped += [f"{m.name}: not complex-safe" for m in models if m.name in not_complex]
-    models = [m for m in models if not any(s.startswith(m.name + ":") for s in skipped)]
+    models, skipped = select(kind, patterns, dtype_name, method)
     rows = []
     for m in models:
         for seed in range(seeds):

@@ -156,23 +156,7 @@ def vector_check(
         xp.stack([center, center]),
         xp.asarray(True),
     )
-    return result(
-        passed=decision.passed,
-        failed=decision.failed,
-        rel_error=decision.rel_error,
-        tol=xp.asarray(session.tol),
-        eps=xp.asarray(session.eps),
-        num_evals=xp.asarray(session.evals, np.int32),
-        numeric_flat=numeric,
-        analytic_flat=analytic,
-        groups=decision.groups,
-        noise=noise,
-        diagnosis=None,
-        autodiff=None,
-        layout=layout,
-        method=options.method,
-        notes=tuple(problem.notes + session.notes),
-    )
+    return _pipeline.result(result, problem, session, decision, numeric, analytic, noise, layout, options.method)
 
 
 # ---------------------------------------------------------------- VJP

@@ -173,25 +173,58 @@ def run(loss_fn: Callable, grad_fn: Callable | None, params, args, options: Opti
         xp.asarray(deterministic),
     )
     cls = {FULL: options.result, SAMPLED: SampledCheck, DIRECTIONS: DirectionCheck}[options.mode]
+    # + 1: J(θ) from the second trace (the determinism check)
+    return result(
+        cls,
+        problem,
+        session,
+        decision,
+        measured.numeric,
+        measured.analytic,
+        noise,
+        lay,
+        options.method,
+        1,
+        diagnosis=diagnosis,
+        autodiff=autodiff,
+        **extra,
+    )
+
+
+def result(
+    cls,
+    problem: Problem,
+    session: Session,
+    decision,
+    numeric,
+    analytic,
+    noise: Noise,
+    layout,
+    method: str,
+    more_evals: int = 0,
+    **fields,
+):
+    """The result of any check (`cls`: GradCheck or one of its kinds) from its session and verdict;
+    `fields`: what only that kind has (diagnosis, autodiff, sampled indices…)."""
+    xp = problem.xp
+    fields = {"diagnosis": None, "autodiff": None, **fields}
     return cls(
         passed=decision.passed,
         failed=decision.failed,
         rel_error=decision.rel_error,
         tol=xp.asarray(session.tol),
         eps=xp.asarray(session.eps),
-        num_evals=xp.asarray(session.evals + 1, np.int32),
+        num_evals=xp.asarray(session.evals + more_evals, np.int32),
         resolve_evals=session.resolve_evals,
-        numeric_flat=measured.numeric,
-        analytic_flat=measured.analytic,
+        numeric_flat=numeric,
+        analytic_flat=analytic,
         groups=decision.groups,
         noise=noise,
-        diagnosis=diagnosis,
-        autodiff=autodiff,
-        layout=lay,
-        method=options.method,
+        layout=layout,
+        method=method,
         notes=tuple(problem.notes + session.notes),
         leaf_eval=session.leaf_eval,
-        **extra,
+        **fields,
     )
 
 
