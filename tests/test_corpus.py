@@ -113,7 +113,8 @@ def test_registry_shape():
                 assert callable(fn) and leaf in _paths(params), (m.name, bug, leaf)
 
 
-@pytest.mark.parametrize("m", _param(MODELS))
+@pytest.mark.slow  # the corpus' own integrity: run when the corpus changes (pytest -m slow)
+@pytest.mark.parametrize("m", MODELS, ids=[m.name for m in MODELS])
 def test_correct_gradient_and_tags(m):
     """The hand-written gradient equals jax.grad in float64 (to float32 accuracy for losses that
     compute in float32 inside), and each bug's tag is its size measured at seed 0."""
@@ -131,7 +132,8 @@ def test_correct_gradient_and_tags(m):
         assert size > 1e-8, (m.name, bug, size)  # resolvable in float64 in principle
 
 
-@pytest.mark.parametrize("m", _param(MODELS))
+@pytest.mark.slow  # the corpus' own integrity: run when the corpus changes (pytest -m slow)
+@pytest.mark.parametrize("m", MODELS, ids=[m.name for m in MODELS])
 def test_complex_safety_as_listed(m):
     """Complex step (Im J(θ + i·h·e_j) / h, h = 1e-20) gives jax.grad exactly unless the model is in NOT_COMPLEX_SAFE."""
     with jax.enable_x64(True):

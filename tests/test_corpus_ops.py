@@ -86,7 +86,8 @@ def test_ops_registry():
         assert dict(m.tags) == {"entry_1e-3": "subtle", "entry_1e-2": "moderate", "times_2": "gross"}
 
 
-@pytest.mark.parametrize("name", _param())
+@pytest.mark.slow  # the corpus' own integrity: run when the corpus changes (pytest -m slow)
+@pytest.mark.parametrize("name", IDS)
 def test_op_gradient_is_exact_and_complex_safety_as_listed(name):
     m = BY_NAME[name]
     with jax.enable_x64(True):
