@@ -9,8 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _pipeline, _probes, _stencils, _tree, _validate
-from ._measure import Session
+from . import _jit, _pipeline, _probes, _stencils, _tree, _validate
+from ._engine import Engine
 from ._problem import Problem
 from ._result import GradCheck, GradCheckError
 from ._typing import PyTree, Tracer
@@ -133,7 +133,7 @@ def check_grad(
         _validate.count("coords", coords)
         _validate.key(key)
         options = dataclasses.replace(options, mode=_pipeline.SAMPLED, coords=int(coords))
-    return _pipeline.check(_pipeline.run, (loss_fn, grad_fn), params, args, options, eps, tol, key)
+    return _jit.check(_pipeline.run, (loss_fn, grad_fn), params, args, options, eps, tol, key)
 
 
 _X64_TRACED = (
@@ -186,15 +186,18 @@ def numeric_grad(
     params = prepare(params)
     lay = _tree.layout(params)
     options = _pipeline.Options(method, chunk_size, partial=partial_eval)
-    return _tree.unravel_full(lay, _pipeline.check(_numeric, (loss_fn,), params, args, options, eps))
+    return _tree.unravel_full(lay, _jit.check(_numeric, (loss_fn,), params, args, options, eps))
 
 
 def _numeric(loss_fn, params, args, options, eps, tol, key):
+    """The pipeline's first two steps on every coordinate, stage 1 only: the numeric gradient."""
     problem = Problem(loss_fn, params, args, options.method)
     xp, n = problem.xp, problem.lay.n
-    session = Session(problem, _probes.COORDS, n, eps=eps, chunk_size=options.chunk_size, partial=options.partial)
+    engine = Engine(problem, _probes.COORDS, n, options.chunk_size, options.partial)
     probes = _probes.Probes(xp.arange(n, dtype=np.int32), xp.zeros(n, problem.dtype))
-    return session.first(probes, doubled=False)[0].numeric
+    side = _pipeline.Side(None, None)
+    _, measured, _, _ = _pipeline.calibrated(problem, engine, side, probes, eps, doubled=False)
+    return measured.numeric
 
 
 def relative_error(a: PyTree, b: PyTree) -> jax.Array:

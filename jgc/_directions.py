@@ -64,4 +64,4 @@ def check_directions(
     params = _check.prepare(params)
     _tree.layout(params)
     options = dataclasses.replace(_pipeline.Options(method, chunk_size), mode=_pipeline.DIRECTIONS, num=int(num))
-    return _pipeline.check(_pipeline.run, (loss_fn, grad_fn), params, args, options, eps, tol, key)
+    return _jit.check(_pipeline.run, (loss_fn, grad_fn), params, args, options, eps, tol, key)

@@ -180,3 +180,32 @@ PROGRAMS = Programs()
 def program(key: Hashable, fn: Callable, **jit_kwargs) -> Callable:
     """`jax.jit(fn, **jit_kwargs)`, cached on `key` (which must identify `fn` completely)."""
     return PROGRAMS.get(key, lambda: jax.jit(fn, **jit_kwargs))
+
+
+# ---------------------------------------------------------------- a check on the host or inside one jit
+
+
+@dataclasses.dataclass(frozen=True)
+class Traced:
+    """A check called on traced inputs: `body` inside one jit (inlined under the caller's jit;
+    under `vmap` alone, one compiled program instead of op-by-op execution)."""
+
+    body: Callable  # a module-level function: body(*fns, params, args, options, eps, tol, key)
+    fns: tuple  # Refs of the user's functions (None where not given)
+    static: tuple
+    options: object
+
+    def __call__(self, dynamic, eps, tol, key):
+        params, args = combine(dynamic, self.static)
+        fns = [None if f is None else f() for f in self.fns]
+        return self.body(*fns, params, args, self.options, eps, tol, key)
+
+
+def check(body: Callable, fns: tuple, params, args, options, eps=None, tol=None, key=None):
+    """`body(*fns, params, args, options, eps, tol, key)` on the host, or inside one jit when
+    any input is traced."""
+    dynamic, static = partition((params, args))
+    if is_traced((dynamic, eps, tol, key)):
+        spec = Traced(body, tuple(None if f is None else Ref(f) for f in fns), static, options)
+        return program(("traced", spec), spec)(dynamic, eps, tol, key)
+    return body(*fns, params, args, options, eps, tol, key)

@@ -49,13 +49,6 @@ class Probes:
         return jax.tree_util.tree_map(lambda x: x[rows], self)
 
 
-def coordinates(index, base) -> Probes:
-    """One-hot probes e_j for j in `index`, with base steps `base` (broadcast)."""
-    index = np.asarray(index, np.int32) if not isinstance(index, jax.Array) else index.astype(jnp.int32)
-    xp = np if isinstance(index, np.ndarray) and not isinstance(base, jax.Array) else jnp
-    return Probes(index, xp.broadcast_to(xp.asarray(base), index.shape))
-
-
 def blocks(start, length, base, ident=None) -> Probes:
     """Random unit directions on blocks; `ident` numbers the probes (default 0, 1, …)."""
     start, length = np.asarray(start, np.int32), np.asarray(length, np.int32)
@@ -112,7 +105,8 @@ def direction(probes: Probes, i, theta: jax.Array, key=None):
     pos = jnp.arange(n)
     size = probes.length[i]
     inside = (pos >= start) & (pos < start + size)
-    z = jnp.where(inside, jax.random.normal(jax.random.fold_in(key, probes.ident[i]), (n,), theta.dtype), 0)
+    # drawn in float32 whatever θ's dtype, so a float64 re-check measures along the same direction
+    z = jnp.where(inside, jax.random.normal(jax.random.fold_in(key, probes.ident[i]), (n,), jnp.float32).astype(theta.dtype), 0)
     z = jnp.where(z[start] < 0, -z, z)
     v = z / jnp.sqrt(jnp.sum(z * z))
     rms = jnp.sqrt(jnp.sum(jnp.where(inside, theta * theta, 0)) / size.astype(theta.dtype))
@@ -126,3 +120,45 @@ def project(probes: Probes, i, vector: jax.Array, theta: jax.Array, key=None):
     if probes.kind == COORDS:
         return vector[probes.start[i]]
     return jnp.vdot(vector, direction(probes, i, theta, key)[0])
+
+
+# ---------------------------------------------------------------- sampled coordinates
+
+
+def allocate(sizes: tuple[int, ...], k: int) -> tuple[int, ...]:
+    """How many of k coordinates each leaf gets: equal shares, capped by the leaf's size,
+    the surplus of small leaves shared among the others (water filling). Every leaf of
+    nonzero size gets at least one; the total is max(min(k, n), number of such leaves).
+
+    Examples:
+      >>> allocate((1000, 10, 3), 30)
+      (17, 10, 3)
+    """
+    counts = [0] * len(sizes)
+    live = [i for i in range(len(sizes)) if sizes[i]]
+    left, open_ = max(k, len(live)), sorted(live, key=lambda i: sizes[i])
+    while open_:
+        share = left // len(open_)
+        i = open_[0]
+        if sizes[i] <= share:  # the smallest leaf is fully checked
+            counts[i] = sizes[i]
+            left -= sizes[i]
+            open_.pop(0)
+            continue
+        extra = left - share * len(open_)
+        for r, i in enumerate(open_):  # the largest leaves take the remainder
+            counts[i] = share + (r >= len(open_) - extra)
+        break
+    return tuple(max(1, c) if s else 0 for c, s in zip(counts, sizes, strict=True))
+
+
+def draw(xp, key, *, lay, counts: tuple[int, ...]):
+    """Flat θ indices: counts[k] distinct coordinates of leaf k, drawn uniformly, leaf after leaf."""
+    parts = []
+    for k, (offset, size, m) in enumerate(zip(lay.offsets, lay.sizes, counts, strict=True)):
+        if m == size:
+            parts.append(xp.arange(offset, offset + size, dtype=np.int32))
+        else:
+            pick = jax.random.choice(jax.random.fold_in(key, k), size, (m,), replace=False)
+            parts.append((offset + xp.sort(xp.asarray(pick))).astype(np.int32))
+    return xp.concatenate(parts)

@@ -31,8 +31,6 @@ _COMPLEX_MSG = (
     "(the default) or method='five_point'."
 )
 
-_HOST_GRAD = "grad_fn ran on the host (it cannot be traced: NumPy); J(θ) and the numeric side were compiled"
-
 _HOST_GRAD_TRACED = (
     " grad_fn is called on the host, outside jit, only when the inputs are concrete; inside "
     "jax.jit/jax.vmap it must be written with jax.numpy"
@@ -94,9 +92,9 @@ class Fun:
 class Gradient:
     """The analytic side of a gradient check, as one program of (θ, dynamic).
 
-    Returns (analytic gradient (n,) or None, J(θ) from this trace, `jax.grad` (n,) or None):
-    the hand-written gradient when `grad` is set, `jax.grad` of the loss when it is None or
-    `autodiff` asks for the cross-check (`value_only`: J(θ) alone, for a host-side grad_fn).
+    Returns (analytic gradient (n,) or None, `jax.grad` (n,) or None): the hand-written
+    gradient when `grad` is set, `jax.grad` of the loss when it is None or `autodiff` asks
+    for the cross-check (`auto_only`: `jax.grad` alone, beside a host-side grad_fn).
     """
 
     grad: _jit.Ref | None  # grad_fn; None: jax.grad of the loss
@@ -104,7 +102,7 @@ class Gradient:
     lay: _tree.Layout
     static: tuple
     autodiff: bool = False
-    value_only: bool = False
+    auto_only: bool = False
     grad_name: str = "grad_fn"
     loss_name: str = "loss_fn"
 
@@ -116,17 +114,12 @@ class Gradient:
             _validate.scalar_output(out, self.loss_name)
             return jnp.real(out).astype(theta.dtype)
 
-        if self.value_only and not self.autodiff:
-            return None, loss(theta), None
-        if self.grad is None or self.autodiff:
-            value, auto = jax.value_and_grad(loss)(theta)
-        else:
-            value, auto = loss(theta), None
-        if self.grad is None or self.value_only:
-            return (auto if self.grad is None else None), value, (auto if self.autodiff else None)
+        auto = jax.grad(loss)(theta) if self.grad is None or self.autodiff else None
+        if self.grad is None or self.auto_only:
+            return (auto if self.grad is None else None), (auto if self.autodiff else None)
         grad = _validate.trace(self.grad_name, self.grad(), _tree.unravel(self.lay, theta, params), *args)
         _validate.like_params(self.lay, grad, self.grad_name)
-        return _tree.ravel(self.lay, grad).astype(theta.dtype), value, auto
+        return _tree.ravel(self.lay, grad).astype(theta.dtype), auto
 
 
 class Problem:
@@ -155,7 +148,6 @@ class Problem:
         self.fn, self.kind, self.name = fn, kind, name
         self.out_lay = None if kind == LOSS else self._out_layout()
         self.fun = Fun(kind, _jit.Ref(fn), lay, self.static, self.out_lay, name)
-        self.notes: list[str] = []
 
     def _out_layout(self) -> _tree.Layout:
         params = self.params
@@ -187,7 +179,7 @@ class Problem:
         return jax.tree_util.tree_map(lambda x: x if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else np.asarray(x), out)
 
     def gradient(self, grad_fn, autodiff: bool = False, grad_name: str = "grad_fn"):
-        """(analytic (n,), J(θ) from a second trace, autodiff (n,) or None).
+        """(analytic (n,), autodiff (n,) or None, whether grad_fn ran on the host).
 
         A `grad_fn` that cannot be traced (a NumPy backward pass) runs on the host when the
         inputs are concrete; the report says so.
@@ -196,7 +188,8 @@ class Problem:
         grad = None if grad_fn is None else _jit.Ref(grad_fn)
         spec = Gradient(grad, self.fun.ref, self.lay, self.static, autodiff=autodiff, grad_name=grad_name, loss_name=self.name)
         try:
-            return self.call(("gradient", spec), spec)
+            analytic, auto = self.call(("gradient", spec), spec)
+            return analytic, auto, False
         except _validate.Untraceable as e:
             if e.name != grad_name or grad_fn is None:
                 raise
@@ -207,7 +200,8 @@ class Problem:
         _validate.like_params(self.lay, grad, grad_name)
         leaves = self.lay.treedef.flatten_up_to(grad)
         analytic = np.concatenate([np.ravel(np.asarray(leaves[i], self.dtype)) for i in self.lay.checked_index])
-        rest = dataclasses.replace(spec, grad=None, value_only=True)
-        _, value, auto = self.call(("gradient", rest), rest)
-        self.notes.append(_HOST_GRAD)
-        return analytic, value, auto
+        auto = None
+        if autodiff:
+            rest = dataclasses.replace(spec, auto_only=True)
+            _, auto = self.call(("gradient", rest), rest)
+        return analytic, auto, True

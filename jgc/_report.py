@@ -7,7 +7,7 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-from . import _diagnose
+from . import _diagnose, _resolve, _stencils
 from ._typing import Tracer
 
 
@@ -29,7 +29,7 @@ def _batch_shape(res) -> tuple[int, ...]:
     return np.shape(res.rel_error)
 
 
-def _select(res, seed: int):
+def select(res, seed: int):
     """The `seed`-th check of a batched result (batch axes flattened)."""
     nb = len(_batch_shape(res))
     return jax.tree_util.tree_map(lambda x: np.asarray(x).reshape((-1,) + np.shape(x)[nb:])[seed], res)
@@ -95,8 +95,9 @@ def _verdict(res) -> str:
 
 
 def _nonfinite_leaves(res) -> np.ndarray:
-    num, ana = np.asarray(res.numeric_flat), np.asarray(res.analytic_flat)
-    bad = ~(np.isfinite(num) & np.isfinite(ana))
+    """Leaves with a non-finite analytic value (a failure; a non-finite numeric one is unresolved)."""
+    ana = np.asarray(res.analytic_flat)
+    bad = ~np.isfinite(ana)
     seg = _entry_groups(res)
     out = np.zeros(res.layout.k, bool)
     np.logical_or.at(out, seg[bad], True)
@@ -173,13 +174,82 @@ def _scope(res) -> str:
 
 
 _NONDETERMINISTIC = (
-    "the loss is not deterministic: two evaluations at the same θ gave {a!r} and {b!r}, so "
-    "finite differences measure noise. Draw randomness (dropout masks, sampling) from a PRNG key "
-    "passed in *args, e.g. loss_fn(params, x, key) with jax.random.bernoulli(key, ...), never from "
-    "state that changes between calls."
+    "the loss is not deterministic: the same compiled program evaluated at the same points twice gave values "
+    "differing by up to {spread:.3g} (J(θ) = {center:.6g}), so finite differences measure noise. Draw randomness "
+    "(dropout masks, sampling) from a PRNG key passed in *args, e.g. loss_fn(params, x, key) with "
+    "jax.random.bernoulli(key, ...), never from state that changes between calls (NumPy's random functions, "
+    "a counter)."
 )
 
 _INCONCLUSIVE = "inconclusive: {why} To resolve it: {remedy}"
+
+_RECHECK = {
+    _resolve.NOT_FLOAT64: "loss_fn does not return float64 for float64 inputs",
+    _resolve.OTHER_FUNCTION: (
+        "in float64 the loss evaluates another function (J(θ) or the gradient differ from their float32 values "
+        "beyond float32's rounding: randomness or constants drawn by dtype, e.g. a dropout mask drawn with the "
+        "params' dtype)"
+    ),
+    _resolve.NOT_TRACEABLE: "loss_fn or grad_fn cannot be traced with float64 inputs",
+    _resolve.LOWER_PRECISION: "the loss computes in a lower precision inside, which float64 parameters do not make more precise",
+}
+
+
+def _flagged(res, flag) -> np.ndarray:
+    return (np.asarray(res.run.how).astype(int) & flag) > 0
+
+
+def notes(res) -> list[str]:
+    """What the check did beyond the plain recipe, from its codes (one unbatched result)."""
+    out = []
+    run, g = res.run, res.groups
+    if bool(np.asarray(run.host_grad)):
+        out.append("grad_fn ran on the host (it cannot be traced: NumPy); the loss was compiled")
+    precision = int(np.asarray(run.precision))
+    theta = _stencils.PRECISIONS.index(res.layout.low_dtype.name) if res.layout.low_dtype.name in _stencils.PRECISIONS else 0
+    if precision > theta:
+        name = _stencils.PRECISIONS[precision]
+        out.append(
+            f"the loss rounds like {name} (relative rounding level {float(np.asarray(res.noise.rel_level)):.1e}): "
+            f"{name} steps and tolerance"
+        )
+    recheck = int(np.asarray(run.recheck))
+    rechecked = _flagged(res, _resolve.FLOAT64)
+    if recheck == _resolve.RAN and rechecked.any():
+        out.append(f"float64 re-check of {_paths(res, rechecked)}")
+    elif recheck in _RECHECK:
+        out.append(f"no float64 re-check: {_RECHECK[recheck]}; tol {float(res.tol):.0e}")
+    steps = _flagged(res, _resolve.STEPS)
+    if steps.any():
+        out.append(f"unresolved entries of {_paths(res, steps)} re-measured with adapted steps")
+    confirmed = _flagged(res, _resolve.CONFIRMED) & np.asarray(g.failed, bool)
+    if confirmed.any():
+        out.append(f"the failure of {_paths(res, confirmed)} was confirmed at a second step")
+    withdrawn = _flagged(res, _resolve.WITHDRAWN) & ~np.asarray(g.failed, bool)
+    if withdrawn.any():
+        out.append(
+            f"the discrepancy of {_paths(res, withdrawn)} at the first step did not persist at a second step "
+            "(truncation or a kink within the stencil): not a failure"
+        )
+    below = (np.asarray(g.lower, float) > 0) & ~np.asarray(g.failed, bool)
+    if below.any():
+        out.append(
+            f"{_paths(res, below)}: a discrepancy of up to {np.nanmax(np.asarray(g.lower, float)[below]):.1e} is proven, "
+            f"below tol {float(res.tol):.1e}: not a failure"
+        )
+    rough = np.asarray(res.noise.rough, bool) & ~np.asarray(res.noise.known, bool)
+    if rough.any():
+        out.append(
+            f"{int(rough.sum())} entries may straddle kinks (their one-sided derivatives disagree): under jit/vmap "
+            "they cannot be re-measured, so they prove nothing"
+        )
+    evals = int(np.asarray(run.resolve_evals)) + int(np.asarray(run.confirm_evals))
+    if evals:
+        out.append(
+            f"re-measurement cost {int(np.asarray(run.resolve_evals)):,} loss evaluations (unresolved leaves) and "
+            f"{int(np.asarray(run.confirm_evals)):,} (confirming failures), included in the total"
+        )
+    return out
 
 
 def _extra_lines(res) -> list[str]:
@@ -187,8 +257,7 @@ def _extra_lines(res) -> list[str]:
     lines = []
     noise = res.noise
     if not bool(np.asarray(noise.deterministic)):
-        a, b = (float(v) for v in np.asarray(noise.loss_values))
-        lines.append(_NONDETERMINISTIC.format(a=a, b=b))
+        lines.append(_NONDETERMINISTIC.format(spread=float(np.asarray(noise.spread)), center=float(np.asarray(noise.center))))
     g = res.groups
     open_ = ~np.asarray(g.passed, bool) & ~np.asarray(g.failed, bool)
     if open_.any():
@@ -199,17 +268,23 @@ def _extra_lines(res) -> list[str]:
             f"{float(res.tol):.1e} from none."
         )
         if unknown.any():
-            why += f" {int(unknown.sum())} coordinates needed a truncation estimate that a traced check does not take."
-        rechecked = any("float64 re-check" in note for note in res.notes)
-        if res.layout.low_dtype.name == "float32" and not rechecked and not getattr(res, "resolve_evals", 0):
+            why += f" {int(unknown.sum())} entries have no known bound (a traced check cannot re-measure them)."
+        recheck = int(np.asarray(res.run.recheck))
+        redone = int(np.asarray(res.run.resolve_evals)) + int(np.asarray(res.run.confirm_evals))
+        if res.layout.low_dtype.name == "float32" and recheck == _resolve.NOT_NEEDED and not redone:
             remedy = (
                 "call the check outside jax.jit/vmap (unresolved leaves are then re-measured with better steps and "
                 "in float64), or check in float64: check_grad(..., x64=True)."
             )
-        elif any("no float64 re-check" in note for note in res.notes):
+        elif recheck in (_resolve.NOT_FLOAT64, _resolve.NOT_TRACEABLE):
             remedy = (
                 "make loss_fn and grad_fn follow their inputs' dtype (then unresolved leaves are re-checked in "
                 "float64), or pass a larger tol."
+            )
+        elif recheck == _resolve.OTHER_FUNCTION:
+            remedy = (
+                "draw randomness and constants in a fixed dtype (then float64 evaluates the same function and can "
+                "re-check), or pass a larger tol."
             )
         else:
             remedy = (
@@ -228,7 +303,7 @@ def _extra_lines(res) -> list[str]:
             "stencil there and the analytic value lies between the one-sided derivatives (a valid "
             "subgradient), so they are not failures"
         )
-    for note in res.notes:
+    for note in notes(res):
         lines.append(f"note: {note}")
     return lines
 
@@ -338,12 +413,6 @@ def _leaf_eval_rows(res) -> list[str]:
     return [row]
 
 
-_COLUMNS = (
-    "  (rel_error: ‖numeric − analytic‖/(‖numeric‖ + ‖analytic‖) per leaf; proven: the part of it beyond twice "
-    "the noise; possible: the largest it can be; ± bound: the error the finite difference may carry at the worst index)"
-)
-
-
 def format_report(res, max_leaves: int | None = 40) -> str:
     """The text report of a (possibly batched) check."""
     if _is_traced(res):
@@ -369,7 +438,7 @@ def format_report(res, max_leaves: int | None = 40) -> str:
             + f"; rel_error min {np.nanmin(rel):.2e}, max {np.nanmax(rel):.2e}"
         )
         lines.append(f"worst seed {worst_seed}:")
-        res = _select(res, worst_seed)
+        res = select(res, worst_seed)
     lines.append(f"jgc {res.kind} " + _verdict(res))
     lines += _autodiff_lines(res)
     lines += _extra_lines(res)

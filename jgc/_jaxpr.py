@@ -1,0 +1,106 @@
+"""One jaxpr walker, and the static facts about a loss that the checks read from it.
+
+`eqns(jaxpr)` yields every equation of a jaxpr and of the jaxprs nested in its equations
+(`jit`, `custom_jvp_call`, `scan`, `cond`, …), depth first. `facts(jaxpr, roots)` reads what
+a check needs to know before it measures anything, from the equations *downstream* of the
+parameters (`roots`: the jaxpr inputs that carry θ; an equation with a nested jaxpr counts
+as a whole, its body downstream when any of its inputs is):
+
+- `conv`: a convolution is evaluated (the engine batches such losses with a loop on CPU);
+- `smooth`: no downstream equation can make the loss non-differentiable in θ (max/min/abs,
+  a select whose predicate depends on θ, rounding, a float→int cast, sorting, control flow
+  on θ, callbacks). A smooth loss has no kinks, so a disagreement of its one-sided
+  derivatives is evidence about the noise, never a kink;
+- `lowest`: the least precise floating-point dtype a downstream equation computes in (a
+  float32 loss that computes partly in bfloat16 rounds like bfloat16 there);
+- `callback`: the loss calls back into Python (its precision cannot be read from the jaxpr).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax.numpy as jnp
+import numpy as np
+from jax.extend import core as jcore
+
+# Primitives after which a loss may not be differentiable in their inputs (a kink, a jump).
+NON_SMOOTH = frozenset(
+    """max min abs sign clamp floor ceil round rem nextafter sort argmax argmin top_k reduce_max
+    reduce_min reduce_precision cond while cummax cummin eigh svd lu qr schur
+    pure_callback io_callback debug_callback callback""".split()
+)
+CALLBACKS = frozenset("pure_callback io_callback callback".split())
+
+_BITS = {np.dtype(jnp.bfloat16): 8, np.dtype(jnp.float16): 11, np.dtype(np.float32): 24, np.dtype(np.float64): 53}
+
+
+def subjaxprs(eqn):
+    """The jaxprs nested in one equation's parameters."""
+    for value in eqn.params.values():
+        for item in value if isinstance(value, (tuple, list)) else (value,):
+            if isinstance(item, jcore.ClosedJaxpr):
+                yield item.jaxpr
+            elif isinstance(item, jcore.Jaxpr):
+                yield item
+
+
+def eqns(jaxpr):
+    """Every equation of `jaxpr` and of its nested jaxprs, depth first."""
+    for eqn in jaxpr.eqns:
+        yield eqn
+        for sub in subjaxprs(eqn):
+            yield from eqns(sub)
+
+
+@dataclasses.dataclass(frozen=True)
+class Facts:
+    conv: bool = False
+    smooth: bool = True
+    lowest: str | None = None  # the least precise float dtype computed in downstream of θ
+    callback: bool = False
+
+
+def _dtype(v):
+    return np.dtype(getattr(getattr(v, "aval", None), "dtype", np.int32))
+
+
+def _kinky(eqn, dep) -> bool:
+    """Whether this (downstream) equation may make the loss non-differentiable in θ."""
+    name = eqn.primitive.name
+    if name in NON_SMOOTH:
+        return True
+    if name == "select_n":  # a branch chosen by a predicate that moves with θ
+        return isinstance(eqn.invars[0], jcore.Var) and eqn.invars[0] in dep
+    if name == "convert_element_type":  # float → integer or bool, or a bool of θ → float (a step)
+        src, dst = _dtype(eqn.invars[0]), np.dtype(eqn.params.get("new_dtype", np.float32))
+        return (jnp.issubdtype(src, jnp.inexact) and not jnp.issubdtype(dst, jnp.inexact)) or (
+            src == np.bool_ and jnp.issubdtype(dst, jnp.inexact)
+        )
+    return False
+
+
+def _scan(jaxpr, roots, acc):
+    dep = set(roots)
+    for eqn in jaxpr.eqns:
+        if not any(isinstance(v, jcore.Var) and v in dep for v in eqn.invars):
+            continue
+        dep.update(eqn.outvars)
+        acc["conv"] |= eqn.primitive.name == "conv_general_dilated"
+        acc["callback"] |= eqn.primitive.name in CALLBACKS
+        acc["smooth"] &= not _kinky(eqn, dep)
+        for v in eqn.outvars:
+            bits = _BITS.get(_dtype(v))
+            if bits is not None and bits < acc["bits"]:
+                acc["bits"], acc["lowest"] = bits, _dtype(v).name
+        for sub in subjaxprs(eqn):  # conservatively: the whole body is downstream
+            _scan(sub, list(sub.invars) + list(sub.constvars), acc)
+
+
+def facts(jaxpr, roots=None) -> Facts:
+    """The facts of the equations downstream of `roots` (default: every input of `jaxpr`)."""
+    acc = {"conv": False, "callback": False, "smooth": True, "bits": 99, "lowest": None}
+    _scan(jaxpr, list(jaxpr.invars) if roots is None else list(roots), acc)
+    # a convolution anywhere decides the batching, downstream or not
+    acc["conv"] |= any(e.primitive.name == "conv_general_dilated" for e in eqns(jaxpr))
+    return Facts(acc["conv"], acc["smooth"], acc["lowest"], acc["callback"])
