@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import jax
 
-from . import _check, _pipeline, _tree, _validate
+from . import _check, _jit, _pipeline, _tree, _validate
 from ._result import DirectionCheck
 from ._typing import PyTree
 

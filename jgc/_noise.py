@@ -85,6 +85,20 @@ def _table(xp, table, t, center):
     return xp.real(xp.stack(rows))
 
 
+def _ec(xp, f, orders):
+    """ECnoise on the ordered values f (points, …): the median-ish of √(γ_k · mean((Δ^k f)²)) over `orders`."""
+    ests = []
+    d = f
+    for k in range(1, max(orders) + 1):
+        d = d[1:] - d[:-1]
+        if k in orders:
+            gamma = math.factorial(k) ** 2 / math.factorial(2 * k)
+            ests.append(xp.sqrt(gamma * xp.mean(d * d, axis=0)))
+    ests = xp.sort(xp.stack(ests), axis=0)
+    n = len(orders)
+    return 0.5 * (ests[(n - 1) // 2] + ests[n // 2])
+
+
 def level(xp, table, t, center):
     """(noise std estimate, share of tied neighbours) from values at t·δ, t ∈ {±1..±4}.
 
@@ -93,21 +107,18 @@ def level(xp, table, t, center):
       t: the multiple of δ for each flattened value (NumPy).
       center: J(θ) ([out]).
 
-    The estimate is the median over k = 3..6 of √(γ_k · mean((Δ^k f)²)), γ_k = (k!)²/(2k)!:
-    for noise of std σ each is an estimate of σ; the smooth part's k-th differences are ~δ^k.
+    The estimate is ECnoise's: the median over k = 3..6 of √(γ_k · mean((Δ^k f)²)),
+    γ_k = (k!)²/(2k)!: for noise of std σ each is an estimate of σ; the smooth part's k-th
+    differences are ~δ^k. A kink at θ itself (a ReLU whose pre-activation is exactly 0) makes
+    every difference across t = 0 large; each half of the table (t = −4..0 and 0..4, k = 3, 4)
+    is smooth then, so the estimate is the smaller of the whole table's and the larger half's.
     """
     f = _table(xp, table, t, center)
     first = f[1:] - f[:-1]
     ties = xp.mean((first == 0).astype(f.dtype), axis=0)
-    ests = []
-    d = first
-    for k in range(2, 7):
-        d = d[1:] - d[:-1]
-        if k >= 3:
-            gamma = math.factorial(k) ** 2 / math.factorial(2 * k)
-            ests.append(xp.sqrt(gamma * xp.mean(d * d, axis=0)))
-    ests = xp.sort(xp.stack(ests), axis=0)
-    return 0.5 * (ests[1] + ests[2]), ties
+    whole = _ec(xp, f, (3, 4, 5, 6))
+    halves = xp.maximum(_ec(xp, f[:5], (3, 4)), _ec(xp, f[4:], (3, 4)))
+    return xp.minimum(whole, halves), ties
 
 
 def combine_levels(xp, per_coordinate, wide: bool = True):
@@ -159,16 +170,19 @@ def truncation(xp, stencil: Stencil, D, D2):
 
 
 def kinks(xp, stencil: Stencil, v1, v2, center, h, A, D, bound, eps_j, tol, scale, smooth: bool):
-    """Per probe: (kink, rough, bound).
+    """Per probe: (kink, rough, bound), from the one-sided derivatives, each extrapolated from h
+    and 2h (so that curvature cancels), with their noise margin.
 
-    The one-sided derivatives, each extrapolated from h and 2h, *disagree* where they differ
-    beyond twice their noise margin and beyond what matters at `tol`. There, for a loss that
-    may have kinks, A between them (within the margin) is a valid subgradient (`kink`; its
-    bound is the one-sided derivatives' rounding: the Richardson "truncation" across a kink
-    measures the jump, not an error of A), and A outside them is `rough`: the stencil may
-    straddle several kinks, so nothing it says about A is proven until re-measured at
-    another step. For a `smooth` loss a disagreement is an error of the finite differences
-    themselves: the bound grows by half the jump, and there are no kinks.
+    For a loss that may have kinks, an analytic value between the one-sided derivatives
+    (within the margin) is consistent with a subgradient, so nothing about it is proven: its
+    bound widens to the discrepancy. Where the one-sided derivatives also *disagree* (beyond
+    twice their margin and beyond what matters at `tol`) it is a `kink`: A is a valid
+    subgradient (the bound is then the one-sided derivatives' rounding: the Richardson
+    "truncation" across a kink measures the jump, not an error of A). A outside disagreeing
+    one-sided derivatives is `rough`: the stencil may straddle several kinks, so what it says
+    about A is proven only once re-measured at another step. For a `smooth` loss a
+    disagreement is an error of the finite differences themselves: the bound grows by half
+    the jump, and there are no kinks.
     """
     g = {}
     for off, vals in ((stencil.offsets, v1), (stencil.doubled, v2)):
@@ -189,7 +203,9 @@ def kinks(xp, stencil: Stencil, v1, v2, center, h, A, D, bound, eps_j, tol, scal
         return no, no, xp.where(apart, xp.maximum(bound, 0.5 * xp.abs(jump)), bound)
     lo, hi = xp.minimum(right, left) - margin, xp.maximum(right, left) + margin
     inside = (A >= lo) & (A <= hi)
-    return apart & inside, apart & ~inside, xp.where(apart & inside, one_sided, bound)
+    kink = apart & inside
+    widened = xp.where(inside, xp.maximum(bound, 0.5 * xp.abs(D - A)), bound)
+    return kink, apart & ~inside, xp.where(kink, one_sided, widened)
 
 
 def spread_limit(xp, values):

@@ -291,6 +291,7 @@ def passes(problem: Problem, engine: Engine, side: Side, cal: Calibration, group
         lambda D, h: rounding_bound(engine, cal, D, h),
         lambda m, c, final: decide(problem, grouping, m, c, final),
         None if float64 is None else float64.at(probes, grouping),
+        None if problem.tol_given else _stencils.default_tol(problem.lay.low_dtype, problem.method),
     )
 
 

@@ -112,9 +112,19 @@ class Passes:
     re-check: it is not float32), returning (Measured or None, evals, recheck code);
     `decide(measured, cal, final)` is the verdict; `rounding(D, h)` the rounding bound."""
 
-    def __init__(self, grouping, stencil, measure, rounding, decide, measure64=None):
+    def __init__(self, grouping, stencil, measure, rounding, decide, measure64=None, fallback_tol=None):
         self.grouping, self.stencil, self.measure, self.rounding, self.decide = grouping, stencil, measure, rounding, decide
         self.measure64 = measure64
+        self.fallback_tol = fallback_tol  # the default tol when no float64 re-check can run (None: the user's tol)
+
+    def without_float64(self, state: State, code: int) -> State:
+        """`state` once the float64 re-check turned out impossible: the default tolerance, which
+        assumed it, becomes what the check's own precision resolves."""
+        state = dataclasses.replace(state, recheck=code)
+        if self.fallback_tol is None or float(state.cal.tol) >= self.fallback_tol:
+            return state
+        cal = dataclasses.replace(state.cal, tol=np.asarray(self.fallback_tol, np.asarray(state.cal.tol).dtype))
+        return dataclasses.replace(state, cal=cal, decision=self.decide(state.measured, cal, state.final))
 
 
 def _decide(passes: Passes, measured, cal, final):
@@ -166,7 +176,9 @@ def resolve(passes: Passes, state: State) -> State:
                 recheck=RAN,
                 resolve_evals=state.resolve_evals + int(evals),
             )
-        state = dataclasses.replace(state, recheck=code, resolve_evals=state.resolve_evals + int(evals))
+        state = passes.without_float64(dataclasses.replace(state, resolve_evals=state.resolve_evals + int(evals)), code)
+        if not open_groups(state.decision).any():
+            return state
     return _ladder(passes, state)
 
 
@@ -253,6 +265,7 @@ def confirm(passes: Passes, state: State) -> State:
             in64[rows] = True
         else:
             parts = []
+            state = passes.without_float64(state, code)
     if not parts:
         m, e = passes.measure(rows, 1 / SMALLER)
         parts.append((np.ones(rows.size, bool), m.astype(state.measured)))

@@ -93,6 +93,19 @@ def mlp_loss_bug(p, x, y, bug):
     return mlp_loss(p, x, y)
 
 
+def fixed_evals(res, m=2, chunk=None):
+    """What every check spends besides its probes: the noise probe (64 evaluations), J(θ) (m) and
+    the first chunk once more (the determinism check)."""
+    import numpy as np
+
+    import jgc
+
+    probes = np.shape(res.noise.doubled)[-1]
+    if chunk is None:
+        chunk = jgc._engine.chunk_size(res.layout.n, probes + 1, m)
+    return 64 + m + m * chunk
+
+
 def evals(res, m=2, chunk=None):
     """The loss evaluations of a check on the engine: the noise probe (64: four coordinates, two
     spacings, eight points each), J(θ) (a null probe: m), the first chunk once more (the
