@@ -304,14 +304,19 @@ class Engine:
         self.devices = 1 if mesh() is None else jax.device_count()
         want = partial and kind == _probes.COORDS and p.kind == LOSS and not p.stencil.complex
         self.traced_loss = None
+        # the function traced twice: a function that draws random numbers (or reads changing state)
+        # when it is traced gives every compiled program another function (`same_trace` False)
+        # (fresh wrappers each time: JAX caches the trace of a function it has seen)
+        first = jax.make_jaxpr(lambda t, d: p.fun(t, d))(p.theta, p.data)
+        second = jax.make_jaxpr(lambda t, d: p.fun(t, d))(p.theta, p.data)
+        self.same_trace = _jaxpr.same_program(first, second)
         if want and not p.traced:
             self.traced_loss = _partial.trace(p.fn, p.lay, p.params, p.args, p.stencil)
             self.paths = self.traced_loss.paths
             self.facts = _jaxpr.facts(self.traced_loss.closed.jaxpr)  # its inputs: the checked leaves
         else:  # inside a trace every probe runs the whole loss (one program)
             self.paths = tuple(_partial.PLAIN_TRACED if c else "" for c in p.lay.checked) if want else ()
-            jaxpr = jax.make_jaxpr(p.fun)(p.theta, p.data).jaxpr
-            self.facts = _jaxpr.facts(jaxpr, jaxpr.invars[:1])  # downstream of θ
+            self.facts = _jaxpr.facts(first.jaxpr, first.jaxpr.invars[:1])  # downstream of θ
         self.batching = batching(self.facts)
         m = p.stencil.evals_per_probe
         plan = Plan(kind, m, self._chunk(p.lay.n, num_probes + 1), self.batching, p.stencil.complex)

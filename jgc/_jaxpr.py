@@ -104,3 +104,21 @@ def facts(jaxpr, roots=None) -> Facts:
     # a convolution anywhere decides the batching, downstream or not
     acc["conv"] |= any(e.primitive.name == "conv_general_dilated" for e in eqns(jaxpr))
     return Facts(acc["conv"], acc["smooth"], acc["lowest"], acc["callback"])
+
+
+def same_program(a, b) -> bool:
+    """Whether two traces of one function gave the same program: the same equations (literals
+    included) and equal constants. A function that draws random numbers or reads changing state
+    when it is traced (NumPy's global RNG, a counter) gives two programs."""
+    ca, cb = list(a.consts), list(b.consts)
+    if len(ca) != len(cb):
+        return False
+    for x, y in zip(ca, cb, strict=True):
+        if x is y:
+            continue
+        try:
+            if np.shape(x) != np.shape(y) or not np.array_equal(np.asarray(x), np.asarray(y), equal_nan=True):
+                return False
+        except (TypeError, ValueError):  # constants with no array form (PRNG keys): compared by identity
+            return False
+    return str(a.jaxpr) == str(b.jaxpr)

@@ -51,7 +51,9 @@ class Calibration:
       precision: code of the precision the loss rounds like (`_stencils.PRECISIONS`).
       spread: the largest difference between two evaluations of the same points by the same
         program (0 for a deterministic loss on CPU).
-      deterministic: spread within what one program may differ by (nothing on CPU).
+      deterministic: spread within what one program may differ by (nothing on CPU), and the loss
+        traces to the same program twice (no random numbers drawn when it is traced).
+      same_trace: the loss traced twice gave the same program.
     """
 
     center: Array
@@ -62,6 +64,7 @@ class Calibration:
     precision: Array
     spread: Array
     deterministic: Array
+    same_trace: Array
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,7 +173,8 @@ def calibrate(problem: Problem, engine: Engine, noise: NoiseProbe, values, sprea
         tol=xp.asarray(d_tol if tol is None else tol, p.dtype),
         precision=xp.asarray(precision, np.int32),
         spread=xp.asarray(spread, xp.real(center).dtype),
-        deterministic=xp.asarray(spread <= limit),
+        deterministic=xp.asarray(spread <= limit) & engine.same_trace,
+        same_trace=xp.asarray(engine.same_trace),
     )
 
 

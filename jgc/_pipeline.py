@@ -392,6 +392,7 @@ def result(cls, problem: Problem, engine: Engine, state: _resolve.State, groupin
         center=xp.asarray(xp.max(xp.abs(xp.real(cal.center))) if xp.ndim(cal.center) else xp.real(cal.center)),
         spread=xp.asarray(cal.spread),
         deterministic=xp.asarray(cal.deterministic),
+        same_trace=xp.asarray(cal.same_trace),
     )
     run_ = Run(
         paths=xp.asarray(path_codes(layout, engine.paths), np.int8),

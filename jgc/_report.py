@@ -181,6 +181,13 @@ _NONDETERMINISTIC = (
     "a counter)."
 )
 
+_RETRACED = (
+    "the loss is not deterministic: traced twice, it gave two different programs (it draws random numbers "
+    "or reads changing state when it is traced, e.g. NumPy's global RNG), so every compiled program — the "
+    "finite differences, grad_fn's — sees another loss. Draw randomness (dropout masks, sampling) from a PRNG "
+    "key passed in *args, e.g. loss_fn(params, x, key) with jax.random.bernoulli(key, ...)."
+)
+
 _INCONCLUSIVE = "inconclusive: {why} To resolve it: {remedy}"
 
 _RECHECK = {
@@ -256,7 +263,9 @@ def _extra_lines(res) -> list[str]:
     """Lines after the verdict: non-determinism, what was unresolved and why, kinks, notes."""
     lines = []
     noise = res.noise
-    if not bool(np.asarray(noise.deterministic)):
+    if not bool(np.asarray(noise.same_trace)):
+        lines.append(_RETRACED)
+    elif not bool(np.asarray(noise.deterministic)):
         lines.append(_NONDETERMINISTIC.format(spread=float(np.asarray(noise.spread)), center=float(np.asarray(noise.center))))
     g = res.groups
     open_ = ~np.asarray(g.passed, bool) & ~np.asarray(g.failed, bool)

@@ -51,7 +51,10 @@ class Noise:
       center: J(θ) (the largest |output| of a vector-valued function).
       spread: the largest difference between two evaluations of the same points by the same
         compiled program (0 for a deterministic loss on CPU).
-      deterministic: the spread is within what one program may differ by (nothing on CPU).
+      deterministic: the spread is within what one program may differ by (nothing on CPU), and
+        the loss traced twice gave the same program.
+      same_trace: the loss traced twice gave the same program (False: it draws random numbers
+        or reads changing state when it is traced, so every compiled program sees another loss).
     """
 
     bound: Array
@@ -64,6 +67,7 @@ class Noise:
     center: Array
     spread: Array
     deterministic: Array
+    same_trace: Array
 
 
 # How each checked leaf's probes were evaluated (`Run.paths`), by code.

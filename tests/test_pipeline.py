@@ -80,7 +80,8 @@ def test_other_layouts_compile_only_their_programs():
         assert c["compiles"] == (4 if rechecked else 2), res.notes
         with jax.enable_x64(True), counting() as c:
             assert bool(jgc.check_grad(f, g, jax.tree.map(lambda x: x.astype(jnp.float64), params)).passed)
-        assert c["compiles"] == 2
+        # the float64 re-check already compiled this layout's float64 gradient program
+        assert c["compiles"] == (1 if rechecked else 2)
 
 
 def _maps() -> int:
