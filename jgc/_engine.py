@@ -208,7 +208,7 @@ class Runner:
             if repeat:  # the first chunk once more, through a barrier so that XLA cannot merge the two
                 again = jax.lax.optimization_barrier(jax.tree_util.tree_map(lambda x: x[:1], rows))
                 rows = jax.tree_util.tree_map(lambda x, y: jnp.concatenate([x, y]), rows, again)
-                evals += c * self.plan.m
+                evals += min(c, num) * self.plan.m  # its probes (padding is not counted)
             out = jax.lax.map(lambda p: self.program(self.theta, self.data, self.key, p, offsets, project), rows)
             spread = jnp.zeros((), jnp.real(out[0]).dtype)
             if repeat:
@@ -234,7 +234,7 @@ class Runner:
             first = np.asarray(outs[s // c][0])
             again = np.asarray(self.program(self.theta, self.data, self.key, jax.tree_util.tree_map(lambda x: x[s : s + c], padded), offsets, project)[0])
             spread = _noise.spread(np, first, again).astype(spread.dtype)
-            evals += c * self.plan.m
+            evals += min(c, num - s) * self.plan.m  # its probes (padding is not counted)
         return values, h, proj, spread, evals
 
 

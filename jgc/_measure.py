@@ -96,8 +96,9 @@ def noise_probe(problem: Problem, engine: Engine, analytic=None, eps=None) -> No
     m = p.stencil.evals_per_probe
     bases, offsets, t = _noise.ec_layout(m)
     coords = _noise_coordinates(problem, analytic)
-    nominal = _stencils.nominal_eps(precision_of(problem, engine), p.method) if eps is None else eps
-    delta = _noise.ec_step(_stencils.unit(p.lay.low_dtype), nominal)
+    # the nominal step of the loss's precision (not a step the user chose: rounding noise does not
+    # depend on it, and a wide table would read the loss's curvature as noise)
+    delta = _noise.ec_step(_stencils.unit(p.lay.low_dtype), _stencils.nominal_eps(precision_of(problem, engine), p.method))
     spacing = np.concatenate([delta * bases, _noise.WIDE * delta * bases])
     starts = xp.repeat(xp.stack(coords), len(spacing))
     scale = xp.maximum(1, xp.abs(p.theta_x[starts]).astype(p.dtype))

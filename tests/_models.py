@@ -93,34 +93,37 @@ def mlp_loss_bug(p, x, y, bug):
     return mlp_loss(p, x, y)
 
 
-def fixed_evals(res, m=2, chunk=None):
-    """What every check spends besides its probes: the noise probe (64 evaluations), J(θ) (m) and
-    the first chunk once more (the determinism check)."""
+def _first_chunk(res, m, chunk):
+    """Probes of the first engine call's first chunk (evaluated twice: the determinism check): the
+    noise probe (8·bases + 1: four coordinates, two spacings, and J(θ)), followed by the check's
+    own probes where the stencil shares the noise probe's offsets (central, forward)."""
     import numpy as np
 
     import jgc
 
     probes = np.shape(res.noise.doubled)[-1]
+    q = 8 * len(jgc._noise.EC_POINTS[m][0]) + 1
+    merged = res.method in ("central", "forward")
     if chunk is None:
         chunk = jgc._engine.chunk_size(res.layout.n, probes + 1, m)
-    return 64 + m + m * chunk
+    return min(chunk, q + probes if merged else q)
+
+
+def fixed_evals(res, m=2, chunk=None):
+    """What every check spends besides its probes: the noise probe (64 evaluations), J(θ) (m) and
+    the first chunk once more (the determinism check)."""
+    return 64 + m + m * _first_chunk(res, m, chunk)
 
 
 def evals(res, m=2, chunk=None):
-    """The loss evaluations of a check on the engine: the noise probe (64: four coordinates, two
-    spacings, eight points each), J(θ) (a null probe: m), the first chunk once more (the
-    determinism check: `chunk` probes, by default the engine's chunk for the check), m per
-    probe, m again per probe evaluated at step 2h, and what resolving unresolved leaves and
-    confirming failures cost (`resolve_evals`)."""
+    """The loss evaluations of a check on the engine: the noise probe and J(θ), the first chunk
+    once more (`fixed_evals`), m per probe, m again per probe evaluated at step 2h, and what
+    resolving unresolved leaves and confirming failures cost (`resolve_evals`)."""
     import numpy as np
-
-    import jgc
 
     doubled = np.asarray(res.noise.doubled)
     probes = doubled.shape[-1]
-    if chunk is None:
-        chunk = jgc._engine.chunk_size(res.layout.n if not hasattr(res, "num_directions") or True else probes, probes + 1, m)
-    base = 64 + m + m * chunk + m * probes
+    base = fixed_evals(res, m, chunk) + m * probes
     redone = np.asarray(res.resolve_evals)
     exact = base + m * doubled.sum(axis=-1) + redone
     if not np.any(redone):

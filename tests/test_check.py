@@ -150,7 +150,7 @@ def test_chunk_size_does_not_change_the_answer():
         for chunk in (1, 3, 7, 1000):
             res = jgc.check_grad(mlp_loss, mlp_grad, p, x, y, chunk_size=chunk)
             assert int(res.num_evals) == evals(res, chunk=chunk)
-            counts.add(int(res.num_evals) - 2 * chunk)
+            counts.add(int(res.num_evals) - 2 * min(chunk, 33 + 26))
             got = jgc.numeric_grad(mlp_loss, p, x, y, chunk_size=chunk)
             # another batch shape lets XLA sum the loss in another order: one ulp of J, over 2h
             atol = 8 * np.finfo(np.float64).eps * max(1.0, abs(float(mlp_loss(p, x, y)))) / (2 * float(res.eps))

@@ -187,8 +187,15 @@ def test_corpus_on_concrete_inputs(m, dtype):
         params, args = m.init(jax.random.key(0), jnp.dtype(dtype))
         res = jgc.check_grad(m.loss_fn, m.grad_fn, params, *args)
         assert res.status == "passed", res.report()
+        tol = float(res.tol)
         for bug, (fn, leaf) in m.bugs.items():
             res = jgc.check_grad(m.loss_fn, fn, params, *args)
+            size = bug_size(m, bug)  # the bug's relative error on its leaf
+            if size < tol:  # within the tolerance: not a failure (the fail bar is tol)
+                assert res.status != "failed", f"{m.name}/{bug} (size {size:.1e} < tol {tol:.0e}): {res.report()}"
+                continue
+            if size < 2 * tol:  # at the bar: either
+                continue
             assert res.status == "failed", f"{m.name}/{bug}: {res.report()}"
             assert bool(jax.tree.leaves(res.leaf_failed)[res.layout.paths.index(leaf)]), f"{m.name}/{bug} not at {leaf}"
 
