@@ -52,6 +52,8 @@ class Location:
         stayed unresolved (`unresolved`).
       unresolved: coordinates the finite differences could not resolve (path, index), even
         after re-measurement.
+      resolve_evals: of num_evals, those spent re-measuring blocks the differences could not
+        resolve and confirming failing ones at a second step.
     """
 
     wrong: tuple[Coordinate, ...]
@@ -59,6 +61,7 @@ class Location:
     levels: int
     complete: bool
     unresolved: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    resolve_evals: int = 0
 
     def __str__(self) -> str:
         head = f"jgc locate: {len(self.wrong)} wrong coordinate(s) in {self.num_evals:,} loss evaluations, {self.levels} levels"
@@ -147,7 +150,7 @@ def locate(
 
     # A block is (start, size, parent); blocks of one coordinate are coordinate checks.
     blocks = [(o, s, -1, 0) for o, s in zip(lay.offsets, lay.sizes, strict=True) if s]  # (start, size, parent, parent failed)
-    wrong, unresolved, levels, complete, evals = [], [], 0, True, 0
+    wrong, unresolved, levels, complete, evals, redone = [], [], 0, True, 0, 0
     while blocks:
         # probes, and the verdict's groups: one per block, one per coordinate of a small block
         starts, lens, group, sizes = [], [], [], []
@@ -177,6 +180,7 @@ def locate(
         state = _pipeline.first_state(problem, grouping, m, cal, opts)
         state = _resolve.settle(_pipeline.passes(problem, engine, side, cal, grouping, probes, float64), state)
         evals += state.resolve_evals + state.confirm_evals
+        redone += state.resolve_evals + state.confirm_evals
         m, dec = state.measured, state.decision
         failed = np.asarray(dec.groups.failed)
         open_ = _resolve.open_groups(dec)
@@ -192,7 +196,7 @@ def locate(
                     row = int(np.flatnonzero(np.asarray(starts) == i)[0])
                     if failed[g + j]:
                         h = float(m.step[row])
-                        t = theta[i]
+                        t = np.float64(theta[i]) if state.in64[row] else theta[i]  # the precision it was measured in
                         d = float(((t + np.asarray(h, t.dtype)) - t) / h) if h else 1.0
                         path, index = lay.locate(i)
                         wrong.append(Coordinate(None, path, index, float(m.numeric[row]) / d, float(analytic[i])))
@@ -231,4 +235,4 @@ def locate(
             halves += [(start, size // 2, parent, failing), (start + size // 2, size - size // 2, parent, failing)]
         blocks = halves
     wrong.sort(key=lambda c: -abs(c.numeric - c.analytic))
-    return Location(tuple(wrong), evals, levels, complete and not unresolved, tuple(unresolved))
+    return Location(tuple(wrong), evals, levels, complete and not unresolved, tuple(unresolved), redone)

@@ -276,7 +276,7 @@ def measure(
         if st.one_sided:
             scale = xp.sqrt(xp.mean(xp.where(finite, D * D, 0)))
             k2, rough2, b2 = _noise.kinks(
-                xp, st, v1[rows], v2, cal.center, h[rows], A[rows], D[rows], b2, cal.level, cal.tol, scale, engine.facts.smooth
+                xp, st, v1[rows], v2, cal.center, h[rows], A[rows], D[rows], b2, cal.level, cal.tol, scale, engine.facts.smooth, t
             )
         else:
             k2 = rough2 = xp.zeros(b2.shape, bool)

@@ -169,7 +169,7 @@ def truncation(xp, stencil: Stencil, D, D2):
     return xp.abs(D2 - D) / (2**stencil.order - 1)
 
 
-def kinks(xp, stencil: Stencil, v1, v2, center, h, A, D, bound, eps_j, tol, scale, smooth: bool):
+def kinks(xp, stencil: Stencil, v1, v2, center, h, A, D, bound, eps_j, tol, scale, smooth: bool, trunc=None):
     """Per probe: (kink, rough, bound), from the one-sided derivatives, each extrapolated from h
     and 2h (so that curvature cancels), with their noise margin.
 
@@ -180,7 +180,9 @@ def kinks(xp, stencil: Stencil, v1, v2, center, h, A, D, bound, eps_j, tol, scal
     subgradient (the bound is then the one-sided derivatives' rounding: the Richardson
     "truncation" across a kink measures the jump, not an error of A). A outside disagreeing
     one-sided derivatives is `rough`: the stencil may straddle several kinks, so what it says
-    about A is proven only once re-measured at another step. For a `smooth` loss a
+    about A is proven only once re-measured at another step — unless D(h) and D(2h) agree within
+    their rounding (`trunc` small): a single kink at θ itself, whose one-sided derivatives are
+    exact, and then A's distance from them (beyond the margin) is proven. For a `smooth` loss a
     disagreement is an error of the finite differences themselves: the bound grows by half
     the jump, and there are no kinks.
     """
@@ -205,7 +207,13 @@ def kinks(xp, stencil: Stencil, v1, v2, center, h, A, D, bound, eps_j, tol, scal
     inside = (A >= lo) & (A <= hi)
     kink = apart & inside
     widened = xp.where(inside, xp.maximum(bound, 0.5 * xp.abs(D - A)), bound)
-    return kink, apart & ~inside, xp.where(kink, one_sided, widened)
+    outside = apart & ~inside
+    if trunc is not None:  # a single kink at θ: D(h) = D(2h) up to rounding, the one-sided slopes are exact
+        single = outside & (trunc <= bound - 2 * trunc)
+        far = xp.maximum(lo - A, A - hi)  # beyond the one-sided derivatives and their margin
+        widened = xp.where(single, xp.maximum(0.5 * (xp.abs(D - A) - far), 0), widened)
+        outside = outside & ~single
+    return kink, outside, xp.where(kink, one_sided, widened)
 
 
 def spread_limit(xp, values):

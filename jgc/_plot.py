@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._report import _batch_shape, _is_traced, _order, _select, _verdict
+from ._report import _batch_shape, _is_traced, _order, _verdict
+from ._report import select as _select
 
 _PASS, _FAIL, _OPEN, _TOL = "#4c9a6a", "#c8423b", "#d9a441", "#333333"
 

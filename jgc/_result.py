@@ -250,6 +250,8 @@ class GradCheck:
         """Per leaf of the params, how its probes were evaluated ("partial", "sparse", "plain…",
         "" not checked) — host-side, from `run.paths` (unbatched)."""
         codes = np.asarray(self.run.paths).reshape(-1, self.layout.k)[0]
+        if not codes.any():  # partial evaluation was off
+            return ()
         out = [""] * len(self.layout.shapes)
         for k, i in enumerate(self.layout.checked_index):
             out[i] = PATHS[int(codes[k])]
