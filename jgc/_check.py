@@ -17,8 +17,10 @@ from ._typing import PyTree, Tracer
 
 
 def prepare(params):
-    """Python floats in params become arrays (so they are checked); nothing is mutated."""
-    return jax.tree_util.tree_map(lambda x: jnp.asarray(x) if isinstance(x, float) else x, params)
+    """Python floats in params become arrays of JAX's default float dtype (so they are checked);
+    nothing is mutated. Host (NumPy) arrays: no transfer, no eager op (jax_transfer_guard)."""
+    dtype = jax.dtypes.canonicalize_dtype(np.float64)
+    return jax.tree_util.tree_map(lambda x: np.asarray(x, dtype) if isinstance(x, float) else x, params)
 
 
 def validate(loss_fn, grad_fn, method, eps, tol, chunk_size, grad_name: str | None = "grad_fn") -> None:

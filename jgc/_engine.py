@@ -81,13 +81,70 @@ def mesh() -> Mesh | None:
     return Mesh(np.asarray(devices), ("probes",)) if len(devices) > 1 else None
 
 
-def place(leaves: list) -> list:
-    """Make committed input arrays compatible with the probe mesh (host-side, before jit).
+# ---------------------------------------------------------------- host ⇄ device
+#
+# What a check moves, on concrete inputs: θ and the host-side (NumPy) arrays of params and
+# args to the device once per check; per chunk call, the chunk's probes (a few int32/float
+# arrays of `chunk` entries); the stencil's offsets and the analytic vector to project once
+# per runner; the values, steps and projections back to the host. Every one of these is an
+# explicit transfer (`jax.device_put` / `jax.device_get`), so `jax_transfer_guard="disallow"`
+# (which forbids implicit transfers only) lets a check run, and "log" shows none of them;
+# nothing is moved implicitly by a jit call with NumPy arguments or an eager op.
 
-    An array committed to some of the devices (e.g. `jax.device_put(x, jax.devices()[1])`)
-    cannot meet the probe sharding over all devices in one jitted computation; such arrays
-    are replicated over the mesh. Uncommitted arrays, tracers and a single device: unchanged.
+
+TRANSFER_FORBIDDEN = (
+    "jax_transfer_guard forbids a transfer that a gradient check on concrete inputs must make ({what}). "
+    "jgc moves, explicitly (jax.device_put / jax.device_get): θ (the checked parameters) and the "
+    "host-side (NumPy) arrays of params and args to the device once per check, each chunk's probes "
+    "(indices and steps), and the numeric values back to the host; nothing implicitly. "
+    "The guard is {setting}: 'disallow' and 'log' allow explicit transfers, 'disallow_explicit' does not. "
+    "Run the check under `with jax.transfer_guard('disallow'):` (or 'allow'), or call it inside "
+    "jax.jit on device arrays (one program: nothing moves but what you fetch). JAX said: {error}"
+)
+
+
+def _guard_setting() -> str:
+    names = ("jax_transfer_guard", "jax_transfer_guard_host_to_device", "jax_transfer_guard_device_to_host")
+    values = [f"{n}={getattr(jax.config, n, None)!r}" for n in names if getattr(jax.config, n, None) is not None]
+    return ", ".join(values) or "set"
+
+
+def _transfer(move, x, what: str):
+    try:
+        return move(x)
+    except jax.errors.JaxRuntimeError as e:
+        if "Disallowed" not in str(e):
+            raise
+        error = str(e).splitlines()[0][:200]
+        raise RuntimeError(TRANSFER_FORBIDDEN.format(what=what, setting=_guard_setting(), error=error)) from None
+
+
+def to_device(tree, what: str = "host arrays to the device"):
+    """Host arrays (NumPy) of a pytree put on the default device, explicitly; the rest unchanged."""
+    put = lambda x: _transfer(jax.device_put, x, what) if isinstance(x, (np.ndarray, np.generic)) else x  # noqa: E731
+    return jax.tree_util.tree_map(put, tree)
+
+
+def to_host(tree, what: str = "values back to the host"):
+    """Device arrays of a pytree brought to the host (NumPy), explicitly; PRNG keys (no NumPy form) stay."""
+
+    def get(x):
+        if isinstance(x, jax.Array) and not isinstance(x, Tracer) and not jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+            return np.asarray(_transfer(jax.device_get, x, what))
+        return x
+
+    return jax.tree_util.tree_map(get, tree)
+
+
+def place(leaves: list) -> list:
+    """The data of a check on the device, ready for its programs (host-side, before jit).
+
+    NumPy arrays are put on the device once (not again at every call of a program). An array
+    committed to some of the devices (e.g. `jax.device_put(x, jax.devices()[1])`) cannot meet
+    the probe sharding over all devices in one jitted computation; such arrays are replicated
+    over the mesh. Device arrays, tracers and None: unchanged.
     """
+    leaves = to_device(leaves)
     m = mesh()
     if m is None:
         return leaves
@@ -146,6 +203,7 @@ def entry_chunk_function(fun, plan: Plan, shape: tuple, dtype):
     evaluates J with one entry of the leaf changed (θ is the leaf's flat values here)."""
 
     def body(theta, data, key, probes, offsets, project):
+        probes = _probes.as_jax(probes)  # NumPy under jax.disable_jit()
         idx = jnp.arange(plan.chunk)
         offsets = offsets.astype(theta.dtype)
 
@@ -195,7 +253,8 @@ class Runner:
 
     def __init__(self, program, plan: Plan, theta, data, key=None, project=None, traced: bool = False, label: str = ""):
         self.program, self.plan, self.theta, self.data, self.key = program, plan, theta, data, key
-        self.project = project  # the vector whose projections on the probes come back (None: zeros)
+        # the vector whose projections on the probes come back (None: zeros); on the device once
+        self.project = project if traced else to_device(project)
         self.traced = traced
         self.label = label
         self.evals = 0  # loss evaluations the probes needed (padding not counted)
@@ -209,7 +268,7 @@ class Runner:
         c = self.plan.chunk
         total = -(-num // c) * c
         odtype = np.result_type(np.dtype(self.theta.dtype), np.complex64) if self.plan.complex else np.dtype(self.theta.dtype)
-        offsets = jnp.asarray(offsets, odtype) if self.traced else np.asarray(offsets, odtype)
+        offsets = jnp.asarray(offsets, odtype) if self.traced else to_device(np.asarray(offsets, odtype))
         project = self.project
         if self.traced:
             padded = _pad_traced(probes, total)
@@ -220,13 +279,14 @@ class Runner:
         outs = []
         progress = _Progress(total // c, self) if total // c > 2 else None
         for s in range(0, total, c):
-            chunk = jax.tree_util.tree_map(lambda x, s=s: x[s : s + c], padded)
+            chunk = to_device(jax.tree_util.tree_map(lambda x, s=s: np.asarray(x[s : s + c]), padded))
             outs.append(self.program(self.theta, self.data, self.key, chunk, offsets, project))
             if progress is not None:
                 progress.step(outs[-1])
         if progress is not None:
             progress.done()
-        return tuple(np.concatenate([np.asarray(o[k]) for o in outs])[:num] for k in range(3))
+        outs = to_host(outs)
+        return tuple(np.concatenate([o[k] for o in outs])[:num] for k in range(3))
 
 
 def _pad_traced(probes: _probes.Probes, total: int) -> _probes.Probes:

@@ -211,7 +211,7 @@ class Session:
                 fun = _partial.EntryFun(p.fun.ref, lay, p.static, k, traced.sig, traced)
                 body = _engine.entry_chunk_function(fun, plan, lay.shapes[i], np.dtype(lay.dtypes[i]))
             program = _jit.program(("leaf", fun, plan), body)
-            theta_k = jax.device_put(p.theta_x[o : o + s])
+            theta_k = _engine.to_device(p.theta_x[o : o + s])
             routes.append((o, o + s, _engine.Runner(program, plan, theta_k, base)))
         return routes
 

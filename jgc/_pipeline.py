@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _diagnose, _jit, _probes, _resolve, _tree, _verdict
+from . import _diagnose, _engine, _jit, _probes, _resolve, _tree, _verdict
 from ._measure import Session
 from ._problem import Problem
 from ._result import Autodiff, Diagnosis, DirectionCheck, GradCheck, Noise, SampledCheck
@@ -92,7 +92,8 @@ def _probe_set(problem: Problem, options: Options, key):
         if problem.traced:
             index = draw(jnp, key, lay=lay, counts=counts)
         else:  # compiled once per layout, not op by op
-            index = np.asarray(_jit.program(("draw", lay, counts), functools.partial(draw, jnp, lay=lay, counts=counts))(key))
+            draw_program = _jit.program(("draw", lay, counts), functools.partial(draw, jnp, lay=lay, counts=counts))
+            index = _engine.to_host(draw_program(key))
         seg = np.repeat(np.arange(lay.k, dtype=np.int32), counts)
         return _probes.Probes(index, xp.zeros(index.shape, problem.dtype)), seg, dict(index=index, sampled=sum(counts))
     num = options.num

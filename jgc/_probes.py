@@ -101,8 +101,16 @@ def coordinate_step(theta_j, base):
     return (theta_j + h) - theta_j
 
 
+def as_jax(probes: Probes) -> Probes:
+    """The probe arrays as jax arrays, so a traced index can take from them: inside a compiled
+    program they already are; under `jax.disable_jit()` the programs run eagerly and receive
+    the host's NumPy arrays, which cannot be indexed by a tracer (of the chunk's `vmap`)."""
+    return jax.tree_util.tree_map(jnp.asarray, probes)
+
+
 def direction(probes: Probes, i, theta: jax.Array, key=None):
     """Probe i (a traced scalar index into the arrays) as (direction d, shape (n,); step h)."""
+    probes = as_jax(probes)
     base = jnp.asarray(probes.base[i], theta.dtype)
     start = probes.start[i]
     if probes.kind == COORDS:
@@ -124,5 +132,5 @@ def direction(probes: Probes, i, theta: jax.Array, key=None):
 def project(probes: Probes, i, vector: jax.Array, theta: jax.Array, key=None):
     """⟨vector, d_i⟩: the analytic directional derivative along probe i."""
     if probes.kind == COORDS:
-        return vector[probes.start[i]]
+        return vector[as_jax(probes).start[i]]
     return jnp.vdot(vector, direction(probes, i, theta, key)[0])

@@ -145,9 +145,9 @@ class Problem:
             self.theta = self.theta_x = _tree.ravel(lay, params)
         else:  # built on the host (NumPy): no eager JAX op, so nothing compiles for a new shape
             self.data = _engine.place(self.data)
-            leaves = lay.treedef.flatten_up_to(params)
+            leaves = _engine.to_host(lay.treedef.flatten_up_to(params), "the params to the host")
             self.theta_x = np.concatenate([np.ravel(np.asarray(leaves[i])).astype(self.dtype) for i in lay.checked_index])
-            self.theta = jax.device_put(self.theta_x)
+            self.theta = _engine.to_device(self.theta_x, "θ to the device")
         self.stencil = _stencils.get(method)
         self.method = method
         self.tol = tol
@@ -181,10 +181,10 @@ class Problem:
         """`fn(θ, data, *args)`: compiled and cached on `key` on the host, inline under a trace."""
         if self.traced:
             return fn(self.theta, self.data, *args)
-        out = _jit.program(key, fn)(self.theta, self.data, *args)
+        out = _jit.program(key, fn)(self.theta, self.data, *_engine.to_device(args))
         # host values: no eager JAX op (and compile) on them; PRNG keys (a dropout key in the base
         # values of partial evaluation) have no NumPy form and stay device arrays
-        return jax.tree_util.tree_map(lambda x: x if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else np.asarray(x), out)
+        return _engine.to_host(out)
 
     def gradient(self, grad_fn, autodiff: bool = False, grad_name: str = "grad_fn"):
         """(analytic (n,), J(θ) from a second trace, autodiff (n,) or None).

@@ -41,7 +41,7 @@ def _default_chunk(init_fn, batch, size: int, method: str) -> int:
     """The engine's default chunk with its memory budget shared by the points: the vmap over
     `size` points multiplies a chunk's memory by `size`, so the perturbed copies of θ of
     all points together stay within one check's budget (benchmarks/seeds.py)."""
-    one = jax.tree_util.tree_map(lambda x: x[0], batch)
+    one = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(np.shape(x)[1:], x.dtype), batch)  # shapes only: no op
     params = jax.eval_shape(init_fn, one) if init_fn is not None else one
     floats = [x for x in jax.tree_util.tree_leaves(params) if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.floating)]
     n = max(1, sum(math.prod(x.shape) for x in floats))
