@@ -133,7 +133,7 @@ def check_grad(
         if autodiff:
             raise ValueError("autodiff=True needs the full check: it is not supported with coords=.")
         _validate.count("coords", coords)
-        _validate.key(key)
+        _validate.key(key, where="check_grad")
         options = dataclasses.replace(options, mode=_pipeline.SAMPLED, coords=int(coords))
     return _pipeline.check(_pipeline.run, (loss_fn, grad_fn), params, args, options, eps, tol, key)
 
@@ -207,6 +207,8 @@ def relative_error(a: PyTree, b: PyTree) -> jax.Array:
       >>> float(jgc.relative_error({"w": jnp.array([1.0, 0.0])}, {"w": jnp.array([1.0, 0.0])}))
       0.0
     """
+    _validate.numbers("relative_error: a", a)
+    _validate.numbers("relative_error: b", b)
     la, ta = jax.tree_util.tree_flatten(a)
     lb, tb = jax.tree_util.tree_flatten(b)
     if ta != tb:

@@ -237,9 +237,18 @@ def _has_conv(jaxpr) -> bool:
     return False
 
 
+def _ordered(jaxpr) -> bool:
+    """Whether the function has an ordered effect (io_callback(..., ordered=True), an ordered
+    jax.debug.print), which JAX cannot vmap but runs in a compiled loop, in order."""
+    return any("Ordered" in type(e).__name__ for e in jaxpr.effects)
+
+
 def batching(jaxpr) -> str:
     """How to batch a chunk: a compiled loop (MAP) for convolutions on CPU, where a vmap over
-    perturbed kernels becomes a grouped convolution that XLA:CPU runs ~100× slower; else VMAP."""
+    perturbed kernels becomes a grouped convolution that XLA:CPU runs ~100× slower, and for
+    functions with ordered effects (which cannot be vmapped); else VMAP."""
+    if _ordered(jaxpr):
+        return MAP
     return MAP if jax.default_backend() == "cpu" and _has_conv(jaxpr) else VMAP
 
 

@@ -188,6 +188,23 @@ class Programs:
 PROGRAMS = Programs()
 
 
+class Program:
+    """A jgc program (`jax.jit` of a check's step), called with `jax_debug_nans` and `jax_debug_infs`
+    off for the call (thread-local, restored after it): NaN or inf at a probe point is data for
+    the verdict (the report lists the non-finite values by leaf), and the programs mask 0/0 of
+    their own (null probes, empty groups) that the flags would stop at. Under the caller's own
+    `jax.jit` the flags apply to that program's outputs, as JAX defines them."""
+
+    __slots__ = ("jitted",)
+
+    def __init__(self, jitted: Callable):
+        self.jitted = jitted
+
+    def __call__(self, *args):
+        with jax.debug_nans(False), jax.debug_infs(False):
+            return self.jitted(*args)
+
+
 def program(key: Hashable, fn: Callable, **jit_kwargs) -> Callable:
     """`jax.jit(fn, **jit_kwargs)`, cached on `key` (which must identify `fn` completely)."""
-    return PROGRAMS.get(key, lambda: jax.jit(fn, **jit_kwargs))
+    return PROGRAMS.get(key, lambda: Program(jax.jit(fn, **jit_kwargs)))

@@ -24,7 +24,7 @@ import dataclasses
 import jax
 import numpy as np
 
-from . import _engine, _jit, _noise, _partial, _probes, _stencils
+from . import _engine, _jit, _noise, _partial, _probes, _stencils, _validate
 from ._problem import LOSS, Problem
 from ._typing import Array
 
@@ -85,6 +85,7 @@ class Session:
         # eps and tol: the nominal values of θ's dtype until the noise probe has measured the
         # loss's own rounding level (`first`)
         self.user_eps = eps
+        _validate.step(eps, p.lay, None if p.traced else p.theta_x, p.method)  # no step may round to 0
         # unresolved leaves of a float32 check on the host are re-checked in float64 (jgc/_resolve.py)
         self.recheck = resolve and not p.traced and p.lay.low_dtype == np.float32
         nominal_eps, nominal_tol = _stencils.defaults(p.lay.low_dtype, p.method, 0.0, xp, recheck=self.recheck)

@@ -108,6 +108,25 @@ def as_jax(probes: Probes) -> Probes:
     return jax.tree_util.tree_map(jnp.asarray, probes)
 
 
+def _threefry(key):
+    """A threefry key for the directions: `key` itself when it is one, else one derived from its data.
+
+    The "rbg" and "unsafe_rbg" implementations do not promise the same bits under `vmap` as
+    unbatched, and the engine draws a probe's direction inside its chunk's vmap while a rule
+    (a JVP or HVP check) draws it in a loop: derived threefry bits are the same in both."""
+    if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+        impl, data = str(jax.random.key_impl(key)), jax.random.key_data(key)
+    else:  # a legacy raw key: of the default implementation
+        impl, data = str(jax.config.jax_default_prng_impl), key
+    if "threefry" in impl:
+        return key
+    out = jax.random.key(0, impl="threefry2x32")
+    words = jnp.ravel(data)
+    for w in range(words.shape[0]):
+        out = jax.random.fold_in(out, words[w])
+    return out
+
+
 def direction(probes: Probes, i, theta: jax.Array, key=None):
     """Probe i (a traced scalar index into the arrays) as (direction d, shape (n,); step h)."""
     probes = as_jax(probes)
@@ -120,7 +139,7 @@ def direction(probes: Probes, i, theta: jax.Array, key=None):
     pos = jnp.arange(n)
     size = probes.length[i]
     inside = (pos >= start) & (pos < start + size)
-    z = jnp.where(inside, jax.random.normal(jax.random.fold_in(key, probes.ident[i]), (n,), theta.dtype), 0)
+    z = jnp.where(inside, jax.random.normal(jax.random.fold_in(_threefry(key), probes.ident[i]), (n,), theta.dtype), 0)
     z = jnp.where(z[start] < 0, -z, z)
     v = z / jnp.sqrt(jnp.sum(z * z))
     rms = jnp.sqrt(jnp.sum(jnp.where(inside, theta * theta, 0)) / size.astype(theta.dtype))

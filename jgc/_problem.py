@@ -18,6 +18,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.extend import core as jcore
 
 from . import _engine, _jit, _stencils, _tree, _validate
 from ._typing import PyTree
@@ -59,11 +60,12 @@ class Fun:
                 try:
                     out = _validate.trace(self.name, fn, p, *args)
                 except (TypeError, ValueError) as e:  # any failure: the loss is not complex-safe
+                    e = e.__cause__ if isinstance(e, _validate.CallError) and e.__cause__ is not None else e
                     first = str(e).splitlines()[0][:300] if str(e) else ""
                     raise TypeError(_COMPLEX_MSG.format(problem=f"but loss_fn raised {type(e).__name__}: {first}")) from e
             else:
                 out = _validate.trace(self.name, fn, p, *args)
-            _validate.scalar_output(out, self.name)
+            out = _validate.loss_output(out, self.name, complex_params=jnp.iscomplexobj(theta))
             if jnp.iscomplexobj(theta) and not jnp.iscomplexobj(out):
                 raise TypeError(
                     _COMPLEX_MSG.format(
@@ -76,8 +78,7 @@ class Fun:
 
             def loss(t):
                 out = _validate.trace(self.name, fn, _tree.unravel(self.lay, t, params), *args)
-                _validate.scalar_output(out, self.name)
-                return out
+                return _validate.loss_output(out, self.name)
 
             return jax.grad(loss)(theta)
         p = _tree.unravel(self.lay, theta, params)
@@ -113,7 +114,7 @@ class Gradient:
 
         def loss(t):
             out = _validate.trace(self.loss_name, self.loss(), _tree.unravel(self.lay, t, params), *args)
-            _validate.scalar_output(out, self.loss_name)
+            out = _validate.loss_output(out, self.loss_name)
             return jnp.real(out).astype(theta.dtype)
 
         if self.value_only and not self.autodiff:
@@ -133,6 +134,7 @@ class Problem:
     """What a check starts from (validated inputs → θ, data, stencil, tol)."""
 
     def __init__(self, fn, params: PyTree, args: tuple, method: str, tol=None, *, kind: str = LOSS, name: str = "loss_fn"):
+        _validate.live_inputs(params, args, ("primals", "args") if kind == OUTPUT else ("params", "args"))
         self.lay = lay = _tree.layout(params)
         self.params, self.args = params, args
         dynamic, self.static = _jit.partition((params, args))
@@ -156,6 +158,56 @@ class Problem:
         self.out_lay = None if kind == LOSS else self._out_layout()
         self.fun = Fun(kind, _jit.Ref(fn), lay, self.static, self.out_lay, name)
         self.notes: list[str] = []
+
+    # -------------------------------------------------------------- leaves the loss does not read
+
+    def unread(self) -> np.ndarray:
+        """Per checked leaf (k,): the loss has no data dependence on it (a constant loss, an unused
+        parameter), so each of its directional derivatives is exactly 0. From the loss's jaxpr (shapes
+        only); a loss with side effects is taken to read everything."""
+        lay = self.lay
+        leaves = lay.treedef.flatten_up_to(self.params)
+
+        def of_checked(*xs):
+            new = list(leaves)
+            for i, x in zip(lay.checked_index, xs, strict=True):
+                new[i] = x
+            return self.fn(jax.tree_util.tree_unflatten(lay.treedef, new), *self.args)
+
+        specs = [jax.ShapeDtypeStruct(lay.shapes[i], lay.dtypes[i]) for i in lay.checked_index]
+        jaxpr = jax.make_jaxpr(of_checked)(*specs).jaxpr
+        if jaxpr.effects:
+            return np.zeros(lay.k, bool)
+        out = jaxpr.outvars[0]
+        unread = []
+        for invar in jaxpr.invars:
+            dep = {invar}
+            for eqn in jaxpr.eqns:  # sub-jaxprs are taken whole: an equation that reads the leaf reads it
+                if any(isinstance(v, jcore.Var) and v in dep for v in eqn.invars):
+                    dep.update(eqn.outvars)
+            unread.append(not (isinstance(out, jcore.Var) and out in dep))
+        return np.asarray(unread, bool)
+
+    def exact_zeros(self, start, numeric, groups):
+        """Probes (by first coordinate `start`) whose numeric value is exactly 0 on a leaf the loss does
+        not read: their derivative is 0 with no finite-difference error (bound 0). None when no probe
+        is such (on the host the loss is traced only when an unresolved group is all zeros)."""
+        if self.kind != LOSS:
+            return None
+        seg = self.lay.segments
+        if not self.traced:
+            numeric = np.asarray(numeric)
+            zero = numeric == 0
+            open_ = ~np.asarray(groups.passed, bool) & ~np.asarray(groups.failed, bool)
+            leaf = seg[np.asarray(start)]
+            if not any(open_[g] and zero[leaf == g].all() for g in np.unique(leaf)):
+                return None
+        unread = self.unread()
+        if not unread.any():
+            return None
+        if self.traced:
+            return jnp.asarray(unread)[jnp.asarray(seg)[start]] & (numeric == 0)
+        return unread[seg[np.asarray(start)]] & (numeric == 0)
 
     def _out_layout(self) -> _tree.Layout:
         params = self.params
