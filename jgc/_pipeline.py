@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _diagnose, _engine, _jit, _probes, _resolve, _tree, _verdict
+from . import _diagnose, _engine, _jit, _probes, _resolve, _tree, _validate, _verdict
 from ._measure import Session
 from ._problem import Problem
 from ._result import Autodiff, Diagnosis, DirectionCheck, GradCheck, Noise, SampledCheck
@@ -271,6 +271,7 @@ def check(body: Callable, fns: tuple, params, args, options, eps=None, tol=None,
     any input is traced."""
     dynamic, static = _jit.partition((params, args))
     if _jit.is_traced((dynamic, eps, tol, key)):
+        _validate.step(eps, _tree.layout(params), None, options.method)  # eps is concrete here only
         spec = Traced(body, tuple(None if f is None else _jit.Ref(f) for f in fns), static, options)
         return _jit.program(("traced", spec), spec)(dynamic, eps, tol, key)
     return body(*fns, params, args, options, eps, tol, key)

@@ -35,7 +35,7 @@ class _Batched:
             params = x if self.init_fn is None else _validate.trace("init_fn", self.init_fn(), x)
             return self.check()(self.loss_fn(), grad_fn, params, *args, **dict(self.options), **arrays)
 
-        return jax.vmap(one)(batch)
+        return _validate.vmapped("loss_fn", jax.vmap(one), batch)
 
 
 def _default_chunk(init_fn, batch, size: int, method: str) -> int:

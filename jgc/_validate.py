@@ -54,7 +54,8 @@ def flag(name: str, value) -> None:
 def _raw_key_shape() -> tuple[int, ...]:
     """The shape of a legacy raw key (`jax.random.PRNGKey(0)`) of the default PRNG implementation:
     (2,) for threefry, (4,) for "rbg" and "unsafe_rbg" (shapes only: nothing runs)."""
-    return tuple(jax.eval_shape(jax.random.PRNGKey, 0).shape)
+    impl = str(jax.config.jax_default_prng_impl)  # read now: a traced shape could be cached across impls
+    return tuple(jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0, impl=impl))).shape)
 
 
 def _received(value) -> str:
@@ -365,20 +366,24 @@ def describe_call(name: str, args: tuple, message: str = "", limit: int = 12) ->
             mentioned.append((shape, by_shape[shape]))
     out = f"  It was called as {name}({', '.join(_labels(name, len(args)))}) with\n" + "\n".join(lines)
     if mentioned:
-        parts = [f"{shape} is the shape of {', '.join(where[:3])}{' …' if len(where) > 3 else ''}" for shape, where in mentioned]
+        parts = [
+            f"{shape} is the shape of {', '.join(where[:3])}{' …' if len(where) > 3 else ''}" for shape, where in mentioned
+        ]
         out += "\n  In the error: " + "; ".join(parts) + "."
     return out
 
 
-def call_error(name: str, e: BaseException, args: tuple) -> CallError:
-    message = str(e).strip()
+def call_error(name: str, e: BaseException, args: tuple | None) -> CallError:
+    """The error `e` raised by (or, `args` None, while vmapping) user function `name`, with a hint."""
+    message = str(e).strip().split("\n-----")[0]  # without JAX's note on filtered frames
     hint = next((h.format(name=name) for key, h in _HINTS if key in message), None)
     if hint is None:
         hint = (
             f"The error is raised inside {name}, from its inputs: check that their shapes and dtypes are "
             f"what {name} expects (params and args are passed to it unchanged)."
         )
-    text = f"{name} raised {type(e).__name__}: {message}\n{describe_call(name, args, message)}\n  {hint}"
+    call = "" if args is None else describe_call(name, args, message) + "\n"
+    text = f"{name} raised {type(e).__name__}: {message}\n{call}  {hint}"
     cls = CallTypeError if isinstance(e, TypeError) else CallValueError
     return cls(text)
 
@@ -395,3 +400,14 @@ def trace(name: str, fn, *args, extra: str = ""):
         if type(e) not in (TypeError, ValueError) or getattr(fn, "jgc_wrapper", False):
             raise  # jgc's own errors, errors already named, and the user's own exception types
         raise call_error(name, e, args) from e
+
+
+def vmapped(name: str, fn, *args):
+    """`fn(*args)` for a `jax.vmap` over user functions: JAX's refusal to vmap an ordered callback
+    (raised at the vmap, outside the function) named as `name`'s."""
+    try:
+        return fn(*args)
+    except ValueError as e:
+        if isinstance(e, CallError) or "Cannot `vmap` ordered" not in str(e):
+            raise
+        raise call_error(name, e, None) from e

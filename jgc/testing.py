@@ -80,7 +80,7 @@ def assert_grad_seeds(
     """
     __tracebackhide__ = True
     keys = _seed_keys(key, n_seeds, "assert_grad_seeds")
-    res = jax.vmap(lambda k: check_grad(loss_fn, grad_fn, init_fn(k), *args, **kwargs))(keys)
+    res = _validate.vmapped("loss_fn", jax.vmap(lambda k: check_grad(loss_fn, grad_fn, init_fn(k), *args, **kwargs)), keys)
     return assert_passed(res)
 
 
