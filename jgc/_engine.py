@@ -109,6 +109,11 @@ def _guard_setting() -> str:
     return ", ".join(values) or "set"
 
 
+def explicit(move, x, what: str):
+    """`move(x)`, a function that transfers explicitly, with a transfer guard's refusal said plainly."""
+    return _transfer(move, x, what)
+
+
 def _transfer(move, x, what: str):
     try:
         return move(x)

@@ -314,8 +314,7 @@ class LeafFun:
     def __call__(self, theta_k, base_list):
         jaxpr = self.traced.closed.jaxpr
         base = dict(zip(_all_vars(jaxpr), base_list, strict=True))
-        out = leaf_loss(self.traced, base, self.k)(theta_k)
-        _validate.scalar_output(out)
+        out = _validate.loss_output(leaf_loss(self.traced, base, self.k)(theta_k))  # a constant: a Literal's value
         return jnp.real(out).astype(theta_k.dtype)
 
 

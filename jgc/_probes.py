@@ -152,4 +152,5 @@ def project(probes: Probes, i, vector: jax.Array, theta: jax.Array, key=None):
     """⟨vector, d_i⟩: the analytic directional derivative along probe i."""
     if probes.kind == COORDS:
         return vector[as_jax(probes).start[i]]
-    return jnp.vdot(vector, direction(probes, i, theta, key)[0])
+    # jgc's own product: at full precision whatever jax_default_matmul_precision says
+    return jnp.vdot(vector, direction(probes, i, theta, key)[0], precision=jax.lax.Precision.HIGHEST)

@@ -80,8 +80,9 @@ def key(value, name: str = "key", where: str = "") -> None:
         return
     prefix = f"{where}: " if where else ""
     raise TypeError(
-        f"{prefix}{name} must be a PRNG key, e.g. jax.random.key(0) (or a raw uint32 key of shape {raw} "
-        f"from jax.random.PRNGKey(0)); received {_received(value)}."
+        f"{prefix}{name} must be a PRNG key, e.g. jax.random.key(0); received {_received(value)}. (A legacy raw key "
+        f"of the default implementation, {jax.config.jax_default_prng_impl}, is accepted too: uint32 of shape {raw}, "
+        "from jax.random.PRNGKey(0).)"
     )
 
 

@@ -234,3 +234,11 @@ def test_x64_flipped_between_checks():
             assert jax.config.jax_enable_x64 == x64
     finally:
         jax.config.update("jax_enable_x64", before)
+
+
+def test_transfer_guard_disallow_host_side_helpers():
+    res = jgc.check_seeds(loss, good, init, jax.random.split(jax.random.key(0), 2), X)  # the matrix's program
+    a, b = {"w": np.ones(2), "s": 2.0}, {"w": np.zeros(2), "s": 2.0}
+    with jax.transfer_guard("disallow"):
+        assert "2 seeds" in res.report()  # a result on the device comes back explicitly
+        assert float(jgc.relative_error(a, b)) == pytest.approx(np.sqrt(2) / (np.sqrt(2 + 4) + 2))
