@@ -83,7 +83,8 @@ def _run(check, loss_fn, grad_fn, init_fn, batch, size, args, check_kwargs, call
     spec = _Batched(_jit.Ref(check), _jit.Ref(loss_fn), ref(grad_fn), ref(init_fn), static, options)
     if _jit.is_traced((batch, dynamic, arrays)):
         return spec(batch, dynamic, arrays)
-    return _jit.program(("seeds", spec), spec)(batch, dynamic, arrays)
+    # host (NumPy) arrays go to the device explicitly, once (jax_transfer_guard)
+    return _jit.program(("seeds", spec), spec)(*_engine.to_device((batch, dynamic, arrays)))
 
 
 def _stacked_size(name: str, tree) -> int:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
-from . import _validate
+from . import _jit, _validate
 from ._check import check_grad, raise_unless_passed
 from ._hvp import check_hvp
 from ._layers import check_jvp, check_vjp
@@ -41,9 +41,11 @@ def assert_passed(res: GradCheck) -> GradCheck:
 def _seed_keys(key, n_seeds: int, caller: str, name: str = "n_seeds"):
     if isinstance(n_seeds, bool) or not isinstance(n_seeds, (int, np.integer)) or n_seeds < 1:
         raise ValueError(f"{name} must be a positive int; received {n_seeds!r}.")
-    if key is not None:
-        _validate.key(key, where=f"jgc.testing.{caller}")
-    return jax.random.split(jax.random.key(0) if key is None else key, int(n_seeds))
+    n = int(n_seeds)
+    if key is None:  # in one compiled program: no eager op, no transfer (jax_transfer_guard)
+        return _jit.program(("seed_keys", n), lambda: jax.random.split(jax.random.key(0), n))()
+    _validate.key(key, where=f"jgc.testing.{caller}")
+    return _jit.program(("seed_keys", n, "given"), lambda k: jax.random.split(k, n))(key)
 
 
 def assert_grad_seeds(

@@ -26,12 +26,12 @@ def loss(p, x):
     return jnp.sum(jnp.dot(p["W"], x)) + 0.5 * jnp.sum(p["b"] ** 2)
 
 
-def good(p, x):
-    return {"W": jnp.broadcast_to(x, p["W"].shape), "b": p["b"]}
+def good(p, x):  # in the params' dtype (float64 ones from init under x64, float32 data)
+    return {"W": jnp.broadcast_to(x, p["W"].shape).astype(p["W"].dtype), "b": p["b"]}
 
 
 def bad(p, x):  # the bias term's gradient off by a factor of 2
-    return {"W": jnp.broadcast_to(x, p["W"].shape), "b": 2 * p["b"]}
+    return {"W": jnp.broadcast_to(x, p["W"].shape).astype(p["W"].dtype), "b": 2 * p["b"]}
 
 
 def init(key):
