@@ -152,12 +152,11 @@ def run(loss_fn: Callable, grad_fn: Callable | None, params, args, options: Opti
             session.group_floor,
         )
 
-    decision = decide(measured)
     # a leaf the loss does not read (a constant loss) has derivative exactly 0: no error to bound
-    exact = problem.exact_zeros(probes.start, measured.numeric, decision.groups)
+    exact = problem.exact_zeros(probes.start, measured.numeric)
     if exact is not None:
         measured = dataclasses.replace(measured, bound=xp.where(exact, 0, measured.bound), known=measured.known | exact)
-        decision = decide(measured)
+    decision = decide(measured)
     if options.resolve and not problem.traced:
         measured, decision = _resolve.resolve(session, probes, measured, decision, decide, seg)
     diagnosis = None

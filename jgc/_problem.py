@@ -188,19 +188,17 @@ class Problem:
             unread.append(not (isinstance(out, jcore.Var) and out in dep))
         return np.asarray(unread, bool)
 
-    def exact_zeros(self, start, numeric, groups):
+    def exact_zeros(self, start, numeric):
         """Probes (by first coordinate `start`) whose numeric value is exactly 0 on a leaf the loss does
         not read: their derivative is 0 with no finite-difference error (bound 0). None when no probe
-        is such (on the host the loss is traced only when an unresolved group is all zeros)."""
+        is such (on the host the loss is traced for it only when some leaf's values are all 0)."""
         if self.kind != LOSS:
             return None
         seg = self.lay.segments
         if not self.traced:
-            numeric = np.asarray(numeric)
-            zero = numeric == 0
-            open_ = ~np.asarray(groups.passed, bool) & ~np.asarray(groups.failed, bool)
+            zero = np.asarray(numeric) == 0
             leaf = seg[np.asarray(start)]
-            if not any(open_[g] and zero[leaf == g].all() for g in np.unique(leaf)):
+            if not any(zero[leaf == g].all() for g in np.unique(leaf)):
                 return None
         unread = self.unread()
         if not unread.any():

@@ -154,6 +154,13 @@ def test_constant_loss_gets_a_verdict(constant):
     assert res.status == "failed" and np.asarray(res.leaf_failed["b"]) and not np.asarray(res.leaf_failed["a"])
 
 
+def test_a_leaf_the_loss_does_not_read():
+    unused = lambda p: jnp.sum(p["a"] ** 2)  # noqa: E731
+    assert jgc.check_grad(unused, lambda p: {"a": 2 * p["a"], "b": jnp.zeros(3)}, P).status == "passed"
+    res = jgc.check_grad(unused, lambda p: {"a": 2 * p["a"], "b": jnp.ones(3)}, P)
+    assert res.status == "failed" and np.asarray(res.leaf_failed["b"]) and not np.asarray(res.leaf_failed["a"])
+
+
 def test_args_of_the_wrong_shape_name_loss_fn_and_the_argument():
     expected = "loss_fn raised TypeError: dot_general requires contracting dimensions to have the same shape, got (3,) and (4,)."
     with pytest.raises(TypeError, match=re.escape(expected)) as e:
