@@ -231,7 +231,7 @@ def trace(loss_fn, lay, params, args, stencil) -> _Traced:
         new = list(leaves)
         for i, x in zip(lay.checked_index, xs, strict=True):
             new[i] = x
-        return loss_fn(jax.tree_util.tree_unflatten(lay.treedef, new), *args)
+        return _validate.trace("loss_fn", loss_fn, jax.tree_util.tree_unflatten(lay.treedef, new), *args)
 
     closed = jax.make_jaxpr(of_checked)(*checked)
     if not closed.jaxpr.effects and any(_callee(e) is not None for e in closed.jaxpr.eqns):

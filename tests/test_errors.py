@@ -167,6 +167,8 @@ def test_args_of_the_wrong_shape_name_loss_fn_and_the_argument():
         jgc.check_grad(lambda p, x: jnp.sum(jnp.dot(p["a"], x)) + jnp.sum(p["b"]), None, P, jnp.ones(4))
     assert "It was called as loss_fn(params, args[0]) with" in str(e.value)
     assert "args[0]: float32[4]" in str(e.value) and "(4,) is the shape of args[0]" in str(e.value)
+    with pytest.raises(TypeError, match=re.escape(expected)):
+        jgc.numeric_grad(lambda p, x: jnp.sum(jnp.dot(p["a"], x)) + jnp.sum(p["b"]), P, jnp.ones(4))
 
 
 def test_eps_whose_step_rounds_to_zero():
