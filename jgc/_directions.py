@@ -59,7 +59,7 @@ def check_directions(
       (True, True, True)
     """
     _check.validate(loss_fn, grad_fn, method, eps, tol, chunk_size)
-    _validate.key(key)
+    _validate.key(key, where="check_directions")
     _validate.count("num", num)
     params = _check.prepare(params)
     _tree.layout(params)

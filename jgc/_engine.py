@@ -81,13 +81,75 @@ def mesh() -> Mesh | None:
     return Mesh(np.asarray(devices), ("probes",)) if len(devices) > 1 else None
 
 
-def place(leaves: list) -> list:
-    """Make committed input arrays compatible with the probe mesh (host-side, before jit).
+# ---------------------------------------------------------------- host ⇄ device
+#
+# What a check moves, on concrete inputs: θ and the host-side (NumPy) arrays of params and
+# args to the device once per check; per chunk call, the chunk's probes (a few int32/float
+# arrays of `chunk` entries); the stencil's offsets and the analytic vector to project once
+# per runner; the values, steps and projections back to the host. Every one of these is an
+# explicit transfer (`jax.device_put` / `jax.device_get`), so `jax_transfer_guard="disallow"`
+# (which forbids implicit transfers only) lets a check run, and "log" shows none of them;
+# nothing is moved implicitly by a jit call with NumPy arguments or an eager op.
 
-    An array committed to some of the devices (e.g. `jax.device_put(x, jax.devices()[1])`)
-    cannot meet the probe sharding over all devices in one jitted computation; such arrays
-    are replicated over the mesh. Uncommitted arrays, tracers and a single device: unchanged.
+
+TRANSFER_FORBIDDEN = (
+    "jax_transfer_guard forbids a transfer that a gradient check on concrete inputs must make ({what}). "
+    "jgc moves, explicitly (jax.device_put / jax.device_get): θ (the checked parameters) and the "
+    "host-side (NumPy) arrays of params and args to the device once per check, each chunk's probes "
+    "(indices and steps), and the numeric values back to the host; nothing implicitly. "
+    "The guard is {setting}: 'disallow' and 'log' allow explicit transfers, 'disallow_explicit' does not. "
+    "Run the check under `with jax.transfer_guard('disallow'):` (or 'allow'), or call it inside "
+    "jax.jit on device arrays (one program: nothing moves but what you fetch). JAX said: {error}"
+)
+
+
+def _guard_setting() -> str:
+    names = ("jax_transfer_guard", "jax_transfer_guard_host_to_device", "jax_transfer_guard_device_to_host")
+    values = [f"{n}={getattr(jax.config, n, None)!r}" for n in names if getattr(jax.config, n, None) is not None]
+    return ", ".join(values) or "set"
+
+
+def explicit(move, x, what: str):
+    """`move(x)`, a function that transfers explicitly, with a transfer guard's refusal said plainly."""
+    return _transfer(move, x, what)
+
+
+def _transfer(move, x, what: str):
+    try:
+        return move(x)
+    except jax.errors.JaxRuntimeError as e:
+        if "Disallowed" not in str(e):
+            raise
+        error = str(e).splitlines()[0][:200]
+        raise RuntimeError(TRANSFER_FORBIDDEN.format(what=what, setting=_guard_setting(), error=error)) from None
+
+
+def to_device(tree, what: str = "host arrays to the device"):
+    """Host arrays (NumPy) of a pytree put on the default device, explicitly; the rest unchanged."""
+    put = lambda x: _transfer(jax.device_put, x, what) if isinstance(x, (np.ndarray, np.generic)) else x  # noqa: E731
+    return jax.tree_util.tree_map(put, tree)
+
+
+def to_host(tree, what: str = "values back to the host"):
+    """Device arrays of a pytree brought to the host (NumPy), explicitly; PRNG keys (no NumPy form) stay."""
+
+    def get(x):
+        if isinstance(x, jax.Array) and not isinstance(x, Tracer) and not jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+            return np.asarray(_transfer(jax.device_get, x, what))
+        return x
+
+    return jax.tree_util.tree_map(get, tree)
+
+
+def place(leaves: list) -> list:
+    """The data of a check on the device, ready for its programs (host-side, before jit).
+
+    NumPy arrays are put on the device once (not again at every call of a program). An array
+    committed to some of the devices (e.g. `jax.device_put(x, jax.devices()[1])`) cannot meet
+    the probe sharding over all devices in one jitted computation; such arrays are replicated
+    over the mesh. Device arrays, tracers and None: unchanged.
     """
+    leaves = to_device(leaves)
     m = mesh()
     if m is None:
         return leaves
@@ -146,6 +208,7 @@ def entry_chunk_function(fun, plan: Plan, shape: tuple, dtype):
     evaluates J with one entry of the leaf changed (θ is the leaf's flat values here)."""
 
     def body(theta, data, key, probes, offsets, project):
+        probes = _probes.as_jax(probes)  # NumPy under jax.disable_jit()
         idx = jnp.arange(plan.chunk)
         offsets = offsets.astype(theta.dtype)
 
@@ -167,9 +230,18 @@ def entry_chunk_function(fun, plan: Plan, shape: tuple, dtype):
     return body
 
 
-def batching(facts: _jaxpr.Facts) -> str:
+def _ordered(jaxpr) -> bool:
+    """Whether the function has an ordered effect (io_callback(..., ordered=True), an ordered
+    jax.debug.print), which JAX cannot vmap but runs in a compiled loop, in order."""
+    return any("Ordered" in type(e).__name__ for e in jaxpr.effects)
+
+
+def batching(facts: _jaxpr.Facts, jaxpr=None) -> str:
     """How to batch a chunk: a compiled loop (MAP) for convolutions on CPU, where a vmap over
-    perturbed kernels becomes a grouped convolution that XLA:CPU runs ~100× slower; else VMAP."""
+    perturbed kernels becomes a grouped convolution that XLA:CPU runs ~100× slower, and for
+    functions with ordered effects (which cannot be vmapped); else VMAP."""
+    if jaxpr is not None and _ordered(jaxpr):
+        return MAP
     return MAP if jax.default_backend() == "cpu" and facts.conv else VMAP
 
 
@@ -183,7 +255,8 @@ class Runner:
 
     def __init__(self, program, plan: Plan, theta, data, key=None, project=None, traced: bool = False, label: str = ""):
         self.program, self.plan, self.theta, self.data, self.key = program, plan, theta, data, key
-        self.project = project  # the vector whose projections on the probes come back (None: zeros)
+        # the vector whose projections on the probes come back (None: zeros); on the device once
+        self.project = project if traced else to_device(project)
         self.traced = traced
         self.label = label
 
@@ -199,7 +272,7 @@ class Runner:
         c = self.plan.chunk
         total = -(-num // c) * c
         odtype = np.result_type(np.dtype(self.theta.dtype), np.complex64) if self.plan.complex else np.dtype(self.theta.dtype)
-        offsets = jnp.asarray(offsets, odtype) if self.traced else np.asarray(offsets, odtype)
+        offsets = jnp.asarray(offsets, odtype) if self.traced else to_device(np.asarray(offsets, odtype))
         project = self.project
         evals = num * self.plan.m
         if self.traced:
@@ -220,19 +293,21 @@ class Runner:
         outs = []
         progress = _Progress(total // c, self) if total // c > 2 else None
         for s in range(0, total, c):
-            chunk = jax.tree_util.tree_map(lambda x, s=s: x[s : s + c], padded)
+            chunk = to_device(jax.tree_util.tree_map(lambda x, s=s: np.asarray(x[s : s + c]), padded))
             outs.append(self.program(self.theta, self.data, self.key, chunk, offsets, project))
             if progress is not None:
                 progress.step(outs[-1])
         if progress is not None:
             progress.done()
-        values, h, proj = (np.concatenate([np.asarray(o[k]) for o in outs])[:num] for k in range(3))
+        outs = to_host(outs)
+        values, h, proj = (np.concatenate([o[k] for o in outs])[:num] for k in range(3))
         spread = np.zeros((), np.real(values).dtype)
         marked = np.flatnonzero(np.asarray(repeat)) if repeat is not None and num else np.zeros(0, int)
         if marked.size:
             s = int(marked[0]) // c * c
-            first = np.asarray(outs[s // c][0])
-            again = np.asarray(self.program(self.theta, self.data, self.key, jax.tree_util.tree_map(lambda x: x[s : s + c], padded), offsets, project)[0])
+            first = outs[s // c][0]
+            chunk = to_device(jax.tree_util.tree_map(lambda x: np.asarray(x[s : s + c]), padded))
+            again = to_host(self.program(self.theta, self.data, self.key, chunk, offsets, project)[0])
             spread = _noise.spread(np, first, again).astype(spread.dtype)
             evals += min(c, num - s) * self.plan.m  # its probes (padding is not counted)
         return values, h, proj, spread, evals
@@ -317,7 +392,7 @@ class Engine:
         else:  # inside a trace every probe runs the whole loss (one program)
             self.paths = tuple(_partial.PLAIN_TRACED if c else "" for c in p.lay.checked) if want else ()
             self.facts = _jaxpr.facts(first.jaxpr, first.jaxpr.invars[:1])  # downstream of θ
-        self.batching = batching(self.facts)
+        self.batching = batching(self.facts, first.jaxpr)
         m = p.stencil.evals_per_probe
         plan = Plan(kind, m, self._chunk(p.lay.n, num_probes + 1), self.batching, p.stencil.complex)
         self._plain = lambda: p.runner(plan, key, project)
@@ -357,7 +432,7 @@ class Engine:
                 fun = _partial.EntryFun(p.fun.ref, lay, p.static, k, traced.sig, traced)
                 body = entry_chunk_function(fun, plan, lay.shapes[i], np.dtype(lay.dtypes[i]))
             program = _jit.program(("leaf", fun, plan), body)
-            theta_k = jax.device_put(p.theta_x[o : o + s])
+            theta_k = to_device(p.theta_x[o : o + s])
             routes.append((o, o + s, Runner(program, plan, theta_k, base)))
         return routes
 

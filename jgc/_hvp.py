@@ -89,7 +89,7 @@ def check_hvp(
     _check.validate(loss_fn, grad_fn, method, eps, tol, chunk_size)
     _validate.callable_("hvp_fn", hvp_fn)
     if key is not None:
-        _validate.key(key)
+        _validate.key(key, where="check_hvp")
         _validate.count("num_vectors", num_vectors)
     params = _check.prepare(params)
     _tree.layout(params)

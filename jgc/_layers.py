@@ -154,7 +154,8 @@ class CotangentLoss:
     def __call__(self, primals, cotangent):
         out = _validate.trace("f", self.f(), *primals)
         prods = [
-            jnp.vdot(c, o) for c, o in zip(jax.tree_util.tree_leaves(cotangent), jax.tree_util.tree_leaves(out), strict=True)
+            jnp.vdot(c, o, precision=jax.lax.Precision.HIGHEST)  # jgc's own product: full precision whatever the flag
+            for c, o in zip(jax.tree_util.tree_leaves(cotangent), jax.tree_util.tree_leaves(out), strict=True)
         ]
         return sum(prods[1:], prods[0])
 

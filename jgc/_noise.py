@@ -134,10 +134,11 @@ def combine_levels(xp, per_coordinate, wide: bool = True):
 def derivative(xp, stencil: Stencil, values, center, h, scale: float = 1.0):
     """D at step scale·h: (Σ w_k g(o_k·scale·h) + c·g(0)) / (scale·h); values (P, m[, out])."""
     w = np.asarray(stencil.weights)
+    full = {} if xp is np else {"precision": "highest"}  # not at a lowered jax_default_matmul_precision
     if stencil.complex:
-        total = xp.real(xp.tensordot(values, w.astype(values.dtype), axes=([1], [0])))
+        total = xp.real(xp.tensordot(values, w.astype(values.dtype), axes=([1], [0]), **full))
     else:
-        total = xp.tensordot(xp.real(values), w.astype(xp.real(values).dtype), axes=([1], [0]))
+        total = xp.tensordot(xp.real(values), w.astype(xp.real(values).dtype), axes=([1], [0]), **full)
         total = total + stencil.center * _row(xp, xp.real(center), total)
     return total / _col(xp, scale * h, total)
 

@@ -231,7 +231,7 @@ def trace(loss_fn, lay, params, args, stencil) -> _Traced:
         new = list(leaves)
         for i, x in zip(lay.checked_index, xs, strict=True):
             new[i] = x
-        return loss_fn(jax.tree_util.tree_unflatten(lay.treedef, new), *args)
+        return _validate.trace("loss_fn", loss_fn, jax.tree_util.tree_unflatten(lay.treedef, new), *args)
 
     closed = jax.make_jaxpr(of_checked)(*checked)
     if not closed.jaxpr.effects and any(_callee(e) is not None for e in closed.jaxpr.eqns):
@@ -314,8 +314,7 @@ class LeafFun:
     def __call__(self, theta_k, base_list):
         jaxpr = self.traced.closed.jaxpr
         base = dict(zip(_all_vars(jaxpr), base_list, strict=True))
-        out = leaf_loss(self.traced, base, self.k)(theta_k)
-        _validate.scalar_output(out)
+        out = _validate.loss_output(leaf_loss(self.traced, base, self.k)(theta_k))  # a constant: a Literal's value
         return jnp.real(out).astype(theta_k.dtype)
 
 

@@ -28,7 +28,7 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
-from . import _diagnose, _jit, _probes, _resolve, _stencils, _tree, _verdict
+from . import _diagnose, _engine, _jit, _probes, _resolve, _stencils, _tree, _validate, _verdict
 from ._engine import Engine
 from ._measure import Calibration, Measured, calibrate, measure, noise_probe, precision_of, rounding_bound
 from ._problem import Problem
@@ -148,7 +148,8 @@ def probe_set(problem: Problem, options: Options, key):
         if problem.traced:
             index = _probes.draw(xp, key, lay=lay, counts=counts)
         else:  # compiled once per layout, not op by op
-            index = np.asarray(_jit.program(("draw", lay, counts), functools.partial(_probes.draw, jax.numpy, lay=lay, counts=counts))(key))
+            draw = _jit.program(("draw", lay, counts), functools.partial(_probes.draw, jax.numpy, lay=lay, counts=counts))
+            index = _engine.to_host(draw(key))
         seg = np.repeat(np.arange(lay.k, dtype=np.int32), counts)
         probes = _probes.Probes(index, xp.zeros(index.shape, problem.dtype))
         return probes, Grouping(seg, lay.k, lay.sizes, coordinate_groups=lay.segments), dict(index=index, sampled=sum(counts))
@@ -174,6 +175,7 @@ def calibrated(problem: Problem, engine: Engine, side: Side, probes, eps=None, t
 
     Returns (Calibration, Measured, the probes with the steps used, loss evaluations)."""
     xp, st = problem.xp, problem.stencil
+    _validate.step(eps, problem.lay, None if problem.traced else problem.theta_x, problem.method)  # no step may round to 0
     noise = noise_probe(problem, engine, side.vector, eps)
     start_eps = _stencils.nominal_eps(precision_of(problem, engine), problem.method) if eps is None else eps
     nominal = dataclasses.replace(probes, base=xp.broadcast_to(xp.asarray(start_eps, problem.dtype), probes.base.shape))
@@ -194,6 +196,10 @@ def calibrated(problem: Problem, engine: Engine, side: Side, probes, eps=None, t
         stage1 = None  # the loss rounds more than its dtype: stage 1 again with its steps
     probes = dataclasses.replace(probes, base=base)
     m, e = measure(engine, cal, probes, side.of(rows), top_k=k, stage1=stage1, doubled=doubled)
+    # a leaf the loss does not read (a constant loss) has derivative exactly 0: no error to bound
+    exact = problem.exact_zeros(probes.start, m.numeric)
+    if exact is not None:
+        m = dataclasses.replace(m, bound=xp.where(exact, 0, m.bound), known=m.known | exact)
     return cal, m, probes, evals + e
 
 

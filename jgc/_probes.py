@@ -94,8 +94,35 @@ def coordinate_step(theta_j, base):
     return (theta_j + h) - theta_j
 
 
+def as_jax(probes: Probes) -> Probes:
+    """The probe arrays as jax arrays, so a traced index can take from them: inside a compiled
+    program they already are; under `jax.disable_jit()` the programs run eagerly and receive
+    the host's NumPy arrays, which cannot be indexed by a tracer (of the chunk's `vmap`)."""
+    return jax.tree_util.tree_map(jnp.asarray, probes)
+
+
+def _threefry(key):
+    """A threefry key for the directions: `key` itself when it is one, else one derived from its data.
+
+    The "rbg" and "unsafe_rbg" implementations do not promise the same bits under `vmap` as
+    unbatched, and the engine draws a probe's direction inside its chunk's vmap while a rule
+    (a JVP or HVP check) draws it in a loop: derived threefry bits are the same in both."""
+    if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+        impl, data = str(jax.random.key_impl(key)), jax.random.key_data(key)
+    else:  # a legacy raw key: of the default implementation
+        impl, data = str(jax.config.jax_default_prng_impl), key
+    if "threefry" in impl:
+        return key
+    out = jax.random.key(0, impl="threefry2x32")
+    words = jnp.ravel(data)
+    for w in range(words.shape[0]):
+        out = jax.random.fold_in(out, words[w])
+    return out
+
+
 def direction(probes: Probes, i, theta: jax.Array, key=None):
     """Probe i (a traced scalar index into the arrays) as (direction d, shape (n,); step h)."""
+    probes = as_jax(probes)
     base = jnp.asarray(probes.base[i], theta.dtype)
     start = probes.start[i]
     if probes.kind == COORDS:
@@ -106,7 +133,8 @@ def direction(probes: Probes, i, theta: jax.Array, key=None):
     size = probes.length[i]
     inside = (pos >= start) & (pos < start + size)
     # drawn in float32 whatever θ's dtype, so a float64 re-check measures along the same direction
-    z = jnp.where(inside, jax.random.normal(jax.random.fold_in(key, probes.ident[i]), (n,), jnp.float32).astype(theta.dtype), 0)
+    z = jax.random.normal(jax.random.fold_in(_threefry(key), probes.ident[i]), (n,), jnp.float32).astype(theta.dtype)
+    z = jnp.where(inside, z, 0)
     z = jnp.where(z[start] < 0, -z, z)
     v = z / jnp.sqrt(jnp.sum(z * z))
     rms = jnp.sqrt(jnp.sum(jnp.where(inside, theta * theta, 0)) / size.astype(theta.dtype))
@@ -118,8 +146,9 @@ def direction(probes: Probes, i, theta: jax.Array, key=None):
 def project(probes: Probes, i, vector: jax.Array, theta: jax.Array, key=None):
     """⟨vector, d_i⟩: the analytic directional derivative along probe i."""
     if probes.kind == COORDS:
-        return vector[probes.start[i]]
-    return jnp.vdot(vector, direction(probes, i, theta, key)[0])
+        return vector[as_jax(probes).start[i]]
+    # jgc's own product: at full precision whatever jax_default_matmul_precision says
+    return jnp.vdot(vector, direction(probes, i, theta, key)[0], precision=jax.lax.Precision.HIGHEST)
 
 
 # ---------------------------------------------------------------- sampled coordinates

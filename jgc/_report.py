@@ -422,10 +422,22 @@ def _leaf_eval_rows(res) -> list[str]:
     return [row]
 
 
+def _check_max_leaves(max_leaves) -> None:
+    expected = "report(max_leaves=...) must be a non-negative int or None (None shows every leaf)"
+    if max_leaves is None:
+        return
+    if isinstance(max_leaves, bool) or not isinstance(max_leaves, (int, np.integer)):
+        raise TypeError(f"{expected}; received {type(max_leaves).__name__}: {max_leaves!r}.")
+    if max_leaves < 0:
+        raise ValueError(f"{expected}; received {max_leaves!r}.")
+
+
 def format_report(res, max_leaves: int | None = 40) -> str:
     """The text report of a (possibly batched) check."""
     if _is_traced(res):
         return f"{type(res).__name__}({summary_line(res)})"
+    _check_max_leaves(max_leaves)
+    res = jax.device_get(res)  # one explicit transfer of a result that lives on the device (jit/vmap)
     lines = []
     batch = _batch_shape(res)
     if batch:
@@ -461,6 +473,7 @@ def worst(res, k: int = 5) -> list[Coordinate]:
         raise TypeError("worst() needs concrete values: call it on the result returned from jit/vmap.")
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
         raise ValueError(f"worst(k) needs a non-negative int k; received {k!r}.")
+    res = jax.device_get(res)
     batch = _batch_shape(res)
     nb = len(batch)
     n_seeds = int(np.prod(batch)) if batch else 1
