@@ -3,6 +3,7 @@
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from corpus import MODELS
 
 import jgc
@@ -60,3 +61,40 @@ def test_no_float64_recheck_when_the_loss_keeps_float32():
     assert "make loss_fn and grad_fn follow their inputs' dtype" in res.report()
     bad = jgc.check_grad(f, lambda p: 2.4 * p, p)  # 20% off: proven whatever the tolerance
     assert bad.status == "failed"
+
+
+def test_vjp_jvp_hvp_and_locate_resolve_like_check_grad():
+    """The vector checks and locate take the same passes: open leaves re-measured in float64,
+    failures confirmed at a second step."""
+    f = lambda W, x: 3e3 + jnp.tanh(W @ x)  # noqa: E731  (the offset's rounding hides 1e-4 from float32)
+    W = jax.random.normal(jax.random.key(0), (3, 4), jnp.float32)
+    x = jax.random.normal(jax.random.key(1), (4,), jnp.float32)
+
+    def jvp(primals, tangents):
+        (W, x), (dW, dx) = primals, tangents
+        return (1 - jnp.tanh(W @ x) ** 2) * (dW @ x + W @ dx)
+
+    def vjp(primals, c):
+        W, x = primals
+        g = c * (1 - jnp.tanh(W @ x) ** 2)
+        return jnp.outer(g, x), W.T @ g
+
+    key = jax.random.key(2)
+    for res in (jgc.check_jvp(f, jvp, W, x, key=key), jgc.check_vjp(f, vjp, W, x, key=key)):
+        assert res.status == "passed", res.report()
+        assert res.tol == jnp.float32(1e-4) and int(res.run.recheck) == 1, res.report()  # float32's tol via float64
+    bad_jvp = lambda p, t: jvp(p, t) * 1.01  # noqa: E731
+    res = jgc.check_jvp(f, bad_jvp, W, x, key=key)
+    assert res.status == "failed" and (np.asarray(res.run.how) & 4).any(), res.report()  # confirmed
+
+    loss = lambda p: jnp.sum(jnp.sin(p["w"]) ** 2) + 3e3  # noqa: E731
+    hvp = lambda p, v: {"w": 2 * jnp.cos(2 * p["w"]) * v["w"]}  # noqa: E731
+    p = {"w": jnp.linspace(0.1, 1.3, 5, dtype=jnp.float32)}
+    res = jgc.check_hvp(loss, hvp, p)
+    assert res.status == "passed" and res.tol == jnp.float32(1e-4), res.report()
+    bad = jgc.check_hvp(loss, lambda p, v: {"w": hvp(p, v)["w"].at[2].multiply(1.01)}, p)
+    assert bad.status == "failed" and (np.asarray(bad.run.how) & 4).any(), bad.report()
+
+    w = jnp.linspace(-1.0, 1.0, 4000, dtype=jnp.float32)
+    found = jgc.locate(lambda p: jnp.sum(jnp.sin(p) * p), lambda p: (jnp.cos(p) * p + jnp.sin(p)).at[1234].add(10.0), w, key=key)
+    assert [c.index for c in found.wrong] == [(1234,)] and found.complete and found.resolve_evals > 0
