@@ -178,9 +178,7 @@ NOISE_CASES += [(k, "float32", "check_grad") for k in ("abs1e-3", "rel1e-6")]
 NOISE_CASES += [(k, d, c) for k, d in (("rel1e-9", "float64"), ("rel1e-6", "float32")) for c in ("check_directions", "sampled")]
 
 
-@pytest.mark.parametrize(
-    "kind,dtype,check", [pytest.param(*c, id="-".join(c), marks=xfail(3)) for c in NOISE_CASES]
-)
+@pytest.mark.parametrize("kind,dtype,check", [pytest.param(*c, id="-".join(c), marks=xfail(3)) for c in NOISE_CASES])
 def test_case3_random_loss_fails_as_nondeterministic(kind, dtype, check):
     loss = _noisy(kind)
     with _x64(dtype):
@@ -212,7 +210,9 @@ def test_case3_deterministic_callback_is_not_accused():
 # ------------------------------------------------------------------ case 4: the classic course network at seed 1
 
 
-@pytest.mark.parametrize("dtype", [pytest.param("float64", marks=xfail(4, "18 kinks reported")), pytest.param("float32", marks=xfail(4))])
+@pytest.mark.parametrize(
+    "dtype", [pytest.param("float64", marks=xfail(4, "18 kinks reported")), pytest.param("float32", marks=xfail(4))]
+)
 def test_case4_classic_net_no_kinks_and_not_failed(dtype):
     """No pre-activation is within 0.079 of 0 and the steps are far smaller: 0 kinks, and the
     correct gradient is not failed (float32 fails today on ['W2'], ['b1'])."""
@@ -223,7 +223,9 @@ def test_case4_classic_net_no_kinks_and_not_failed(dtype):
         assert res.status != "failed", res.report()
 
 
-@pytest.mark.parametrize("dtype", [pytest.param("float64", marks=xfail(4, "fails 5 of 5 keys")), pytest.param("float32", marks=xfail(4))])
+@pytest.mark.parametrize(
+    "dtype", [pytest.param("float64", marks=xfail(4, "fails 5 of 5 keys")), pytest.param("float32", marks=xfail(4))]
+)
 def test_case4_classic_net_directions_not_failed(dtype):
     m, params, args = _point("classic_net", 1, dtype)
     with _x64(dtype):
@@ -371,7 +373,10 @@ ACTIVATIONS = {
 def _random_mlp(widths, act, samples, seed, dtype):
     keys = jax.random.split(jax.random.key(seed), len(widths) + 1)
     params = [
-        {"W": jax.random.normal(k, (a, b), dtype) * np.sqrt(2.0 / a), "b": 0.1 * jax.random.normal(jax.random.fold_in(k, 1), (b,), dtype)}
+        {
+            "W": jax.random.normal(k, (a, b), dtype) * np.sqrt(2.0 / a),
+            "b": 0.1 * jax.random.normal(jax.random.fold_in(k, 1), (b,), dtype),
+        }
         for k, a, b in zip(keys, widths[:-1], widths[1:])
     ]
     x = jax.random.normal(keys[-2], (samples, widths[0]), dtype)

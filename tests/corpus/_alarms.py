@@ -126,9 +126,7 @@ def _mlp_model(name, slope, dropout, bugs):
     return model(name, init, loss, _mlp_grad(slope, dropout), bugs)
 
 
-RELU_MLP4 = _mlp_model(
-    "relu_mlp4", 0.0, False, {"relu_grad_one": ("['W1']", "gross"), "bias_mean": ("['b4']", "gross")}
-)
+RELU_MLP4 = _mlp_model("relu_mlp4", 0.0, False, {"relu_grad_one": ("['W1']", "gross"), "bias_mean": ("['b4']", "gross")})
 LEAKY_RELU_MLP4 = _mlp_model(
     "leaky_relu_mlp4",
     SLOPE,
