@@ -273,12 +273,16 @@ def first_line(r):
     return r.report().splitlines()[0]
 
 
-def check_one(m, bug, fn, leaf, seed, params, args, size, method):
-    """One plain check; its row (and the report's first line where the verdict is not the expected one)."""
+def check_one(m, bug, fn, leaf, seed, params, args, size, method, check=None):
+    """One plain check; its row (and the report's first line where the verdict is not the expected one).
+    `check(loss_fn, grad_fn, params, args, seed)` replaces `jgc.check_grad(..., method=method)` (another kind of check)."""
     t = time.time()
     kind = "correct" if leaf is None else corpus.size_category(size)
     try:
-        r = jgc.check_grad(m.loss_fn, fn, params, *args, method=method)
+        if check is None:
+            r = jgc.check_grad(m.loss_fn, fn, params, *args, method=method)
+        else:
+            r = check(m.loss_fn, fn, params, args, seed)
     except Exception as e:  # reported, not fatal: the run keeps what it measured
         line = f"{type(e).__name__}: {str(e)[:200]}"
         return dict(model=m.name, bug=bug, seed=seed, kind=kind, size=size, status="error", line=line, seconds=0.0)
@@ -296,6 +300,8 @@ def check_one(m, bug, fn, leaf, seed, params, args, size, method):
         float64=any("float64 re-check" in n for n in r.notes),
         # a float64 check whose loss's measured rounding level is that of float32: float32 eps and tol
         like_float32=any("rounds like float32" in n for n in r.notes),
+        deterministic=bool(np.all(np.asarray(r.deterministic))),
+        kinks=int(np.sum(np.asarray(r.noise.kink))),
         seconds=round(time.time() - t, 3),
     )
     if leaf is not None and r.status == "failed":
@@ -306,7 +312,9 @@ def check_one(m, bug, fn, leaf, seed, params, args, size, method):
     return row
 
 
-def host_run(kind, dtype_name, method, seeds, patterns, log, variants="all"):
+def host_run(kind, dtype_name, method, seeds, patterns, log, variants="all", check=None):
+    """Every model of `kind` matching `patterns` at `seeds` (a count, or the seeds themselves): its correct
+    gradient and planted bugs ("all"), or only one of the two ("correct", "bugs"), each by `check_one`."""
     dtype = jnp.dtype(dtype_name)
     models, skipped = select(kind, patterns, dtype_name, method)
     rows = []
@@ -317,7 +325,7 @@ def host_run(kind, dtype_name, method, seeds, patterns, log, variants="all"):
             todo = [("correct", m.grad_fn, None)] if variants != "bugs" else []
             todo += [(b, fn, leaf) for b, (fn, leaf) in m.bugs.items()] if variants != "correct" else []
             for bug, fn, leaf in todo:
-                row = check_one(m, bug, fn, leaf, seed, params, args, sizes.get(bug), method)
+                row = check_one(m, bug, fn, leaf, seed, params, args, sizes.get(bug), method, check)
                 rows.append(row)
                 if "line" in row:
                     log(f"    {describe(row)}")
