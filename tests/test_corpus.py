@@ -24,7 +24,7 @@ ADDED_NAMES = {m.name for m in ADDED}
 # Inside jit/vmap (these tests) the check takes float64's nominal step and cannot re-measure:
 # where that step cannot resolve tol 1e-6, a correct model is inconclusive, never failed, and
 # a bug never passes. On concrete inputs these are resolved (test_corpus_on_concrete_inputs,
-# benchmarks/verdicts_host.py).
+# benchmarks/verdicts.py --host).
 TRACED_UNRESOLVED_FLOAT64 = {
     "f32_inside_softmax": "float32 rounding inside the loss swamps the float64 step (eps=1e-6)",
     "large_offset": "u·|J|/h with |J| ~ 1e4 is ~2e-6 of the gradient at h = 1e-6: above tol 1e-6",
@@ -180,7 +180,7 @@ def test_corpus_float64(m):
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_corpus_on_concrete_inputs(m, dtype):
     """What a user gets: check_grad called plainly, resolution included. Correct passes, every
-    planted bug fails at its leaf (benchmarks/verdicts_host.py measures the whole corpus)."""
+    planted bug fails at its leaf (benchmarks/verdicts.py --host measures the whole corpus)."""
     if dtype == "float32" and m.name in FLOAT64_ONLY:
         pytest.skip("float64 only")
     with jax.enable_x64(dtype == "float64"):
