@@ -21,21 +21,21 @@ class Coordinate(NamedTuple):
     analytic: float
 
 
-def _is_traced(res) -> bool:
+def is_traced(res) -> bool:
     return isinstance(res.rel_error, Tracer)
 
 
-def _batch_shape(res) -> tuple[int, ...]:
+def batch_shape(res) -> tuple[int, ...]:
     return np.shape(res.rel_error)
 
 
 def select(res, seed: int):
     """The `seed`-th check of a batched result (batch axes flattened)."""
-    nb = len(_batch_shape(res))
+    nb = len(batch_shape(res))
     return jax.tree_util.tree_map(lambda x: np.asarray(x).reshape((-1,) + np.shape(x)[nb:])[seed], res)
 
 
-def _order(rel: np.ndarray, passed: np.ndarray) -> np.ndarray:
+def order(rel: np.ndarray, passed: np.ndarray) -> np.ndarray:
     """Indices, failing first, then by decreasing error, NaN counted as the worst."""
     key = np.where(np.isnan(rel), np.inf, rel)
     return np.lexsort((-key, passed))
@@ -46,9 +46,9 @@ def _status(res) -> str:
 
 
 def summary_line(res) -> str:
-    if _is_traced(res):
+    if is_traced(res):
         return "traced; call .report() on the value returned from jit/vmap"
-    batch = _batch_shape(res)
+    batch = batch_shape(res)
     if batch:
         passed = np.asarray(res.passed).reshape(-1)
         failed = np.asarray(res.failed).reshape(-1)
@@ -56,7 +56,7 @@ def summary_line(res) -> str:
             f"{int(failed.sum())} of {passed.size} checks failed, {int((~passed & ~failed).sum())} inconclusive, "
             f"worst rel_error {np.nanmax(np.asarray(res.rel_error)):.2e}"
         )
-    return _verdict(res)
+    return verdict_line(res)
 
 
 def _paths(res, mask) -> str:
@@ -65,7 +65,7 @@ def _paths(res, mask) -> str:
     return ", ".join(paths[:6]) + (f" and {len(paths) - 6} more" if len(paths) > 6 else "")
 
 
-def _verdict(res) -> str:
+def verdict_line(res) -> str:
     g = res.groups
     tol = float(res.tol)
     failed, passed = np.asarray(g.failed, bool), np.asarray(g.passed, bool)
@@ -330,7 +330,7 @@ def _hint_text(res, k: int, num, ana) -> str:
         d = np.asarray(num, float) - np.asarray(ana, float)
         d = d.reshape(shape[0], -1) if code == _diagnose.ROWS else d.reshape(-1, shape[-1]).T
         e = np.sum(d * d, axis=1)
-        rows = [int(j) for j in np.flatnonzero(e > _diagnose._SHARE * e.sum())]
+        rows = [int(j) for j in np.flatnonzero(e > _diagnose.SHARE * e.sum())]
     return "hint: " + _diagnose.describe(code, param, rows)
 
 
@@ -434,19 +434,19 @@ def _check_max_leaves(max_leaves) -> None:
 
 def format_report(res, max_leaves: int | None = 40) -> str:
     """The text report of a (possibly batched) check."""
-    if _is_traced(res):
+    if is_traced(res):
         return f"{type(res).__name__}({summary_line(res)})"
     _check_max_leaves(max_leaves)
     res = jax.device_get(res)  # one explicit transfer of a result that lives on the device (jit/vmap)
     lines = []
-    batch = _batch_shape(res)
+    batch = batch_shape(res)
     if batch:
         passed = np.asarray(res.passed).reshape(-1)
         failed = np.asarray(res.failed).reshape(-1)
         rel = np.asarray(res.rel_error, dtype=float).reshape(-1)
         bad = np.flatnonzero(failed)
         open_ = np.flatnonzero(~passed & ~failed)
-        worst_seed = int(_order(np.where(failed, np.inf, rel), passed)[0]) if not failed.any() else int(bad[np.argmax(rel[bad])])
+        worst_seed = int(order(np.where(failed, np.inf, rel), passed)[0]) if not failed.any() else int(bad[np.argmax(rel[bad])])
         listing = lambda ix: ", ".join(map(str, ix[:20])) + (" …" if ix.size > 20 else "")  # noqa: E731
         parts = []
         if bad.size:
@@ -460,7 +460,7 @@ def format_report(res, max_leaves: int | None = 40) -> str:
         )
         lines.append(f"worst seed {worst_seed}:")
         res = select(res, worst_seed)
-    lines.append(f"jgc {res.kind} " + _verdict(res))
+    lines.append(f"jgc {res.kind} " + verdict_line(res))
     lines += _autodiff_lines(res)
     lines += _extra_lines(res)
     lines += _leaf_rows(res, max_leaves)
@@ -469,12 +469,12 @@ def format_report(res, max_leaves: int | None = 40) -> str:
 
 def worst(res, k: int = 5) -> list[Coordinate]:
     """The k coordinates with the largest |numeric − analytic|, non-finite ones first."""
-    if _is_traced(res):
+    if is_traced(res):
         raise TypeError("worst() needs concrete values: call it on the result returned from jit/vmap.")
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
         raise ValueError(f"worst(k) needs a non-negative int k; received {k!r}.")
     res = jax.device_get(res)
-    batch = _batch_shape(res)
+    batch = batch_shape(res)
     nb = len(batch)
     n_seeds = int(np.prod(batch)) if batch else 1
     lay = res.layout
