@@ -13,7 +13,10 @@ as a whole, its body downstream when any of its inputs is):
   derivatives is evidence about the noise, never a kink;
 - `lowest`: the least precise floating-point dtype a downstream equation computes in (a
   float32 loss that computes partly in bfloat16 rounds like bfloat16 there);
-- `callback`: the loss calls back into Python (its precision cannot be read from the jaxpr).
+- `callback`: the loss calls back into Python (its precision cannot be read from the jaxpr);
+- `random`, `shape`: whether the loss draws random numbers anywhere, and the sequence of its
+  primitives (the program's structure whatever the dtypes): a float64 re-check evaluates the
+  same function when the structure is the same and nothing random is drawn.
 """
 
 from __future__ import annotations
@@ -53,12 +56,17 @@ def eqns(jaxpr):
             yield from eqns(sub)
 
 
+RANDOM = frozenset("random_bits random_seed random_wrap random_unwrap random_fold_in random_split threefry2x32".split())
+
+
 @dataclasses.dataclass(frozen=True)
 class Facts:
     conv: bool = False
     smooth: bool = True
     lowest: str | None = None  # the least precise float dtype computed in downstream of θ
     callback: bool = False
+    random: bool = False  # the loss draws random numbers (a dropout mask): their values may depend on x64
+    shape: tuple = ()  # the primitives of every equation, in order: the program's structure, dtypes aside
 
 
 def _dtype(v):
@@ -101,9 +109,10 @@ def facts(jaxpr, roots=None) -> Facts:
     """The facts of the equations downstream of `roots` (default: every input of `jaxpr`)."""
     acc = {"conv": False, "callback": False, "smooth": True, "bits": 99, "lowest": None}
     _scan(jaxpr, list(jaxpr.invars) if roots is None else list(roots), acc)
+    names = tuple(e.primitive.name for e in eqns(jaxpr))
     # a convolution anywhere decides the batching, downstream or not
-    acc["conv"] |= any(e.primitive.name == "conv_general_dilated" for e in eqns(jaxpr))
-    return Facts(acc["conv"], acc["smooth"], acc["lowest"], acc["callback"])
+    conv = acc["conv"] or "conv_general_dilated" in names
+    return Facts(conv, acc["smooth"], acc["lowest"], acc["callback"], bool(RANDOM & set(names)), names)
 
 
 def same_program(a, b) -> bool:

@@ -171,7 +171,7 @@ def locate(
         if cal is None:  # with the noise probe (which sets eps and tol)
             recheck = lay.low_dtype == np.float32
             cal, m, probes, e = _pipeline.calibrated(problem, engine, side, probes, eps, tol, recheck)
-            float64 = _pipeline.float64_for(problem, side, cal, build, engine_of)
+            float64 = _pipeline.float64_for(problem, side, cal, build, engine_of, engine)
         else:
             probes = _probes.blocks(starts, lens, float(cal.eps), ident)
             m, e = measure(engine, cal, probes)

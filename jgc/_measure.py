@@ -149,8 +149,8 @@ def calibrate(problem: Problem, engine: Engine, noise: NoiseProbe, values, sprea
         wide = values[(2 * i + 1) * per : (2 * i + 2) * per]
         pairs.append((_noise.level(xp, near, t, center), _noise.level(xp, wide, t, center)))
     inside = precision_of(problem, engine)
-    # the wide spacing only where the loss may round coarser than θ (a staircase seen from too close)
-    level = _noise.combine_levels(xp, pairs, wide=engine.facts.callback or inside != p.lay.low_dtype.name)
+    wide = engine.facts.smooth or engine.facts.callback or inside != p.lay.low_dtype.name
+    level = _noise.combine_levels(xp, pairs, wide)
     floor = 0.5 * _stencils.unit(p.lay.low_dtype) * xp.abs(xp.real(center))  # the last rounding of J alone
     level = xp.maximum(level, floor)  # ε_J ([out])
     magnitude = xp.abs(xp.real(center))

@@ -10,9 +10,9 @@ The error of a stencil's derivative D(h) has two parts:
   coordinates — the ones the gradient says matter most, the largest |θ_j| (large
   arguments), the middle of the largest leaf — and the *largest* estimate is kept, so a
   coordinate the loss does not depend on (a dead unit) cannot hide the rounding of the
-  rest. A table with many exactly equal values is a staircase seen from too close (a loss
-  that rounds coarser than the spacing: bfloat16 inside): such a table is read at a 32×
-  larger spacing instead;
+  rest. Each coordinate is also read at a 32× larger spacing: a staircase coarser than the
+  near spacing (a saturating term, bfloat16 inside) shows there as noise, and the wide
+  table counts where it reads as noise (its orders agree) or the near one is all ties;
 - truncation: D(h) − g ≈ c·h^p; the same stencil at 2h gives D(2h) − D(h) ≈ (2^p − 1)·c·h^p
   (Richardson), measured where it can change a verdict.
 
@@ -85,8 +85,10 @@ def _table(xp, table, t, center):
     return xp.real(xp.stack(rows))
 
 
-def _ec(xp, f, orders):
-    """ECnoise on the ordered values f (points, …): the median-ish of √(γ_k · mean((Δ^k f)²)) over `orders`."""
+def _ec(xp, f, orders, consistent=False):
+    """ECnoise on the ordered values f (points, …): the median-ish of √(γ_k · mean((Δ^k f)²)) over
+    `orders`; with `consistent`, also whether the orders agree within a factor 4 (Moré & Wild's test
+    that the table is noise: a smooth part's k-th differences fall off with k)."""
     ests = []
     d = f
     for k in range(1, max(orders) + 1):
@@ -96,11 +98,15 @@ def _ec(xp, f, orders):
             ests.append(xp.sqrt(gamma * xp.mean(d * d, axis=0)))
     ests = xp.sort(xp.stack(ests), axis=0)
     n = len(orders)
-    return 0.5 * (ests[(n - 1) // 2] + ests[n // 2])
+    est = 0.5 * (ests[(n - 1) // 2] + ests[n // 2])
+    if not consistent:
+        return est
+    return est, ests[-1] <= 4 * ests[0]
 
 
 def level(xp, table, t, center):
-    """(noise std estimate, share of tied neighbours) from values at t·δ, t ∈ {±1..±4}.
+    """(noise std estimate, share of tied neighbours, whether the table reads as noise) from values
+    at t·δ, t ∈ {±1..±4}.
 
     Args:
       table: (probes, offsets[, out]) values at t (flattened as `t` says).
@@ -116,18 +122,21 @@ def level(xp, table, t, center):
     f = _table(xp, table, t, center)
     first = f[1:] - f[:-1]
     ties = xp.mean((first == 0).astype(f.dtype), axis=0)
-    whole = _ec(xp, f, (3, 4, 5, 6))
+    whole, noise_like = _ec(xp, f, (3, 4, 5, 6), consistent=True)
     halves = xp.maximum(_ec(xp, f[:5], (3, 4)), _ec(xp, f[4:], (3, 4)))
-    return xp.minimum(whole, halves), ties
+    return xp.minimum(whole, halves), ties, noise_like
 
 
 def combine_levels(xp, per_coordinate, wide: bool = True):
-    """ε_J from (near, wide) (estimate, ties) pairs, one per probed coordinate: each coordinate
-    is read at its near spacing unless that table is a staircase (and `wide` allows the wide
-    spacing: a loss that may round coarser than θ); the largest is kept."""
+    """ε_J from the (near, wide) `level`s of each probed coordinate: the near table's, or, where
+    `wide` allows it, the wide table's where that is larger and reads as noise (a staircase coarser
+    than the near spacing — a term that saturates, a lower precision inside — shows only there) or
+    where the near table is itself a staircase; the largest over the coordinates is kept. `wide`
+    is off for a loss that may have kinks and computes in θ's precision: at the wide spacing its
+    kinks, which read like noise to ECnoise, would be taken for rounding."""
     picks = []
-    for (near, near_ties), (far, _) in per_coordinate:
-        picks.append(xp.where(near_ties >= TIES, xp.maximum(near, far), near) if wide else near)
+    for (near, near_ties, _), (far, _, far_noise) in per_coordinate:
+        picks.append(xp.where(((near_ties >= TIES) | far_noise) & wide, xp.maximum(near, far), near))
     return xp.max(xp.stack(picks), axis=0)
 
 

@@ -233,8 +233,9 @@ class Float64:
     the first request's engine call. It is used only when it evaluates the same function
     (`_resolve.same_function`); `code` says why not."""
 
-    def __init__(self, build: Build, engine_of: Callable, problem: Problem, side: Side, cal: Calibration):
+    def __init__(self, build: Build, engine_of: Callable, problem: Problem, side: Side, cal: Calibration, facts=None):
         self.build, self.engine_of, self.problem, self.side, self.cal32 = build, engine_of, problem, side, cal
+        self.facts32 = facts
         self.code: int | None = None
 
     def _start(self, probes, rows, grouping):
@@ -252,7 +253,7 @@ class Float64:
             return _resolve.NOT_TRACEABLE, None, 0
         engine = self.engine_of(p64, side64, len(rows))
         cal, m, _, evals = calibrated(p64, engine, side64, probes.take(rows), tol=self.cal32.tol, rows=rows)
-        if not _resolve.same_function(self.cal32, cal, self.side.vector, side64.vector, grouping):
+        if not _resolve.same_function(self.cal32, cal, self.side.vector, side64.vector, grouping, self.facts32, engine.facts):
             return _resolve.OTHER_FUNCTION, None, evals
         self.p64, self.side64, self.engine, self.cal = p64, side64, engine, cal
         return _resolve.RAN, host64(m), evals
@@ -301,11 +302,11 @@ def passes(problem: Problem, engine: Engine, side: Side, cal: Calibration, group
     )
 
 
-def float64_for(problem: Problem, side: Side, cal: Calibration, build: Build | None, engine_of: Callable) -> Float64 | None:
+def float64_for(problem: Problem, side: Side, cal: Calibration, build: Build | None, engine_of: Callable, engine: Engine) -> Float64 | None:
     """The float64 re-check of a float32 check on concrete inputs (None where it cannot apply)."""
     if build is None or problem.traced or problem.lay.low_dtype != np.float32:
         return None
-    return Float64(build, engine_of, problem, side, cal)
+    return Float64(build, engine_of, problem, side, cal, engine.facts)
 
 
 def execute(problem: Problem, side: Side, probes, grouping: Grouping, engine_of: Callable, build: Build | None, options: Options, eps, tol, key):
@@ -320,7 +321,7 @@ def execute(problem: Problem, side: Side, probes, grouping: Grouping, engine_of:
     cal, measured, probes, evals = calibrated(problem, engine, side, probes, eps, tol, recheck, k)
     state = first_state(problem, grouping, measured, cal, options)
     if options.resolve and not problem.traced:
-        float64 = float64_for(problem, side, cal, build, engine_of)
+        float64 = float64_for(problem, side, cal, build, engine_of, engine)
         state = _resolve.settle(passes(problem, engine, side, cal, grouping, probes, float64), state)
     return engine, state, evals
 
