@@ -131,6 +131,14 @@ def _decide(passes: Passes, measured, cal, final):
     return passes.decide(measured, cal, final)
 
 
+def _advance(passes: Passes, state: State, measured: Measured, in64, how, **fields) -> State:
+    """The state after a pass re-measured some entries: a group measured in float64 throughout is
+    final, and the verdict is decided again."""
+    final = state.final | passes.grouping.groups_of(in64, every=True)
+    decision = _decide(passes, measured, state.cal, final)
+    return dataclasses.replace(state, measured=measured, decision=decision, final=final, how=np.asarray(how, np.int8), in64=in64, **fields)
+
+
 def settle(passes: Passes, state: State) -> State:
     """Resolve, then confirm, until nothing is open that a pass can resolve and every failure is confirmed."""
     with np.errstate(invalid="ignore", over="ignore"):  # non-finite values are the verdict's to judge
@@ -163,19 +171,8 @@ def resolve(passes: Passes, state: State) -> State:
             measured = replace_rows(state.measured, idx, new.astype(state.measured))
             in64 = state.in64.copy()
             in64[idx] = True
-            final = state.final | g.groups_of(in64, every=True)
             how = np.where(g.groups_of(in64) & open_, state.how | FLOAT64, state.how)
-            decision = _decide(passes, measured, state.cal, final)
-            return dataclasses.replace(
-                state,
-                measured=measured,
-                decision=decision,
-                final=final,
-                how=how.astype(np.int8),
-                in64=in64,
-                recheck=RAN,
-                resolve_evals=state.resolve_evals + int(evals),
-            )
+            return _advance(passes, state, measured, in64, how, recheck=RAN, resolve_evals=state.resolve_evals + int(evals))
         state = passes.without_float64(dataclasses.replace(state, resolve_evals=state.resolve_evals + int(evals)), code)
         if not open_groups(state.decision).any():
             return state
@@ -279,23 +276,12 @@ def confirm(passes: Passes, state: State) -> State:
     confirmed[rows] = True
     g = passes.grouping
     touched = g.groups_of_rows(rows)
-    final = state.final | g.groups_of(in64, every=True)
-    decision = _decide(passes, measured, state.cal, final)
-    failed = np.asarray(decision.groups.failed, bool)
+    after = _advance(passes, state, measured, in64, state.how, confirmed=confirmed, recheck=code, confirm_evals=state.confirm_evals + evals)
+    failed = np.asarray(after.decision.groups.failed, bool)
     was = np.asarray(state.decision.groups.failed, bool)
     how = state.how | np.where(touched & failed, CONFIRMED, 0) | np.where(touched & was & ~failed, WITHDRAWN, 0)
     how = how | np.where(g.groups_of(in64 & ~state.in64), FLOAT64, 0)
-    return dataclasses.replace(
-        state,
-        measured=measured,
-        decision=decision,
-        final=final,
-        how=how.astype(np.int8),
-        confirmed=confirmed,
-        in64=in64,
-        recheck=code,
-        confirm_evals=state.confirm_evals + evals,
-    )
+    return dataclasses.replace(after, how=how.astype(np.int8))
 
 
 def withdraw_unconfirmed(passes: Passes, state: State) -> State:
