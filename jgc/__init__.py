@@ -21,6 +21,7 @@ from ._result import GradCheckError as GradCheckError
 from ._result import HVPCheck as HVPCheck
 from ._result import JVPCheck as JVPCheck
 from ._result import Noise as Noise
+from ._result import Run as Run
 from ._result import SampledCheck as SampledCheck
 from ._result import VJPCheck as VJPCheck
 from ._seeds import check_seeds as check_seeds
@@ -42,6 +43,7 @@ __all__ = [
     "JVPCheck",
     "Location",
     "Noise",
+    "Run",
     "SampledCheck",
     "VJPCheck",
     "assert_grad",
