@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.extend import core as jcore
@@ -131,3 +132,94 @@ def same_program(a, b) -> bool:
         except (TypeError, ValueError):  # constants with no array form (PRNG keys): compared by identity
             return False
     return str(a.jaxpr) == str(b.jaxpr)
+
+
+# ---------------------------------------------------------------- rounding from the terms' magnitudes
+
+# call-like equations whose bodies are evaluated equation by equation (so their intermediates count)
+_INLINE = frozenset("jit pjit closed_call core_call custom_jvp_call custom_vjp_call custom_vjp_call_jaxpr remat2 checkpoint".split())
+
+
+def bind(eqn, invals):
+    """One equation evaluated with its primitive (under its context manager)."""
+    params = dict(eqn.primitive.get_bind_params(eqn.params))
+    ctx = getattr(getattr(eqn, "ctx", None), "manager", None)
+    if ctx is not None:
+        with ctx:
+            out = eqn.primitive.bind(*invals, **params)
+    else:
+        out = eqn.primitive.bind(*invals, **params)
+    return out if eqn.primitive.multiple_results else [out]
+
+
+def _body(eqn):
+    if eqn.primitive.name not in _INLINE:
+        return None
+    for key in ("jaxpr", "call_jaxpr", "fun_jaxpr"):
+        sub = eqn.params.get(key)
+        jaxpr, consts = (sub.jaxpr, sub.consts) if isinstance(sub, jcore.ClosedJaxpr) else (sub, ()) if isinstance(sub, jcore.Jaxpr) else (None, ())
+        if jaxpr is not None and len(jaxpr.invars) == len(eqn.invars) and len(jaxpr.outvars) == len(eqn.outvars) and not jaxpr.effects:
+            return jaxpr, consts
+    return None
+
+
+def _read(env, v):
+    return v.val if isinstance(v, jcore.Literal) else env[v]
+
+
+def _instrumented(jaxpr, consts, args, dep, perturb):
+    """Evaluate `jaxpr`, every float output downstream of θ (`dep`: the variables that are) passed
+    through `perturb(value)`; call-like equations are evaluated body by body."""
+    env = dict(zip(jaxpr.constvars, consts, strict=True))
+    env.update(zip(jaxpr.invars, args, strict=True))
+    for eqn in jaxpr.eqns:
+        invals = [_read(env, v) for v in eqn.invars]
+        hit = any(isinstance(v, jcore.Var) and v in dep for v in eqn.invars)
+        body = _body(eqn)
+        if body is not None and hit:
+            inner = {iv for iv, v in zip(body[0].invars, eqn.invars, strict=True) if isinstance(v, jcore.Var) and v in dep}
+            outs = _instrumented(body[0], body[1], invals, inner, perturb)
+        else:
+            outs = bind(eqn, invals)
+            if hit:
+                outs = [perturb(o) if jnp.issubdtype(jnp.result_type(o), jnp.inexact) else o for o in outs]
+        if hit:
+            dep.update(eqn.outvars)
+        env.update(zip(eqn.outvars, outs, strict=True))
+    return [_read(env, v) for v in jaxpr.outvars]
+
+
+def term_scale(fun, theta, data):
+    """max over the intermediates v of the loss downstream of θ of u_v·|v·∂J/∂v| (elementwise): what
+    rounding a single intermediate (u_v: its dtype's unit roundoff) moves J by, to first order.
+
+    A rounding level measured from a few noise tables can miss a term whose rounding is coarse
+    (1 − q for a saturated sigmoid q: its relative error is u/(1 − q)); this bound from the terms'
+    magnitudes cannot. One reverse pass through the loss: J with every intermediate v replaced by
+    v·(1 + e_v), differentiated at e = 0, gives v·∂J/∂v.
+    """
+    closed = jax.make_jaxpr(fun)(theta, data)
+    jaxpr = closed.jaxpr
+    shapes = []
+
+    def record(v):
+        shapes.append(jax.ShapeDtypeStruct(jnp.shape(v), jnp.result_type(v)))
+        return v
+
+    jax.eval_shape(lambda t, d: _instrumented(jaxpr, closed.consts, [t, *jax.tree_util.tree_leaves(d)], {jaxpr.invars[0]}, record), theta, data)
+    if not shapes:
+        return jnp.zeros((), theta.dtype)
+
+    def loss(es):
+        it = iter(es)
+        out = _instrumented(jaxpr, closed.consts, [theta, *jax.tree_util.tree_leaves(data)], {jaxpr.invars[0]}, lambda v: v * (1 + next(it)))
+        return jnp.sum(jnp.real(out[0]))
+
+    zeros = [jnp.zeros(s.shape, s.dtype) for s in shapes]
+    grads = jax.grad(loss)(zeros)
+    scales = [
+        float(jnp.finfo(s.dtype).eps) / 2 * jnp.max(jnp.where(jnp.isfinite(g), jnp.abs(g), 0)).astype(theta.dtype)
+        for g, s in zip(grads, shapes, strict=True)
+        if g.size
+    ]
+    return jnp.max(jnp.stack(scales)) if scales else jnp.zeros((), theta.dtype)

@@ -134,8 +134,8 @@ def locate(
 
     def build(params, args):
         p = Problem(loss_fn, params, args, method, tol)
-        analytic, _, host = p.gradient(grad_fn)
-        return p, _pipeline.Side(analytic, None, None, host)
+        analytic, _, host, scale = p.gradient(grad_fn)
+        return p, _pipeline.Side(analytic, None, None, host, scale)
 
     def engine_of(p, side, n):
         return Engine(p, _probes.BLOCKS, n, chunk_size, False, key, project=side.vector)

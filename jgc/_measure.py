@@ -18,10 +18,10 @@ runs in the same engine call as the first measurement where the offsets allow.
 
 On the host stage 2 takes exactly the probes that need it; under a trace it takes the
 `top_k` most discrepant (a static number), and any other that needed it is marked
-unknown (the verdict then cannot call its leaf resolved). Under a trace a probe whose
-one-sided derivatives disagree with no valid subgradient between them (`rough`: the
-stencil may straddle kinks) is unknown too: only a re-measurement at another step, on
-the host, can prove anything there.
+unknown (the verdict then cannot call its leaf resolved). Nothing can be re-measured under
+a trace, so there a probe whose one-sided derivatives disagree with no valid subgradient
+between them (`rough`: the stencil may straddle kinks) is unknown too (on the host the
+confirmation pass re-measures it, `jgc/_resolve.py`).
 """
 
 from __future__ import annotations
@@ -133,12 +133,15 @@ def _noise_coordinates(problem: Problem, analytic):
     return picks
 
 
-def calibrate(problem: Problem, engine: Engine, noise: NoiseProbe, values, spread, eps=None, tol=None, recheck=False):
+def calibrate(problem: Problem, engine: Engine, noise: NoiseProbe, values, spread, eps=None, tol=None, recheck=False, scale=None):
     """The `Calibration` from the noise probe's values (rows of `noise.probes`, J(θ) last).
 
     `eps`, `tol`: the user's, or None for the defaults of the loss's real precision (measured
     here). `recheck`: unresolved leaves of this check can be re-measured in float64 (a float32
-    check on the host), so the default tolerance is what that resolves.
+    check on the host), so the default tolerance is what that resolves. `scale`: the largest
+    change of J that rounding one intermediate makes (`_jaxpr.term_scale`); the level is at
+    least its standard deviation (uniform rounding: scale/√3), so a term whose rounding the
+    noise tables do not see (a saturated sigmoid's 1 − q) still counts.
     """
     p, xp = problem, problem.xp
     center = values[-1, 0]
@@ -153,6 +156,8 @@ def calibrate(problem: Problem, engine: Engine, noise: NoiseProbe, values, sprea
     level = _noise.combine_levels(xp, pairs, wide)
     floor = 0.5 * _stencils.unit(p.lay.low_dtype) * xp.abs(xp.real(center))  # the last rounding of J alone
     level = xp.maximum(level, floor)  # ε_J ([out])
+    if scale is not None:
+        level = xp.maximum(level, xp.asarray(scale, level.dtype) / np.sqrt(3.0))
     magnitude = xp.abs(xp.real(center))
     if xp.ndim(level):  # a vector function: the probed coordinates may not reach every output, so
         # each output gets at least the relative level seen anywhere, at its own (or the typical) size
@@ -163,7 +168,7 @@ def calibrate(problem: Problem, engine: Engine, noise: NoiseProbe, values, sprea
     rel = level / xp.where(scale > 0, scale, 1)  # 0 when J is exactly 0 and noiseless
     rel_level = xp.max(rel) if xp.ndim(rel) else rel
     level = xp.maximum(level, rel_level * magnitude) if xp.ndim(level) else level
-    precision = _stencils.precision(p.lay.low_dtype.name, inside, rel_level, xp, traced=p.traced)
+    precision = _stencils.precision(p.lay.low_dtype.name, inside, rel_level, xp, callback=engine.facts.callback)
     d_eps, d_tol = _stencils.defaults(precision, p.method, rel_level, xp, recheck=recheck)
     limit = _noise.spread_limit(xp, values)
     return Calibration(

@@ -124,6 +124,7 @@ class Side:
     values: Array | None
     auto: Array | None = None
     host_grad: bool = False
+    scale: Array | None = None  # what rounding one intermediate of the loss moves J by (`_jaxpr.term_scale`)
 
     def of(self, rows=None):
         if self.values is None:
@@ -132,9 +133,9 @@ class Side:
 
 
 def gradient_side(problem: Problem, grad_fn, options: Options, probes) -> Side:
-    analytic, auto, host = problem.gradient(grad_fn, options.autodiff, options.grad_name)
+    analytic, auto, host, scale = problem.gradient(grad_fn, options.autodiff, options.grad_name)
     values = None if probes.kind == _probes.BLOCKS else analytic[probes.start]
-    return Side(analytic, values, auto, host)
+    return Side(analytic, values, auto, host, scale)
 
 
 def probe_set(problem: Problem, options: Options, key):
@@ -190,7 +191,8 @@ def calibrated(problem: Problem, engine: Engine, side: Side, probes, eps=None, t
         values, _, _, spread, evals = engine.run(noise.probes, noise.offsets.astype(problem.dtype), repeat)
         stage1 = None
     # under a trace the merged stage 1 fixed the step: the defaults of θ's precision
-    cal = calibrate(problem, engine, noise, values, spread, eps if eps is not None or not (problem.traced and merged) else start_eps, tol, recheck)
+    fixed_eps = eps if eps is not None or not (problem.traced and merged) else start_eps
+    cal = calibrate(problem, engine, noise, values, spread, fixed_eps, tol, recheck, side.scale)
     base = xp.broadcast_to(cal.eps, probes.base.shape).astype(problem.dtype)
     if stage1 is not None and not problem.traced and not np.array_equal(np.asarray(nominal.base), np.asarray(base)):
         stage1 = None  # the loss rounds more than its dtype: stage 1 again with its steps

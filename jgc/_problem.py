@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend import core as jcore
 
-from . import _engine, _jit, _stencils, _tree, _validate
+from . import _engine, _jaxpr, _jit, _stencils, _tree, _validate
 from ._typing import PyTree
 
 LOSS, OUTPUT, GRADIENT, AUTOGRAD = "loss", "output", "gradient", "autograd"
@@ -93,9 +93,11 @@ class Fun:
 class Gradient:
     """The analytic side of a gradient check, as one program of (θ, dynamic).
 
-    Returns (analytic gradient (n,) or None, `jax.grad` (n,) or None): the hand-written
-    gradient when `grad` is set, `jax.grad` of the loss when it is None or `autodiff` asks
-    for the cross-check (`auto_only`: `jax.grad` alone, beside a host-side grad_fn).
+    Returns (analytic gradient (n,) or None, `jax.grad` (n,) or None, the loss's term scale):
+    the hand-written gradient when `grad` is set, `jax.grad` of the loss when it is None or
+    `autodiff` asks for the cross-check (`auto_only`: `jax.grad` alone, beside a host-side
+    grad_fn); the term scale is what rounding one intermediate can move J by
+    (`_jaxpr.term_scale`: a rounding level built from the terms' magnitudes).
     """
 
     grad: _jit.Ref | None  # grad_fn; None: jax.grad of the loss
@@ -116,11 +118,12 @@ class Gradient:
             return jnp.real(out).astype(theta.dtype)
 
         auto = jax.grad(loss)(theta) if self.grad is None or self.autodiff else None
+        scale = _jaxpr.term_scale(Fun(LOSS, self.loss, self.lay, self.static, None, self.loss_name), theta, dynamic)
         if self.grad is None or self.auto_only:
-            return (auto if self.grad is None else None), (auto if self.autodiff else None)
+            return (auto if self.grad is None else None), (auto if self.autodiff else None), scale
         grad = _validate.trace(self.grad_name, self.grad(), _tree.unravel(self.lay, theta, params), *args)
         _validate.like_params(self.lay, grad, self.grad_name)
-        return _tree.ravel(self.lay, grad).astype(theta.dtype), auto
+        return _tree.ravel(self.lay, grad).astype(theta.dtype), auto, scale
 
 
 class Problem:
@@ -229,7 +232,7 @@ class Problem:
         return _engine.to_host(out)
 
     def gradient(self, grad_fn, autodiff: bool = False, grad_name: str = "grad_fn"):
-        """(analytic (n,), autodiff (n,) or None, whether grad_fn ran on the host).
+        """(analytic (n,), autodiff (n,) or None, whether grad_fn ran on the host, the loss's term scale).
 
         A `grad_fn` that cannot be traced (a NumPy backward pass) runs on the host when the
         inputs are concrete; the report says so.
@@ -238,8 +241,8 @@ class Problem:
         grad = None if grad_fn is None else _jit.Ref(grad_fn)
         spec = Gradient(grad, self.fun.ref, self.lay, self.static, autodiff=autodiff, grad_name=grad_name, loss_name=self.name)
         try:
-            analytic, auto = self.call(("gradient", spec), spec)
-            return analytic, auto, False
+            analytic, auto, scale = self.call(("gradient", spec), spec)
+            return analytic, auto, False, scale
         except _validate.Untraceable as e:
             if e.name != grad_name or grad_fn is None:
                 raise
@@ -250,8 +253,6 @@ class Problem:
         _validate.like_params(self.lay, grad, grad_name)
         leaves = self.lay.treedef.flatten_up_to(grad)
         analytic = np.concatenate([np.ravel(np.asarray(leaves[i], self.dtype)) for i in self.lay.checked_index])
-        auto = None
-        if autodiff:
-            rest = dataclasses.replace(spec, auto_only=True)
-            _, auto = self.call(("gradient", rest), rest)
-        return analytic, auto, True
+        rest = dataclasses.replace(spec, auto_only=True)
+        _, auto, scale = self.call(("gradient", rest), rest)
+        return analytic, auto, True, scale

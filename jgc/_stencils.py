@@ -124,18 +124,20 @@ def default_tol(precision, method: str) -> float:
 _ULPS = 64
 
 
-def precision(theta_dtype, inside, rel_level, xp=np, traced: bool = False):
+def precision(theta_dtype, inside, rel_level, xp=np, callback: bool = False):
     """The code (in PRECISIONS) of the precision a loss rounds like.
 
     θ's dtype, unless the loss's measured relative rounding level is nearer (on a log scale)
     to a less precise dtype's unit than to θ's: float32 for a float64 loss (float32 inside,
-    or a NumPy loss that computes in float32), and float16/bfloat16 when the jaxpr computes
-    in that dtype (`inside`). A float64 loss that is small by cancellation rounds at many
-    float64 ulps of its value (1e-14 … 1e-12) and stays float64.
+    or a NumPy loss that computes in float32), and float16/bfloat16 — only where the jaxpr
+    computes in that dtype (`inside`) or calls back into Python (`callback`: what it computes
+    in cannot be read). A loss that is small by cancellation of large terms rounds at many ulps
+    of its value and keeps its precision (its step grows instead).
     """
     theta = _name(theta_dtype)
     code = xp.asarray(PRECISIONS.index(theta), np.int32)
-    candidates = ["float32"] if theta == "float64" else []
+    lower = inside in ("float32", "float16", "bfloat16") or callback
+    candidates = ["float32"] if theta == "float64" and lower else []
     if inside in ("float16", "bfloat16"):
         candidates.append(inside)
     previous = theta
