@@ -200,6 +200,8 @@ def term_scale(fun, theta, data):
     """
     closed = jax.make_jaxpr(fun)(theta, data)
     jaxpr = closed.jaxpr
+    if any(e.primitive.name in CALLBACKS or e.primitive.name == "debug_callback" for e in eqns(jaxpr)):
+        return jnp.zeros((), theta.dtype)  # what a callback computes cannot be differentiated here
     shapes = []
 
     def record(v):
@@ -216,7 +218,10 @@ def term_scale(fun, theta, data):
         return jnp.sum(jnp.real(out[0]))
 
     zeros = [jnp.zeros(s.shape, s.dtype) for s in shapes]
-    grads = jax.grad(loss)(zeros)
+    try:
+        grads = jax.grad(loss)(zeros)
+    except (TypeError, ValueError, NotImplementedError):  # a primitive without a derivative rule
+        return jnp.zeros((), theta.dtype)
     scales = [
         float(jnp.finfo(s.dtype).eps) / 2 * jnp.max(jnp.where(jnp.isfinite(g), jnp.abs(g), 0)).astype(theta.dtype)
         for g, s in zip(grads, shapes, strict=True)
