@@ -1,7 +1,10 @@
 """One jaxpr walker, and the static facts about a loss that the checks read from it.
 
 `eqns(jaxpr)` yields every equation of a jaxpr and of the jaxprs nested in its equations
-(`jit`, `custom_jvp_call`, `scan`, `cond`, …), depth first. `facts(jaxpr, roots)` reads what
+(`jit`, `custom_jvp_call`, `scan`, `cond`, …), depth first; `downstream(jaxpr, roots)` marks
+the equations of one jaxpr that read `roots` directly or through earlier equations (partial
+evaluation's split, the leaves a loss does not read, the facts below), and `variables(jaxpr)`
+lists every variable it binds. `facts(jaxpr, roots)` reads what
 a check needs to know before it measures anything, from the equations *downstream* of the
 parameters (`roots`: the jaxpr inputs that carry θ; an equation with a nested jaxpr counts
 as a whole, its body downstream when any of its inputs is):
@@ -53,6 +56,28 @@ def eqns(jaxpr):
             yield from eqns(sub)
 
 
+def downstream(jaxpr, roots) -> tuple[list[bool], set]:
+    """Which equations of `jaxpr` (not of its nested jaxprs: an equation counts as a whole) read
+    one of `roots` directly or through earlier equations, one bool per equation, and the set of
+    variables that depend on `roots` (the roots included)."""
+    dep = set(roots)
+    marks = []
+    for eqn in jaxpr.eqns:
+        hit = any(isinstance(v, jcore.Var) and v in dep for v in eqn.invars)
+        if hit:
+            dep.update(eqn.outvars)
+        marks.append(hit)
+    return marks, dep
+
+
+def variables(jaxpr) -> list:
+    """Every variable `jaxpr` binds, in order: constants, inputs, outputs of its equations."""
+    out = list(jaxpr.constvars) + list(jaxpr.invars)
+    for eqn in jaxpr.eqns:
+        out += [v for v in eqn.outvars if not isinstance(v, jcore.DropVar)]
+    return out
+
+
 @dataclasses.dataclass(frozen=True)
 class Facts:
     conv: bool = False
@@ -81,11 +106,10 @@ def _kinky(eqn, dep) -> bool:
 
 
 def _scan(jaxpr, roots, acc):
-    dep = set(roots)
-    for eqn in jaxpr.eqns:
-        if not any(isinstance(v, jcore.Var) and v in dep for v in eqn.invars):
+    marks, dep = downstream(jaxpr, roots)
+    for eqn, hit in zip(jaxpr.eqns, marks, strict=True):
+        if not hit:
             continue
-        dep.update(eqn.outvars)
         acc["conv"] |= eqn.primitive.name == "conv_general_dilated"
         acc["callback"] |= eqn.primitive.name in CALLBACKS
         acc["smooth"] &= not _kinky(eqn, dep)

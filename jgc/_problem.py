@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend import core as jcore
 
-from . import _engine, _jit, _stencils, _tree, _validate
+from . import _engine, _jaxpr, _jit, _stencils, _tree, _validate
 from ._typing import PyTree
 
 LOSS, OUTPUT, GRADIENT, AUTOGRAD = "loss", "output", "gradient", "autograd"
@@ -172,11 +172,8 @@ class Problem:
             return np.zeros(lay.k, bool)
         out = jaxpr.outvars[0]
         unread = []
-        for invar in jaxpr.invars:
-            dep = {invar}
-            for eqn in jaxpr.eqns:  # sub-jaxprs are taken whole: an equation that reads the leaf reads it
-                if any(isinstance(v, jcore.Var) and v in dep for v in eqn.invars):
-                    dep.update(eqn.outvars)
+        for invar in jaxpr.invars:  # sub-jaxprs are taken whole: an equation that reads the leaf reads it
+            _, dep = _jaxpr.downstream(jaxpr, [invar])
             unread.append(not (isinstance(out, jcore.Var) and out in dep))
         return np.asarray(unread, bool)
 
