@@ -176,3 +176,10 @@ def test_grouped_conv_falls_back_to_dense():
         sparse, dense, kept = _evaluate_all(f, x)
         assert kept["conv_general_dilated"] == 0
         np.testing.assert_allclose(sparse, dense, rtol=0, atol=1e-13 * float(np.max(np.abs(dense))))
+
+
+def test_each_primitive_has_one_rule_family():
+    """The rule table joins the families' tables: a primitive named in two would lose one rule."""
+    names = [name for family in _sparse.FAMILIES for name in family.RULES]
+    assert len(names) == len(set(names)) == len(_sparse.RULES)
+    assert _sparse.rule("dot_general") is _sparse.RULES["dot_general"] and _sparse.rule("while") is None
