@@ -1,4 +1,4 @@
-"""Partial evaluation (jgc/_partial.py, jgc/_sparse.py) against the plain engine and the peers.
+"""Partial evaluation (jgc/_partial/) against the plain engine and the peers.
 
 For each model: a full per-coordinate numeric gradient in float64 on CPU by
 

@@ -365,7 +365,7 @@ class Engine:
     """Evaluates a check's function along probe sets, each leaf's probes on its path.
 
     On the host, with partial evaluation on, every checked leaf gets the path the cost model
-    of `jgc/_partial.py` picks: the plain engine (the whole function per probe), *partial*
+    of `jgc/_partial/` picks: the plain engine (the whole function per probe), *partial*
     (only the equations downstream of the leaf) or *sparse* (only the entries a one-entry
     change touches); each non-plain leaf has its own chunk program. Under a trace every
     probe takes the plain engine (one program). `paths` says which path each leaf took.

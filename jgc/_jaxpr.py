@@ -1,7 +1,10 @@
 """One jaxpr walker, and the static facts about a loss that the checks read from it.
 
 `eqns(jaxpr)` yields every equation of a jaxpr and of the jaxprs nested in its equations
-(`jit`, `custom_jvp_call`, `scan`, `cond`, …), depth first. `facts(jaxpr, roots)` reads what
+(`jit`, `custom_jvp_call`, `scan`, `cond`, …), depth first; `downstream(jaxpr, roots)` marks
+the equations of one jaxpr that read `roots` directly or through earlier equations (partial
+evaluation's split, the leaves a loss does not read, the facts below), and `variables(jaxpr)`
+lists every variable it binds. `facts(jaxpr, roots)` reads what
 a check needs to know before it measures anything, from the equations *downstream* of the
 parameters (`roots`: the jaxpr inputs that carry θ; an equation with a nested jaxpr counts
 as a whole, its body downstream when any of its inputs is):
@@ -57,6 +60,28 @@ def eqns(jaxpr):
             yield from eqns(sub)
 
 
+def downstream(jaxpr, roots) -> tuple[list[bool], set]:
+    """Which equations of `jaxpr` (not of its nested jaxprs: an equation counts as a whole) read
+    one of `roots` directly or through earlier equations, one bool per equation, and the set of
+    variables that depend on `roots` (the roots included)."""
+    dep = set(roots)
+    marks = []
+    for eqn in jaxpr.eqns:
+        hit = any(isinstance(v, jcore.Var) and v in dep for v in eqn.invars)
+        if hit:
+            dep.update(eqn.outvars)
+        marks.append(hit)
+    return marks, dep
+
+
+def variables(jaxpr) -> list:
+    """Every variable `jaxpr` binds, in order: constants, inputs, outputs of its equations."""
+    out = list(jaxpr.constvars) + list(jaxpr.invars)
+    for eqn in jaxpr.eqns:
+        out += [v for v in eqn.outvars if not isinstance(v, jcore.DropVar)]
+    return out
+
+
 RANDOM = frozenset("random_bits random_seed random_wrap random_unwrap random_fold_in random_split threefry2x32".split())
 
 
@@ -90,11 +115,10 @@ def _kinky(eqn, dep) -> bool:
 
 
 def _scan(jaxpr, roots, acc):
-    dep = set(roots)
-    for eqn in jaxpr.eqns:
-        if not any(isinstance(v, jcore.Var) and v in dep for v in eqn.invars):
+    marks, dep = downstream(jaxpr, roots)
+    for eqn, hit in zip(jaxpr.eqns, marks, strict=True):
+        if not hit:
             continue
-        dep.update(eqn.outvars)
         acc["conv"] |= eqn.primitive.name == "conv_general_dilated"
         acc["callback"] |= eqn.primitive.name in CALLBACKS
         acc["smooth"] &= not _kinky(eqn, dep)
@@ -136,13 +160,18 @@ def same_program(a, b) -> bool:
 
 # ---------------------------------------------------------------- rounding from the terms' magnitudes
 
-# call-like equations whose bodies are evaluated equation by equation (so their intermediates count)
-_INLINE = frozenset("jit pjit closed_call core_call custom_jvp_call custom_vjp_call custom_vjp_call_jaxpr remat2 checkpoint".split())
+# Call-like equations whose body is evaluated in place, equation by equation: nested `jax.jit`,
+# `jax.checkpoint`, and custom_jvp / custom_vjp functions (their primal function: the rules only
+# say how to differentiate, and these evaluations only evaluate).
+INLINE = frozenset(
+    "jit pjit closed_call core_call custom_jvp_call custom_vjp_call custom_vjp_call_jaxpr remat2 checkpoint".split()
+)
 
 
-def bind(eqn, invals):
-    """One equation evaluated with its primitive (under its context manager)."""
-    params = dict(eqn.primitive.get_bind_params(eqn.params))
+def bind(eqn, invals, **override):
+    """One equation evaluated with its primitive (under its context manager), `override` replacing
+    some of its parameters; a list of outputs."""
+    params = dict(eqn.primitive.get_bind_params(eqn.params), **override)
     ctx = getattr(getattr(eqn, "ctx", None), "manager", None)
     if ctx is not None:
         with ctx:
@@ -152,18 +181,25 @@ def bind(eqn, invals):
     return out if eqn.primitive.multiple_results else [out]
 
 
-def _body(eqn):
-    if eqn.primitive.name not in _INLINE:
+def callee(eqn):
+    """(jaxpr, consts) that a call-like equation evaluates, or None (the equation stays whole)."""
+    if eqn.primitive.name not in INLINE:
         return None
     for key in ("jaxpr", "call_jaxpr", "fun_jaxpr"):
         sub = eqn.params.get(key)
-        jaxpr, consts = (sub.jaxpr, sub.consts) if isinstance(sub, jcore.ClosedJaxpr) else (sub, ()) if isinstance(sub, jcore.Jaxpr) else (None, ())
-        if jaxpr is not None and len(jaxpr.invars) == len(eqn.invars) and len(jaxpr.outvars) == len(eqn.outvars) and not jaxpr.effects:
+        if isinstance(sub, jcore.ClosedJaxpr):
+            jaxpr, consts = sub.jaxpr, sub.consts
+        elif isinstance(sub, jcore.Jaxpr):
+            jaxpr, consts = sub, ()
+        else:
+            continue
+        if len(jaxpr.invars) == len(eqn.invars) and len(jaxpr.outvars) == len(eqn.outvars) and not jaxpr.effects:
             return jaxpr, consts
     return None
 
 
-def _read(env, v):
+def read(env, v):
+    """The value of a jaxpr variable or literal, from `env`."""
     return v.val if isinstance(v, jcore.Literal) else env[v]
 
 
@@ -173,9 +209,9 @@ def _instrumented(jaxpr, consts, args, dep, perturb):
     env = dict(zip(jaxpr.constvars, consts, strict=True))
     env.update(zip(jaxpr.invars, args, strict=True))
     for eqn in jaxpr.eqns:
-        invals = [_read(env, v) for v in eqn.invars]
+        invals = [read(env, v) for v in eqn.invars]
         hit = any(isinstance(v, jcore.Var) and v in dep for v in eqn.invars)
-        body = _body(eqn)
+        body = callee(eqn)
         if body is not None and hit:
             inner = {iv for iv, v in zip(body[0].invars, eqn.invars, strict=True) if isinstance(v, jcore.Var) and v in dep}
             outs = _instrumented(body[0], body[1], invals, inner, perturb)
@@ -186,7 +222,7 @@ def _instrumented(jaxpr, consts, args, dep, perturb):
         if hit:
             dep.update(eqn.outvars)
         env.update(zip(eqn.outvars, outs, strict=True))
-    return [_read(env, v) for v in jaxpr.outvars]
+    return [read(env, v) for v in jaxpr.outvars]
 
 
 def term_scale(fun, theta, data):
@@ -208,13 +244,19 @@ def term_scale(fun, theta, data):
         shapes.append(jax.ShapeDtypeStruct(jnp.shape(v), jnp.result_type(v)))
         return v
 
-    jax.eval_shape(lambda t, d: _instrumented(jaxpr, closed.consts, [t, *jax.tree_util.tree_leaves(d)], {jaxpr.invars[0]}, record), theta, data)
+    jax.eval_shape(
+        lambda t, d: _instrumented(jaxpr, closed.consts, [t, *jax.tree_util.tree_leaves(d)], {jaxpr.invars[0]}, record),
+        theta,
+        data,
+    )
     if not shapes:
         return jnp.zeros((), theta.dtype)
 
     def loss(es):
         it = iter(es)
-        out = _instrumented(jaxpr, closed.consts, [theta, *jax.tree_util.tree_leaves(data)], {jaxpr.invars[0]}, lambda v: v * (1 + next(it)))
+        out = _instrumented(
+            jaxpr, closed.consts, [theta, *jax.tree_util.tree_leaves(data)], {jaxpr.invars[0]}, lambda v: v * (1 + next(it))
+        )
         return jnp.sum(jnp.real(out[0]))
 
     zeros = [jnp.zeros(s.shape, s.dtype) for s in shapes]

@@ -49,7 +49,7 @@ class Options:
     coords: int = 0  # SAMPLED: how many coordinates
     num: int = 0  # DIRECTIONS: directions per leaf
     resolve: bool = True
-    partial: bool = True  # partial evaluation where the cost model says it pays (jgc/_partial.py)
+    partial: bool = True  # partial evaluation where the cost model says it pays (jgc/_partial/)
     result: type = GradCheck
     loss_name: str = "loss_fn"
     grad_name: str = "grad_fn"

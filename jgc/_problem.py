@@ -175,11 +175,8 @@ class Problem:
             return np.zeros(lay.k, bool)
         out = jaxpr.outvars[0]
         unread = []
-        for invar in jaxpr.invars:
-            dep = {invar}
-            for eqn in jaxpr.eqns:  # sub-jaxprs are taken whole: an equation that reads the leaf reads it
-                if any(isinstance(v, jcore.Var) and v in dep for v in eqn.invars):
-                    dep.update(eqn.outvars)
+        for invar in jaxpr.invars:  # sub-jaxprs are taken whole: an equation that reads the leaf reads it
+            _, dep = _jaxpr.downstream(jaxpr, [invar])
             unread.append(not (isinstance(out, jcore.Var) and out in dep))
         return np.asarray(unread, bool)
 

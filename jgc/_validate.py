@@ -277,10 +277,6 @@ UNTRACEABLE = (
 )
 
 
-def is_tracer_error(e: BaseException) -> bool:
-    return isinstance(e, _TRACER_ERRORS)
-
-
 class Untraceable(TypeError):
     """A user function could not be traced; `name` says which (`loss_fn`, `grad_fn`, …)."""
 
