@@ -155,7 +155,21 @@ def same_program(a, b) -> bool:
                 return False
         except (TypeError, ValueError):  # constants with no array form (PRNG keys): compared by identity
             return False
-    return str(a.jaxpr) == str(b.jaxpr)
+    return _structure(a.jaxpr) == _structure(b.jaxpr)
+
+
+def _structure(jaxpr) -> list:
+    """Every equation's primitive, its literal inputs' values and its outputs' types, nested
+    jaxprs included (cheaper than printing the jaxpr; a function's random draws at trace
+    time land in literals and constants)."""
+
+    def operand(v):
+        if isinstance(v, jcore.Literal):
+            x = np.asarray(v.val)
+            return (x.dtype.str, x.shape, x.tobytes())
+        return None
+
+    return [(e.primitive.name, tuple(map(operand, e.invars)), tuple(str(v.aval) for v in e.outvars)) for e in eqns(jaxpr)]
 
 
 # ---------------------------------------------------------------- rounding from the terms' magnitudes
