@@ -1,0 +1,312 @@
+"""Host functions: a NumPy loss evaluated through `jax.pure_callback`, and a NumPy gradient.
+
+A `loss_fn` that cannot be traced (it converts its inputs to NumPy) becomes a `HostLoss`: a
+JAX function whose every evaluation is one `jax.pure_callback` into the user's code, with
+NumPy copies of its inputs. The engine vmaps it like any loss; the callback runs one point
+per call (`vmap_method="sequential"`), or a whole chunk per call when the user says the loss
+broadcasts over a leading axis (`vectorized=True`: every checked parameter leaf arrives with a
+leading batch axis and the loss returns one cost per row). Everything downstream — steps, the
+noise probe, kinks, determinism, the verdict, the float64 re-check, confirmation — is the one
+pipeline. A `Meter` counts the calls and the time spent in them for the report.
+
+A gradient computed on the host (`host_gradient`) is matched to the params: the course's
+`dW1`/`db1` keys for params `W1`/`b1` (extra keys listed as ignored), float64 results for
+float32 params cast (the leaves named), every shape mismatch named at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import _jit, _tree, _validate
+from ._typing import Tracer
+
+SEQUENTIAL, VECTORIZED = "sequential", "vectorized"
+
+HOST_TRACED = (
+    "{name} cannot be traced (it raised {error}: {message}), so jgc evaluates it on the host, through "
+    "jax.pure_callback with NumPy copies of its inputs: that needs concrete inputs, but {where} is a traced "
+    "value here (inside jax.jit, jax.vmap or another transformation), and a NumPy function cannot run on "
+    "the values of a trace. Call jgc outside the transformation (a host loss is checked on concrete NumPy "
+    "or JAX arrays), or write {name} with jax.numpy to check it inside jit/vmap."
+)
+
+
+@dataclasses.dataclass
+class Meter:
+    """What the host calls of one check cost: callback calls, points evaluated, seconds inside them."""
+
+    calls: int = 0
+    points: int = 0
+    seconds: float = 0.0
+    started: float = dataclasses.field(default_factory=time.perf_counter)
+
+
+_METERS: dict = {}
+_LOCK = threading.Lock()
+
+
+def _copy(x):
+    """A writable NumPy copy of an array leaf (the user's code may write into its inputs)."""
+    if _tree.is_array(x) and not _tree.is_key(x):
+        return np.array(x, copy=True)
+    return x
+
+
+def host_copy(tree):
+    """The pytree with every array leaf a fresh NumPy array (JAX arrays fetched explicitly)."""
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    leaves = [jax.device_get(x) if isinstance(x, jax.Array) and not _tree.is_key(x) else x for x in leaves]
+    return jax.tree_util.tree_unflatten(treedef, [_copy(x) for x in leaves])
+
+
+def cost_of(out, name: str):
+    """The cost of a loss's output: the output itself, or the first item of `(cost, cache)`."""
+    if isinstance(out, (tuple, list)) and out:
+        return out[0]
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class _Callback:
+    """The host side of one traced call: hashable, so two traces give the same program."""
+
+    loss: HostLoss
+    treedef: object
+    statics: tuple  # per leaf: None for an operand, else the `_jit.Static` value
+    shapes: tuple  # per operand, its unbatched shape
+    checked: tuple  # per operand, whether it is a checked (floating) parameter leaf
+    dtype: str
+
+    def __call__(self, *operands):
+        t0 = time.perf_counter()
+        batched = any(np.ndim(x) == len(s) + 1 for x, s in zip(operands, self.shapes, strict=True))
+        size = max((np.shape(x)[0] for x, c in zip(operands, self.checked, strict=True) if c), default=1) if batched else 1
+        xs = []
+        for x, s, c in zip(operands, self.shapes, self.checked, strict=True):
+            x = np.array(x, copy=True)
+            if batched and not c:
+                x = x.reshape(s)  # an unbatched operand carries a leading axis of 1 (expand_dims)
+            elif self.loss.mode == VECTORIZED and not batched and c:
+                x = x[None]  # one point: a batch of one
+            xs.append(x)
+        it = iter(xs)
+        leaves = [next(it) if s is None else s.value for s in self.statics]
+        params, args = jax.tree_util.tree_unflatten(self.treedef, leaves)
+        fn = self.loss.ref()
+        out = np.asarray(cost_of(fn(params, *args), self.loss.name))
+        dtype = np.dtype(self.dtype)
+        if self.loss.mode == VECTORIZED:
+            n = size
+            if out.size != n:
+                raise ValueError(
+                    f"{self.loss.name} was declared vectorized (it broadcasts over a leading axis): called with "
+                    f"{n} points (every checked parameter leaf with a leading axis of {n}), it must return {n} "
+                    f"costs; received an array of shape {out.shape}."
+                )
+            out = out.reshape((n,) if batched else ())
+        else:
+            n = 1
+            if out.size != 1:
+                raise ValueError(
+                    f"{self.loss.name} must return a scalar cost (or (cost, cache)); received an array of shape "
+                    f"{out.shape}. Reduce it, e.g. with np.sum or np.mean."
+                )
+            out = out.reshape(())
+        if not (np.issubdtype(out.dtype, np.floating) or np.issubdtype(out.dtype, np.integer)):
+            raise TypeError(f"{self.loss.name} must return a real floating-point cost; received dtype {out.dtype}.")
+        meter = _METERS.get(self.loss)
+        if meter is not None:
+            with _LOCK:
+                meter.calls += 1
+                meter.points += n
+                meter.seconds += time.perf_counter() - t0
+        return out.astype(dtype)
+
+
+@dataclasses.dataclass(frozen=True)
+class HostLoss:
+    """A loss that cannot be traced, as a JAX function of (params, *args) evaluated on the host.
+
+    Hashable by the user's function and the mode, so equal host losses share compiled programs.
+    """
+
+    ref: _jit.Ref
+    name: str = "loss_fn"
+    mode: str = SEQUENTIAL
+
+    jgc_wrapper = True  # jgc's own wrapper: `_jit.Ref` holds it and looks inside for the user's function
+
+    def __call__(self, params, *args):
+        keyed, treedef = jax.tree_util.tree_flatten_with_path((params, args))
+        statics, operands, shapes, checked = [], [], [], []
+        for path, leaf in keyed:
+            if _tree.is_array(leaf) and not _tree.is_key(leaf):
+                statics.append(None)
+                operands.append(leaf)
+                shapes.append(tuple(np.shape(leaf)))
+                checked.append(path[0].idx == 0 and jnp.issubdtype(leaf.dtype, jnp.inexact))
+            else:
+                statics.append(_jit.Static(leaf))
+        inexact = [x.dtype for x, c in zip(operands, checked, strict=True) if c]
+        dtype = jnp.result_type(*inexact) if inexact else jax.dtypes.canonicalize_dtype(np.float64)
+        cb = _Callback(self, treedef, tuple(statics), tuple(shapes), tuple(checked), np.dtype(dtype).name)
+        method = "expand_dims" if self.mode == VECTORIZED else "sequential"
+        return jax.pure_callback(cb, jax.ShapeDtypeStruct((), dtype), *operands, vmap_method=method)
+
+
+def traceable(fn, name: str, *args) -> bool:
+    """Whether `fn(*args)` traces (shapes only); False when it converts a tracer to NumPy/Python."""
+    try:
+        jax.eval_shape(lambda *a: _validate.trace(name, fn, *a), *args)
+    except _validate.Untraceable as e:
+        if e.name != name:
+            raise
+        return False
+    return True
+
+
+def refuse_traced(name: str, error: BaseException, tree, labels=("params", "args")):
+    """Raise the error of a host function under the caller's transformation, naming a traced input."""
+    cause = error.__cause__ or error
+    text = str(cause).strip()
+    message = text.splitlines()[0][:160] if text else ""
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        if isinstance(leaf, Tracer):
+            where = labels[path[0].idx] + jax.tree_util.keystr(path[1:])
+            break
+    else:
+        where = "an input"
+    raise TypeError(HOST_TRACED.format(name=name, error=type(cause).__name__, message=message, where=where)) from None
+
+
+def run(go, loss_fn, params, args, vectorized: bool, name: str = "loss_fn", host: bool | None = None):
+    """`go(loss, host)` with `loss_fn` as given when it traces, else as a `HostLoss` (host=True),
+    its cost in `host_notes` of the result. `host`: None decides by tracing, True forces the host."""
+    _validate.flag("vectorized", vectorized)
+    if host is not None:
+        _validate.flag("host", host)
+    if host is not True:
+        try:
+            return go(loss_fn, False)
+        except _validate.Untraceable as e:
+            if e.name != name or host is False:
+                raise
+            if _jit.is_traced((params, args)):
+                refuse_traced(name, e, (params, args))
+    elif _jit.is_traced((params, args)):
+        refuse_traced(name, TypeError("host=True"), (params, args))
+    loss = HostLoss(_jit.Ref(loss_fn), name, VECTORIZED if vectorized else SEQUENTIAL)
+    meter = Meter()
+    with _LOCK:
+        _METERS[loss] = meter
+    try:
+        res = go(loss, True)
+    finally:
+        with _LOCK:
+            _METERS.pop(loss, None)
+    return with_notes(res, [meter_note(name, loss.mode, meter)], first=True)
+
+
+def meter_note(name: str, mode: str, m: Meter) -> str:
+    total = time.perf_counter() - m.started
+    per = m.seconds / max(1, m.points)
+    how = "a chunk of points per call (vectorized)" if mode == VECTORIZED else "one point per call"
+    overhead = max(0.0, total - m.seconds) / max(1, m.points)
+    return (
+        f"{name} ran on the host (NumPy, through jax.pure_callback, {how}): {m.points:,} evaluations in "
+        f"{m.calls:,} calls, {m.seconds:.3g} s inside {name} ({per * 1e3:.3g} ms each), {total - m.seconds:.3g} s "
+        f"in jgc ({overhead * 1e3:.3g} ms per evaluation); partial evaluation does not apply to a host loss"
+    )
+
+
+def with_notes(res, notes, first: bool = False):
+    """The result with more host-side notes (a static field: host results are never batched)."""
+    notes = tuple(n for n in notes if n and n not in res.host_notes)
+    if not notes:
+        return res
+    return dataclasses.replace(res, host_notes=notes + tuple(res.host_notes) if first else tuple(res.host_notes) + notes)
+
+
+# ---------------------------------------------------------------- a gradient computed on the host
+
+
+_MISSING = (
+    "{name} returned a dict without a gradient for parameter {path}: expected a key {key!r} (or the course's "
+    "{dkey!r}); received keys {keys}."
+)
+
+
+def _match_names(params, grad, name: str, prefix: str = ""):
+    """`grad` restructured like `params` where both are dicts keyed by name and `grad` uses the
+    course's keys (`dW1` for `W1`) or carries extra entries; (tree, ignored key paths)."""
+    if not (isinstance(params, dict) and isinstance(grad, dict)):
+        return grad, []
+    out, ignored, used = {}, [], set()
+    for k, v in params.items():
+        path = f"{prefix}[{k!r}]"
+        if k in grad:
+            gk = k
+        elif isinstance(k, str) and f"d{k}" in grad:
+            gk = f"d{k}"
+        else:
+            keys = sorted(map(repr, grad))
+            raise ValueError(_MISSING.format(name=name, path=path, key=k, dkey=f"d{k}", keys=", ".join(keys)))
+        used.add(gk)
+        out[k], more = _match_names(v, grad[gk], name, path)
+        ignored += more
+    ignored += [f"{prefix}[{k!r}]" for k in grad if k not in used]
+    return out, ignored
+
+
+def host_gradient(lay: _tree.Layout, params, grad, name: str = "grad_fn"):
+    """(flat gradient (n,) in θ's dtype, notes) of a gradient pytree computed on the host.
+
+    Keys matched by name (the course's `dW1` for `W1`; extra keys ignored and listed); a
+    floating result of another dtype than its parameter (NumPy's float64 for float32 params) is
+    cast and named; shapes must match exactly, every leaf that does not is named at once.
+    """
+    grad, ignored = _match_names(params, grad, name)
+    leaves = _tree.leaves_up_to(lay, grad, name, "params")
+    shapes, casts, parts = [], [], []
+    for i in lay.checked_index:
+        g, path, shape, dtype = leaves[i], lay.paths[i], lay.shapes[i], lay.dtypes[i]
+        if isinstance(g, (int, float)) and not isinstance(g, bool):
+            g = np.asarray(g)
+        if g is None or not hasattr(g, "shape") or not hasattr(g, "dtype"):
+            raise TypeError(f"{name} output {path} is {type(g).__name__}; expected an array of shape {shape} and dtype {dtype}.")
+        if tuple(g.shape) != shape:
+            shapes.append((path, tuple(g.shape), shape))
+            continue
+        if not jnp.issubdtype(g.dtype, jnp.floating):
+            raise TypeError(f"{name} output {path}: dtype {jnp.dtype(g.dtype).name}; expected a floating dtype like the parameter's {dtype}.")
+        if jnp.dtype(g.dtype).name != dtype:
+            casts.append(f"{path} ({jnp.dtype(g.dtype).name})")
+        parts.append(np.ravel(np.asarray(jax.device_get(g))))
+    if shapes:
+        text = "; ".join(f"{p}: shape {g} != parameter shape {s}{' (it only broadcasts)' * _broadcasts(g, s)}" for p, g, s in shapes)
+        raise ValueError(
+            f"{name} returned {len(shapes)} gradient(s) of the wrong shape: {text}. Shapes must match the parameters "
+            "exactly (a (1, D) gradient for a (D,) parameter is refused, not broadcast): reshape them, e.g. "
+            "db.reshape(b.shape)."
+        )
+    flat = np.concatenate(parts).astype(np.dtype(lay.dtype)) if parts else np.zeros(0, np.dtype(lay.dtype))
+    notes = []
+    if casts:
+        notes.append(f"{name} returned {', '.join(casts)} for {lay.dtype} parameters: cast to {lay.dtype}")
+    if ignored:
+        notes.append(f"{name} returned entries that are not parameters, ignored: {', '.join(ignored)}")
+    return flat, notes
+
+
+def _broadcasts(a: tuple, b: tuple) -> bool:
+    try:
+        return np.broadcast_shapes(a, b) == b
+    except ValueError:
+        return False
