@@ -211,9 +211,8 @@ def notes(res) -> list[str]:
     out = []
     run, g = res.run, res.groups
     out += list(getattr(res, "host_notes", ()))
-    if bool(np.asarray(run.host_grad)):
-        compiled = not any("jax.pure_callback" in n for n in getattr(res, "host_notes", ()))
-        out.append("grad_fn ran on the host (it cannot be traced: NumPy)" + ("; the loss was compiled" if compiled else ""))
+    if bool(np.asarray(run.host_grad)) and not any("ran on the host (it cannot" in n for n in res.host_notes):
+        out.append("grad_fn ran on the host (it cannot be traced: NumPy); the loss was compiled")
     precision = int(np.asarray(run.precision))
     theta = _stencils.PRECISIONS.index(res.layout.low_dtype.name) if res.layout.low_dtype.name in _stencils.PRECISIONS else 0
     if precision > theta:

@@ -417,3 +417,13 @@ class JVPCheck(GradCheck):
 class HVPCheck(GradCheck):
     kind: ClassVar[str] = "check_hvp"
     evaluates: ClassVar[str] = "gradient"
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True, repr=False, eq=False)
+class LayerCheck(GradCheck):
+    """`jgc.check_layer`: a layer pair's backward pass as the gradient of Σ forward(…)[0] · dout;
+    the leaves are the differentiated inputs."""
+
+    kind: ClassVar[str] = "check_layer"
+    evaluates: ClassVar[str] = "forward"
