@@ -149,7 +149,7 @@ def check_grad(
         options = dataclasses.replace(options, mode=_pipeline.SAMPLED, coords=int(coords))
 
     def go(loss, on_host):
-        opts = dataclasses.replace(options, partial=False) if on_host else options
+        opts = _host.options(options, vectorized) if on_host else options
         return _jit.check(_pipeline.run, (loss, grad_fn), params, args, opts, eps, tol, key)
 
     return _host.run(go, loss_fn, params, args, vectorized, host=host)

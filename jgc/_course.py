@@ -41,7 +41,7 @@ def _x64_for(tree):
 
 def _check(loss, grad, params, args, options: _pipeline.Options, eps, tol, host):
     def go(fn, on_host):
-        opts = dataclasses.replace(options, partial=False) if on_host else options
+        opts = _host.options(options, False) if on_host else options
         return _jit.check(_pipeline.run, (fn, grad), params, args, opts, eps, tol, None)
 
     return _host.run(go, loss, params, args, False, name=options.loss_name, host=host)

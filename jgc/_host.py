@@ -29,6 +29,10 @@ from ._typing import Tracer
 
 SEQUENTIAL, VECTORIZED = "sequential", "vectorized"
 
+# Probes per chunk for a host loss called one point per call: the engine pads the last chunk of
+# every pass, and on the host each padded point is a real call (vmap buys nothing there).
+HOST_CHUNK = 8
+
 HOST_TRACED = (
     "{name} cannot be traced (it raised {error}: {message}), so jgc evaluates it on the host, through "
     "jax.pure_callback with NumPy copies of its inputs: that needs concrete inputs, but {where} is a traced "
@@ -159,6 +163,13 @@ class HostLoss:
         cb = _Callback(self, treedef, tuple(statics), tuple(shapes), tuple(checked), np.dtype(dtype).name)
         method = "expand_dims" if self.mode == VECTORIZED else "sequential"
         return jax.pure_callback(cb, jax.ShapeDtypeStruct((), dtype), *operands, vmap_method=method)
+
+
+def options(opts, vectorized: bool):
+    """A check's static options for a host loss: no partial evaluation (a callback has no
+    parts), small chunks for one point per call (little padding)."""
+    chunk = opts.chunk_size if opts.chunk_size is not None or vectorized else HOST_CHUNK
+    return dataclasses.replace(opts, partial=False, chunk_size=chunk)
 
 
 def traceable(fn, name: str, *args) -> bool:
