@@ -58,7 +58,8 @@ class _CourseLoss:
     jgc_wrapper = True
 
     def __call__(self, params, X, Y):
-        return _cost(_split("forward", self.forward()(X, Y, params), "(cost, cache)")[0])
+        out = _validate.trace("forward_propagation", self.forward(), X, Y, params)
+        return _cost(_split("forward_propagation", out, "(cost, cache)")[0])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,11 +71,13 @@ class _CourseGrad:
     jgc_wrapper = True
 
     def __call__(self, params, X, Y):
-        _, cache = _split("forward", self.forward()(X, Y, params), "(cost, cache)")
-        grads = self.backward()(X, Y, cache)
+        # named as the gradient's: inside it, what does not trace makes the gradient a host one
+        out = _validate.trace("backward_propagation", self.forward(), X, Y, params)
+        _, cache = _split("forward_propagation", out, "(cost, cache)")
+        grads = _validate.trace("backward_propagation", self.backward(), X, Y, cache)
         if not isinstance(grads, dict):
             raise TypeError(
-                f"backward must return a dict of gradients keyed like the parameters (dW1 for W1, …); "
+                f"backward_propagation must return a dict of gradients keyed like the parameters (dW1 for W1, …); "
                 f"received {type(grads).__name__}."
             )
         return grads
@@ -140,7 +143,9 @@ def course(
     _validate.positive("tol", tol)
     _validate.count("chunk_size", chunk_size, allow_none=True)
     if not isinstance(parameters, dict):
-        raise TypeError(f"parameters must be a dict of arrays (W1, b1, …), as in the course; received {type(parameters).__name__}.")
+        raise TypeError(
+            f"parameters must be a dict of arrays (W1, b1, …), as in the course; received {type(parameters).__name__}."
+        )
     loss = _CourseLoss(_jit.Ref(forward_propagation))
     grad = _CourseGrad(_jit.Ref(forward_propagation), _jit.Ref(backward_propagation))
     options = _pipeline.Options(method, chunk_size, loss_name="forward_propagation", grad_name="backward_propagation")
@@ -205,7 +210,7 @@ class _LayerLoss:
     jgc_wrapper = True
 
     def __call__(self, params, dout):
-        out, _ = _split("forward", self.forward()(*self.inputs.assemble(params)), "(out, cache)")
+        out, _ = _split("forward", _validate.trace("forward", self.forward(), *self.inputs.assemble(params)), "(out, cache)")
         return (out * dout).sum()
 
 
@@ -219,8 +224,10 @@ class _LayerGrad:
     jgc_wrapper = True
 
     def __call__(self, params, dout):
-        _, cache = _split("forward", self.forward()(*self.inputs.assemble(params)), "(out, cache)")
-        grads = self.backward()(dout, cache)
+        # named as the gradient's: inside it, what does not trace makes the gradient a host one
+        out = _validate.trace("backward", self.forward(), *self.inputs.assemble(params))
+        _, cache = _split("forward", out, "(out, cache)")
+        grads = _validate.trace("backward", self.backward(), dout, cache)
         grads = tuple(grads) if isinstance(grads, (tuple, list)) else (grads,)
         names = self.inputs.names
         if len(grads) != len(names):
@@ -303,14 +310,18 @@ def check_layer(
         got = ", ".join(_tree.dtype_name(x) for x in inputs) or "no inputs"
         raise TypeError(f"check_layer needs at least one floating-point array among forward's inputs; received {got}.")
     names = _names(forward, len(inputs))
-    spec = _Inputs(positions, tuple(names[i] for i in positions), tuple((i, copy.deepcopy(x)) for i, x in enumerate(inputs) if i not in positions))
+    spec = _Inputs(
+        positions,
+        tuple(names[i] for i in positions),
+        tuple((i, copy.deepcopy(x)) for i, x in enumerate(inputs) if i not in positions),
+    )
     params = {names[i]: inputs[i] for i in positions}
     with _x64_for(params):
         if dout is None:
             if key is None:
                 raise ValueError("check_layer draws the upstream gradient dout with key: pass key=jax.random.key(0) (or dout=).")
             _validate.key(key, where="check_layer")
-            dout = _draw(forward, spec, params, key)
+            dout = _draw(forward, spec, params, key, host)
         elif not _tree.is_array(dout):
             raise TypeError(f"dout must be an array shaped like forward's output; received {type(dout).__name__}.")
         if _jit.is_traced(dout) or isinstance(dout, jax.Array):
@@ -325,10 +336,11 @@ def check_layer(
     return _host.with_notes(res, [f"the loss is Σ forward(…)[0] · dout, dout of shape {shape} drawn from N(0, 1)"])
 
 
-def _draw(forward, spec: _Inputs, params, key):
+def _draw(forward, spec: _Inputs, params, key, host):
     """dout ~ N(0, 1) shaped and typed like forward's output (its shape from a trace, or one host call)."""
     out = None
-    if _jit.is_traced(params) or _host.traceable(lambda p: forward(*spec.assemble(p)), "forward", params):
+    traced = _jit.is_traced(params)
+    if traced or host is not True and _host.traceable(lambda p: forward(*spec.assemble(p)), "forward", params):
         out = jax.eval_shape(lambda p: forward(*spec.assemble(p)), params)
         out = _split("forward", out, "(out, cache)")[0]
     else:

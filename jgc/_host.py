@@ -172,12 +172,27 @@ def options(opts, vectorized: bool):
     return dataclasses.replace(opts, partial=False, chunk_size=chunk)
 
 
+def numpy_inputs(tree) -> bool:
+    """Every array of `tree` is a NumPy array (none is a JAX array or a tracer): NumPy code's inputs."""
+    arrays = [x for x in jax.tree_util.tree_leaves(tree) if _tree.is_array(x)]
+    return bool(arrays) and all(isinstance(x, (np.ndarray, np.generic)) for x in arrays)
+
+
+def refused(e: BaseException, name: str, tree) -> bool:
+    """Whether tracing `name` failed because it is NumPy code: it converts a tracer to NumPy or
+    Python, or (its inputs all NumPy arrays) JAX's semantics refuse what NumPy allows (writing into
+    an array, rank promotion under jax_numpy_rank_promotion="raise")."""
+    if isinstance(e, _validate.Untraceable):
+        return e.name == name
+    return isinstance(e, _validate.CallError) and str(e).startswith(f"{name} raised") and numpy_inputs(tree)
+
+
 def traceable(fn, name: str, *args) -> bool:
-    """Whether `fn(*args)` traces (shapes only); False when it converts a tracer to NumPy/Python."""
+    """Whether `fn(*args)` traces (shapes only); False when it is NumPy code (`refused`)."""
     try:
         jax.eval_shape(lambda *a: _validate.trace(name, fn, *a), *args)
-    except _validate.Untraceable as e:
-        if e.name != name:
+    except (_validate.Untraceable, _validate.CallError) as e:
+        if not refused(e, name, args):
             raise
         return False
     return True
@@ -206,8 +221,8 @@ def run(go, loss_fn, params, args, vectorized: bool, name: str = "loss_fn", host
     if host is not True:
         try:
             return go(loss_fn, False)
-        except _validate.Untraceable as e:
-            if e.name != name or host is False:
+        except (_validate.Untraceable, _validate.CallError) as e:
+            if not refused(e, name, (params, args)) or host is False:
                 raise
             if _jit.is_traced((params, args)):
                 refuse_traced(name, e, (params, args))
@@ -296,12 +311,16 @@ def host_gradient(lay: _tree.Layout, params, grad, name: str = "grad_fn"):
             shapes.append((path, tuple(g.shape), shape))
             continue
         if not jnp.issubdtype(g.dtype, jnp.floating):
-            raise TypeError(f"{name} output {path}: dtype {jnp.dtype(g.dtype).name}; expected a floating dtype like the parameter's {dtype}.")
+            raise TypeError(
+                f"{name} output {path}: dtype {jnp.dtype(g.dtype).name}; expected a floating dtype like the parameter's {dtype}."
+            )
         if jnp.dtype(g.dtype).name != dtype:
             casts.append(f"{path} ({jnp.dtype(g.dtype).name})")
         parts.append(np.ravel(np.asarray(jax.device_get(g))))
     if shapes:
-        text = "; ".join(f"{p}: shape {g} != parameter shape {s}{' (it only broadcasts)' * _broadcasts(g, s)}" for p, g, s in shapes)
+        text = "; ".join(
+            f"{p}: shape {g} != parameter shape {s}{' (it only broadcasts)' * _broadcasts(g, s)}" for p, g, s in shapes
+        )
         raise ValueError(
             f"{name} returned {len(shapes)} gradient(s) of the wrong shape: {text}. Shapes must match the parameters "
             "exactly (a (1, D) gradient for a (D,) parameter is refused, not broadcast): reshape them, e.g. "
@@ -317,7 +336,9 @@ def host_gradient(lay: _tree.Layout, params, grad, name: str = "grad_fn"):
 
 
 def _broadcasts(a: tuple, b: tuple) -> bool:
+    """The shapes differ but broadcast together, with as many entries: (1, D) for (D,), (D, 1) for (D,)."""
     try:
-        return np.broadcast_shapes(a, b) == b
+        np.broadcast_shapes(a, b)
     except ValueError:
         return False
+    return int(np.prod(a)) == int(np.prod(b))

@@ -241,8 +241,8 @@ class Problem:
         try:
             analytic, auto, scale = self.call(("gradient", spec), spec)
             return analytic, auto, False, scale
-        except _validate.Untraceable as e:
-            if e.name != grad_name or grad_fn is None:
+        except (_validate.Untraceable, _validate.CallError) as e:
+            if grad_fn is None or not _host.refused(e, grad_name, (self.params, self.args)):
                 raise
             if self.traced:
                 raise _validate.untraceable(grad_name, e.__cause__ or e, _HOST_GRAD_TRACED) from None
