@@ -205,7 +205,12 @@ def numeric_grad(
     params = prepare(params)
     lay = _tree.layout(params)
     options = _pipeline.Options(method, chunk_size, partial=partial_eval)
-    return _tree.unravel_full(lay, _jit.check(_numeric, (loss_fn,), params, args, options, eps))
+
+    def go(loss, on_host):
+        opts = _host.options(options, False) if on_host else options
+        return _jit.check(_numeric, (loss,), params, args, opts, eps)
+
+    return _tree.unravel_full(lay, _host.run(go, loss_fn, params, args, False))
 
 
 def _numeric(loss_fn, params, args, options, eps, tol, key):

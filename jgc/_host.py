@@ -84,17 +84,20 @@ class _Callback:
     loss: HostLoss
     treedef: object
     statics: tuple  # per leaf: None for an operand, else the `_jit.Static` value
-    shapes: tuple  # per operand, its unbatched shape
+    shapes: tuple  # per operand, its unbatched shape as passed (64-bit ones as uint32 pairs)
     checked: tuple  # per operand, whether it is a checked (floating) parameter leaf
     dtype: str
+    dtypes: tuple  # per operand, its dtype (64-bit ones travel bitcast to uint32)
 
     def __call__(self, *operands):
         t0 = time.perf_counter()
         batched = any(np.ndim(x) == len(s) + 1 for x, s in zip(operands, self.shapes, strict=True))
         size = max((np.shape(x)[0] for x, c in zip(operands, self.checked, strict=True) if c), default=1) if batched else 1
         xs = []
-        for x, s, c in zip(operands, self.shapes, self.checked, strict=True):
+        for x, s, c, d in zip(operands, self.shapes, self.checked, self.dtypes, strict=True):
             x = np.array(x, copy=True)
+            if _wide(d):  # back from its uint32 pairs
+                x, s = np.ascontiguousarray(x).view(np.dtype(d))[..., 0], s[:-1]
             if batched and not c:
                 x = x.reshape(s)  # an unbatched operand carries a leading axis of 1 (expand_dims)
             elif self.loss.mode == VECTORIZED and not batched and c:
@@ -131,7 +134,15 @@ class _Callback:
                 meter.calls += 1
                 meter.points += n
                 meter.seconds += time.perf_counter() - t0
-        return out.astype(dtype)
+        out = out.astype(dtype)
+        return np.ascontiguousarray(out).view(np.uint32).reshape(out.shape + (2,)) if _wide(dtype) else out
+
+
+def _wide(dtype) -> bool:
+    """64-bit values cross the callback bitcast to pairs of uint32: JAX converts a callback's inputs and
+    outputs with the x64 setting of the thread that runs it (`jax.enable_x64` is thread-local), which
+    would round float64 to float32 on another thread."""
+    return np.dtype(dtype).itemsize == 8 and np.dtype(dtype).kind in "fiu"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,10 +170,15 @@ class HostLoss:
             else:
                 statics.append(_jit.Static(leaf))
         inexact = [x.dtype for x, c in zip(operands, checked, strict=True) if c]
-        dtype = jnp.result_type(*inexact) if inexact else jax.dtypes.canonicalize_dtype(np.float64)
-        cb = _Callback(self, treedef, tuple(statics), tuple(shapes), tuple(checked), np.dtype(dtype).name)
+        dtype = np.dtype(jnp.result_type(*inexact) if inexact else jax.dtypes.canonicalize_dtype(np.float64))
+        dtypes = tuple(np.dtype(x.dtype).name for x in operands)
+        operands = [jax.lax.bitcast_convert_type(x, jnp.uint32) if _wide(d) else x for x, d in zip(operands, dtypes, strict=True)]
+        shapes = [tuple(np.shape(x)) for x in operands]
+        cb = _Callback(self, treedef, tuple(statics), tuple(shapes), tuple(checked), dtype.name, dtypes)
         method = "expand_dims" if self.mode == VECTORIZED else "sequential"
-        return jax.pure_callback(cb, jax.ShapeDtypeStruct((), dtype), *operands, vmap_method=method)
+        spec = jax.ShapeDtypeStruct((2,), jnp.uint32) if _wide(dtype) else jax.ShapeDtypeStruct((), dtype)
+        out = jax.pure_callback(cb, spec, *operands, vmap_method=method)
+        return jax.lax.bitcast_convert_type(out, dtype) if _wide(dtype) else out
 
 
 def options(opts, vectorized: bool):
@@ -254,6 +270,8 @@ def meter_note(name: str, mode: str, m: Meter) -> str:
 
 def with_notes(res, notes, first: bool = False):
     """The result with more host-side notes (a static field: host results are never batched)."""
+    if not hasattr(res, "host_notes"):  # a result that is not a check's (numeric_grad's array, locate's Location)
+        return res
     notes = tuple(n for n in notes if n and n not in res.host_notes)
     if not notes:
         return res

@@ -241,3 +241,28 @@ def test_course_keys_missing_gradient_is_named():
         ),
     ):
         jgc.course(C.forward_propagation_n, backward, parameters, X, Y)
+
+
+def test_host_loss_sees_float64_on_any_thread_directions_and_locate():
+    """Under jax.enable_x64 (thread-local), the callback may run on another thread, where JAX would
+    convert float64 to float32: the loss still sees float64 inputs, and locate finds the entry."""
+    seen = set()
+
+    def loss(p, x):
+        seen.add(p["w"].dtype)
+        return np.sum(np.tanh(p["w"] * x))
+
+    def grad(p, x):
+        g = x * (1 - np.tanh(p["w"] * x) ** 2)
+        g[37] += 1e-3
+        return {"w": g}
+
+    p, x = {"w": np.linspace(-1, 1, 64)}, np.linspace(0.5, 2, 64)
+    with jax.enable_x64(True):
+        res = jgc.check_directions(loss, grad, p, x, key=KEY)
+        found = jgc.locate(loss, grad, p, x, key=KEY)
+        num = jgc.numeric_grad(loss, p, x)["w"]
+    assert seen == {np.dtype(np.float64)}
+    assert res.status == "failed" and res.tol == 1e-6, res.report()
+    assert [(c.path, c.index) for c in found.wrong] == [("['w']", (37,))]
+    np.testing.assert_allclose(num, x * (1 - np.tanh(p["w"] * x) ** 2), rtol=1e-8)
