@@ -175,7 +175,7 @@ def case(name: str, dtype=np.float64, seed: int = 0):
         inputs = (r(6, 4, scale=2.0) + 1, 1 + r(4, scale=0.3), r(4), {"mode": "train", "eps": 1e-5})
         f, b, bad = batchnorm_forward, batchnorm_backward, {"x"}
     elif name == "conv":
-        inputs = (r(2, 2, 4, 4), r(3, 2, 3, 3), r(3), {"stride": 1, "pad": 1})
+        inputs = (r(1, 2, 4, 4), r(2, 2, 3, 3), r(2), {"stride": 1, "pad": 1})
         f, b, bad = conv_forward_naive, conv_backward_naive, {"x"}
     elif name == "maxpool":
         inputs = (r(2, 2, 4, 4), {"pool_height": 2, "pool_width": 2, "stride": 1})
