@@ -29,9 +29,10 @@ from ._typing import Tracer
 
 SEQUENTIAL, VECTORIZED = "sequential", "vectorized"
 
-# Probes per chunk for a host loss called one point per call: the engine pads the last chunk of
-# every pass, and on the host each padded point is a real call (vmap buys nothing there).
-HOST_CHUNK = 8
+# Probes per chunk (one callback each) for a host loss called once per point: the callback
+# boundary is crossed once per chunk, and the null probes that pad a chunk (copies of θ) are
+# evaluated once.
+HOST_CHUNK = 32
 
 HOST_TRACED = (
     "{name} cannot be traced (it raised {error}: {message}), so jgc evaluates it on the host, through "
@@ -79,63 +80,75 @@ def cost_of(out, name: str):
 
 @dataclasses.dataclass(frozen=True)
 class _Callback:
-    """The host side of one traced call: hashable, so two traces give the same program."""
+    """The host side of one traced call: hashable, so two traces give the same program.
+
+    Under the engine's vmap it receives a whole chunk at once (`vmap_method="expand_dims"`:
+    batched operands with a leading axis of B, the others of 1) and calls the user's loss once
+    per point (sequential) or once on the batch (vectorized): one crossing of the callback
+    boundary per chunk, not per point."""
 
     loss: HostLoss
     treedef: object
     statics: tuple  # per leaf: None for an operand, else the `_jit.Static` value
-    shapes: tuple  # per operand, its unbatched shape as passed (64-bit ones as uint32 pairs)
+    shapes: tuple  # per operand, its unbatched shape
     checked: tuple  # per operand, whether it is a checked (floating) parameter leaf
     dtype: str
     dtypes: tuple  # per operand, its dtype (64-bit ones travel bitcast to uint32)
 
-    def __call__(self, *operands):
-        t0 = time.perf_counter()
-        batched = any(np.ndim(x) == len(s) + 1 for x, s in zip(operands, self.shapes, strict=True))
-        size = max((np.shape(x)[0] for x, c in zip(operands, self.checked, strict=True) if c), default=1) if batched else 1
-        xs = []
-        for x, s, c, d in zip(operands, self.shapes, self.checked, self.dtypes, strict=True):
-            x = np.array(x, copy=True)
-            if _wide(d):  # back from its uint32 pairs
-                x, s = np.ascontiguousarray(x).view(np.dtype(d))[..., 0], s[:-1]
-            if batched and not c:
-                x = x.reshape(s)  # an unbatched operand carries a leading axis of 1 (expand_dims)
-            elif self.loss.mode == VECTORIZED and not batched and c:
-                x = x[None]  # one point: a batch of one
-            xs.append(x)
+    def _call(self, xs):
         it = iter(xs)
         leaves = [next(it) if s is None else s.value for s in self.statics]
         params, args = jax.tree_util.tree_unflatten(self.treedef, leaves)
-        fn = self.loss.ref()
-        out = np.asarray(cost_of(fn(params, *args), self.loss.name))
-        dtype = np.dtype(self.dtype)
-        if self.loss.mode == VECTORIZED:
-            n = size
-            if out.size != n:
+        return np.asarray(cost_of(self.loss.ref()(params, *args), self.loss.name))
+
+    def __call__(self, *operands):
+        t0 = time.perf_counter()
+        xs = [np.asarray(x) for x in operands]
+        xs = [np.ascontiguousarray(x).view(np.dtype(d))[..., 0] if _wide(d) else x for x, d in zip(xs, self.dtypes, strict=True)]
+        batched = any(np.ndim(x) == len(s) + 1 for x, s in zip(xs, self.shapes, strict=True))
+        size = max((x.shape[0] for x in xs), default=1) if batched else 1
+        vectorized = self.loss.mode == VECTORIZED
+        if not batched:
+            xs = [x[None] for x in xs]  # one point: a batch of one
+        if vectorized:  # the checked leaves with their batch axis, the rest as they are
+            one = [
+                np.array(np.broadcast_to(x, (size,) + x.shape[1:]) if c else x[0]) for x, c in zip(xs, self.checked, strict=True)
+            ]
+            out = self._call(one)
+            if out.size != size:
                 raise ValueError(
                     f"{self.loss.name} was declared vectorized (it broadcasts over a leading axis): called with "
-                    f"{n} points (every checked parameter leaf with a leading axis of {n}), it must return {n} "
-                    f"costs; received an array of shape {out.shape}."
+                    f"{size} points (every checked parameter leaf with a leading axis of {size}), it must return "
+                    f"{size} costs; received an array of shape {out.shape}."
                 )
-            out = out.reshape((n,) if batched else ())
-        else:
-            n = 1
-            if out.size != 1:
-                raise ValueError(
-                    f"{self.loss.name} must return a scalar cost (or (cost, cache)); received an array of shape "
-                    f"{out.shape}. Reduce it, e.g. with np.sum or np.mean."
-                )
-            out = out.reshape(())
-        if not (np.issubdtype(out.dtype, np.floating) or np.issubdtype(out.dtype, np.integer)):
-            raise TypeError(f"{self.loss.name} must return a real floating-point cost; received dtype {out.dtype}.")
+            values = out.reshape(size)
+        else:  # one call per distinct point: the engine pads a chunk with copies of θ (null probes)
+            values, seen = np.empty(size, np.float64), {}
+            for b in range(size):
+                point = [x[b if x.shape[0] == size else 0] for x in xs]
+                key = b"".join(x.tobytes() for x, c in zip(point, self.checked, strict=True) if c)
+                if key in seen:
+                    values[b] = values[seen[key]]
+                    continue
+                seen[key] = b
+                out = self._call([np.array(x) for x in point])
+                if out.size != 1:
+                    raise ValueError(
+                        f"{self.loss.name} must return a scalar cost (or (cost, cache)); received an array of shape "
+                        f"{out.shape}. Reduce it, e.g. with np.sum or np.mean."
+                    )
+                if not (np.issubdtype(out.dtype, np.floating) or np.issubdtype(out.dtype, np.integer)):
+                    raise TypeError(f"{self.loss.name} must return a real floating-point cost; received dtype {out.dtype}.")
+                values[b] = out.reshape(())
+        dtype = np.dtype(self.dtype)
+        values = values.astype(dtype) if batched else values.reshape(()).astype(dtype)
         meter = _METERS.get(self.loss)
         if meter is not None:
             with _LOCK:
                 meter.calls += 1
-                meter.points += n
+                meter.points += size if vectorized else len(seen)
                 meter.seconds += time.perf_counter() - t0
-        out = out.astype(dtype)
-        return np.ascontiguousarray(out).view(np.uint32).reshape(out.shape + (2,)) if _wide(dtype) else out
+        return np.ascontiguousarray(values).view(np.uint32).reshape(values.shape + (2,)) if _wide(dtype) else values
 
 
 def _wide(dtype) -> bool:
@@ -173,11 +186,9 @@ class HostLoss:
         dtype = np.dtype(jnp.result_type(*inexact) if inexact else jax.dtypes.canonicalize_dtype(np.float64))
         dtypes = tuple(np.dtype(x.dtype).name for x in operands)
         operands = [jax.lax.bitcast_convert_type(x, jnp.uint32) if _wide(d) else x for x, d in zip(operands, dtypes, strict=True)]
-        shapes = [tuple(np.shape(x)) for x in operands]
         cb = _Callback(self, treedef, tuple(statics), tuple(shapes), tuple(checked), dtype.name, dtypes)
-        method = "expand_dims" if self.mode == VECTORIZED else "sequential"
         spec = jax.ShapeDtypeStruct((2,), jnp.uint32) if _wide(dtype) else jax.ShapeDtypeStruct((), dtype)
-        out = jax.pure_callback(cb, spec, *operands, vmap_method=method)
+        out = jax.pure_callback(cb, spec, *operands, vmap_method="expand_dims")
         return jax.lax.bitcast_convert_type(out, dtype) if _wide(dtype) else out
 
 
@@ -259,12 +270,13 @@ def run(go, loss_fn, params, args, vectorized: bool, name: str = "loss_fn", host
 def meter_note(name: str, mode: str, m: Meter) -> str:
     total = time.perf_counter() - m.started
     per = m.seconds / max(1, m.points)
-    how = "a chunk of points per call (vectorized)" if mode == VECTORIZED else "one point per call"
+    how = f"{name} called on a chunk of points at once (vectorized)" if mode == VECTORIZED else f"{name} called once per point"
     overhead = max(0.0, total - m.seconds) / max(1, m.points)
     return (
-        f"{name} ran on the host (NumPy, through jax.pure_callback, {how}): {m.points:,} evaluations in "
-        f"{m.calls:,} calls, {m.seconds:.3g} s inside {name} ({per * 1e3:.3g} ms each), {total - m.seconds:.3g} s "
-        f"in jgc ({overhead * 1e3:.3g} ms per evaluation); partial evaluation does not apply to a host loss"
+        f"{name} ran on the host (NumPy, through jax.pure_callback; {how}): {m.points:,} evaluations in "
+        f"{m.calls:,} callbacks, {m.seconds:.3g} s inside them ({per * 1e3:.3g} ms per evaluation), "
+        f"{max(0.0, total - m.seconds):.3g} s in jgc ({overhead * 1e3:.3g} ms per evaluation); partial evaluation "
+        "does not apply to a host loss"
     )
 
 
