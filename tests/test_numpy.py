@@ -171,7 +171,7 @@ def test_host_loss_sequential_and_vectorized_same_verdict(dtype):
     calls = lambda r: [int(s.replace(",", "")) for s in re.findall(r"([\d,]+) evaluations in ([\d,]+) callbacks", r.notes[0])[0]]  # noqa: E731
     (points_s, calls_s), (points_v, calls_v) = calls(seq), calls(vec)
     assert points_v >= int(vec.num_evals)  # vectorized: every point (padding included)
-    assert 2 * 5 < points_s < points_v  # sequential: each distinct point of a chunk once
+    assert 2 * 5 < points_s <= int(seq.num_evals) + 32  # sequential: distinct points of each chunk once
     assert calls_s < points_s / 4 and calls_v < points_v / 4  # a chunk per callback
     assert "loss_fn called once per point" in seq.notes[0] and "at once (vectorized)" in vec.notes[0]
     assert "partial evaluation does not apply" in seq.notes[0]
