@@ -39,6 +39,15 @@ def _x64_for(tree):
     return contextlib.nullcontext()
 
 
+def _validate_pair(forward: tuple, backward: tuple, eps, tol, chunk_size) -> None:
+    """The options of a convention's check: its two functions (name, value), eps, tol, chunk_size."""
+    for name, fn in (forward, backward):
+        _validate.callable_(name, fn)
+    _validate.positive("eps", eps)
+    _validate.positive("tol", tol)
+    _validate.count("chunk_size", chunk_size, allow_none=True)
+
+
 def _check(loss, grad, params, args, options: _pipeline.Options, eps, tol, host):
     def go(fn, on_host):
         opts = _host.options(options, False) if on_host else options
@@ -137,11 +146,9 @@ def course(
       >>> bool(jgc.course(fwd, bwd, {"W": np.array([[0.5, -1.0]])}, X, Y).passed)
       True
     """
-    _validate.callable_("forward_propagation", forward_propagation)
-    _validate.callable_("backward_propagation", backward_propagation)
-    _validate.positive("eps", eps)
-    _validate.positive("tol", tol)
-    _validate.count("chunk_size", chunk_size, allow_none=True)
+    _validate_pair(
+        ("forward_propagation", forward_propagation), ("backward_propagation", backward_propagation), eps, tol, chunk_size
+    )
     if not isinstance(parameters, dict):
         raise TypeError(
             f"parameters must be a dict of arrays (W1, b1, …), as in the course; received {type(parameters).__name__}."
@@ -300,11 +307,7 @@ def check_layer(
       >>> bool(res.passed)
       True
     """
-    _validate.callable_("forward", forward)
-    _validate.callable_("backward", backward)
-    _validate.positive("eps", eps)
-    _validate.positive("tol", tol)
-    _validate.count("chunk_size", chunk_size, allow_none=True)
+    _validate_pair(("forward", forward), ("backward", backward), eps, tol, chunk_size)
     positions = tuple(i for i, x in enumerate(inputs) if _is_float_array(x))
     if not positions:
         got = ", ".join(_tree.dtype_name(x) for x in inputs) or "no inputs"
