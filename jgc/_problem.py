@@ -250,7 +250,10 @@ class Problem:
         # to the params by name, cast to their dtype (both said in the report)
         params, args = _host.host_copy((self.params, self.args))
         analytic, self.host_notes = _host.host_gradient(self.lay, self.params, grad_fn(params, *args), grad_name)
-        self.host_notes = [f"{grad_name} ran on the host (it cannot be traced: NumPy), with NumPy copies of its inputs", *self.host_notes]
+        self.host_notes = [
+            f"{grad_name} ran on the host (it cannot be traced: NumPy), with NumPy copies of its inputs",
+            *self.host_notes,
+        ]
         rest = dataclasses.replace(spec, auto_only=True)
         _, auto, scale = self.call(("gradient", rest), rest)
         return analytic, auto, True, scale
