@@ -51,6 +51,7 @@ class Meter:
     points: int = 0
     seconds: float = 0.0
     started: float = dataclasses.field(default_factory=time.perf_counter)
+    error: BaseException | None = None  # the first exception the user's function raised in a callback
 
 
 _METERS: dict = {}
@@ -99,7 +100,15 @@ class _Callback:
         it = iter(xs)
         leaves = [next(it) if s is None else s.value for s in self.statics]
         params, args = jax.tree_util.tree_unflatten(self.treedef, leaves)
-        return np.asarray(cost_of(self.loss.ref()(params, *args), self.loss.name))
+        try:
+            return np.asarray(cost_of(self.loss.ref()(params, *args), self.loss.name))
+        except Exception as e:  # kept for the check to raise as the user's (JAX reports a callback's error as its own)
+            meter = _METERS.get(self.loss)
+            if meter is not None and meter.error is None:
+                meter.error = (
+                    _validate.call_error(self.loss.name, e, (params, *args)) if type(e) in (TypeError, ValueError) else e
+                )
+            raise
 
     def __call__(self, *operands):
         t0 = time.perf_counter()
@@ -261,6 +270,10 @@ def run(go, loss_fn, params, args, vectorized: bool, name: str = "loss_fn", host
         _METERS[loss] = meter
     try:
         res = go(loss, True)
+    except jax.errors.JaxRuntimeError as e:
+        if meter.error is None:
+            raise
+        raise meter.error from e
     finally:
         with _LOCK:
             _METERS.pop(loss, None)

@@ -280,3 +280,25 @@ def test_host_loss_sees_float64_on_any_thread_directions_and_locate():
     assert res.status == "failed" and res.tol == 1e-6, res.report()
     assert [(c.path, c.index) for c in found.wrong] == [("['w']", (37,))]
     np.testing.assert_allclose(num, x * (1 - np.tanh(p["w"] * x) ** 2), rtol=1e-8)
+
+
+def test_host_loss_error_is_raised_as_the_users_naming_loss_fn():
+    def loss(p, x):
+        if p["w"][0] > 0.3:  # raised at the first step up from θ
+            raise ValueError("boom from the user's loss")
+        return np_loss(p, x)
+
+    with jax.enable_x64(True):
+        with pytest.raises(ValueError, match=re.escape("loss_fn raised ValueError: boom from the user's loss")) as e:
+            jgc.check_grad(loss, np_grad, P64, X64)
+    assert "params: {['b']: float64[2], ['w']: float64[3]}" in str(e.value)
+
+
+def test_numpy_code_that_traces_is_compiled_unless_host_true():
+    loss = lambda p, x: (p["w"] * x).sum() + (p["b"] ** 2).sum()  # noqa: E731  (NumPy code that traces)
+    grad = lambda p, x: {"w": x.copy(), "b": 2 * p["b"]}  # noqa: E731
+    with jax.enable_x64(True):
+        compiled = jgc.check_grad(loss, grad, P64, X64)
+        host = jgc.check_grad(loss, grad, P64, X64, host=True)
+    assert compiled.status == host.status == "passed"
+    assert not any("ran on the host" in n for n in compiled.notes) and "loss_fn ran on the host" in host.notes[0]
