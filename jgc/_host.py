@@ -343,16 +343,16 @@ def host_gradient(lay: _tree.Layout, params, grad, name: str = "grad_fn"):
     """
     grad, ignored = _match_names(params, grad, name)
     leaves = _tree.leaves_up_to(lay, grad, name, "params")
-    shapes, casts, parts = [], [], []
+    casts, parts = [], []
     for i in lay.checked_index:
         g, path, shape, dtype = leaves[i], lay.paths[i], lay.shapes[i], lay.dtypes[i]
         if isinstance(g, (int, float)) and not isinstance(g, bool):
-            g = np.asarray(g)
+            leaves[i] = g = np.asarray(g)
         if g is None or not hasattr(g, "shape") or not hasattr(g, "dtype"):
             raise TypeError(f"{name} output {path} is {type(g).__name__}; expected an array of shape {shape} and dtype {dtype}.")
-        if tuple(g.shape) != shape:
-            shapes.append((path, tuple(g.shape), shape))
-            continue
+    _validate.wrong_shapes(lay, leaves, name)
+    for i in lay.checked_index:
+        g, path, dtype = leaves[i], lay.paths[i], lay.dtypes[i]
         if not jnp.issubdtype(g.dtype, jnp.floating):
             raise TypeError(
                 f"{name} output {path}: dtype {jnp.dtype(g.dtype).name}; expected a floating dtype like the parameter's {dtype}."
@@ -360,15 +360,6 @@ def host_gradient(lay: _tree.Layout, params, grad, name: str = "grad_fn"):
         if jnp.dtype(g.dtype).name != dtype:
             casts.append(f"{path} ({jnp.dtype(g.dtype).name})")
         parts.append(np.ravel(np.asarray(jax.device_get(g))))
-    if shapes:
-        text = "; ".join(
-            f"{p}: shape {g} != parameter shape {s}{' (it only broadcasts)' * _broadcasts(g, s)}" for p, g, s in shapes
-        )
-        raise ValueError(
-            f"{name} returned {len(shapes)} gradient(s) of the wrong shape: {text}. Shapes must match the parameters "
-            "exactly (a (1, D) gradient for a (D,) parameter is refused, not broadcast): reshape them, e.g. "
-            "db.reshape(b.shape)."
-        )
     flat = np.concatenate(parts).astype(np.dtype(lay.dtype)) if parts else np.zeros(0, np.dtype(lay.dtype))
     notes = []
     if casts:
@@ -376,12 +367,3 @@ def host_gradient(lay: _tree.Layout, params, grad, name: str = "grad_fn"):
     if ignored:
         notes.append(f"{name} returned entries that are not parameters, ignored: {', '.join(ignored)}")
     return flat, notes
-
-
-def _broadcasts(a: tuple, b: tuple) -> bool:
-    """The shapes differ but broadcast together, with as many entries: (1, D) for (D,), (D, 1) for (D,)."""
-    try:
-        np.broadcast_shapes(a, b)
-    except ValueError:
-        return False
-    return int(np.prod(a)) == int(np.prod(b))

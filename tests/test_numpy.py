@@ -234,10 +234,19 @@ def test_gradient_shapes_that_only_broadcast_are_refused_naming_every_leaf():
         with pytest.raises(
             ValueError,
             match=re.escape(
-                "grad_fn returned 2 gradient(s) of the wrong shape: ['b']: shape (1, 2) != parameter shape (2,) (it only broadcasts); ['w']: shape (1, 3) != parameter shape (3,) (it only broadcasts)"
+                "grad_fn output ['b']: shape (1, 2) != parameter shape (2,) (it only broadcasts); grad_fn output ['w']: shape (1, 3) != parameter shape (3,) (it only broadcasts). Shapes must match exactly"
             ),
         ):
             jgc.check_grad(np_loss, grad_rows, P64, X64)
+
+
+def test_jax_gradient_wrong_shapes_all_named():
+    loss = lambda p, x: jnp.sum(jnp.tanh(p["w"] * x)) + jnp.sum(p["b"] ** 2)  # noqa: E731
+    rows = lambda p, x: {"w": (x * (1 - jnp.tanh(p["w"] * x) ** 2))[None], "b": 2 * p["b"][:, None]}  # noqa: E731
+    p32 = _as(np.float32, P64)
+    msg = "grad_fn output ['b']: shape (2, 1) != parameter shape (2,) (it only broadcasts); grad_fn output ['w']: shape (1, 3)"
+    with pytest.raises(ValueError, match=re.escape(msg)):
+        jgc.check_grad(loss, rows, p32, X64.astype(np.float32))
 
 
 def test_course_keys_missing_gradient_is_named():
