@@ -111,6 +111,15 @@ class _Callback:
             raise
 
     def __call__(self, *operands):
+        try:
+            return self._run(*operands)
+        except Exception as e:  # kept for the check to raise (JAX reports a callback's error as its own)
+            meter = _METERS.get(self.loss)
+            if meter is not None and meter.error is None:
+                meter.error = e
+            raise
+
+    def _run(self, *operands):
         t0 = time.perf_counter()
         xs = [np.asarray(x) for x in operands]
         xs = [np.ascontiguousarray(x).view(np.dtype(d))[..., 0] if _wide(d) else x for x, d in zip(xs, self.dtypes, strict=True)]

@@ -303,6 +303,14 @@ def test_host_loss_error_is_raised_as_the_users_naming_loss_fn():
     assert "params: {['b']: float64[2], ['w']: float64[3]}" in str(e.value)
 
 
+def test_host_loss_that_returns_a_vector_is_refused_naming_loss_fn():
+    with jax.enable_x64(True):
+        with pytest.raises(
+            ValueError, match=re.escape("loss_fn must return a scalar cost (or (cost, cache)); received an array of shape (3,)")
+        ):
+            jgc.check_grad(lambda p, x: np.tanh(p["w"] * x), np_grad, P64, X64)
+
+
 def test_numpy_code_that_traces_is_compiled_unless_host_true():
     loss = lambda p, x: (p["w"] * x).sum() + (p["b"] ** 2).sum()  # noqa: E731  (NumPy code that traces)
     grad = lambda p, x: {"w": x.copy(), "b": 2 * p["b"]}  # noqa: E731
