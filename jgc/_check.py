@@ -152,7 +152,8 @@ def check_grad(
         opts = _host.options(options, vectorized) if on_host else options
         return _jit.check(_pipeline.run, (loss, grad_fn), params, args, opts, eps, tol, key)
 
-    return _host.run(go, loss_fn, params, args, vectorized, host=host)
+    autograd = "grad_fn=None" if grad_fn is None else "autodiff=True" if autodiff else ""
+    return _host.run(go, loss_fn, params, args, vectorized, host=host, autograd=autograd)
 
 
 _X64_TRACED = (

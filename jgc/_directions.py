@@ -69,4 +69,4 @@ def check_directions(
         opts = _host.options(options, False) if on_host else options
         return _jit.check(_pipeline.run, (loss, grad_fn), params, args, opts, eps, tol, key)
 
-    return _host.run(go, loss_fn, params, args, False)
+    return _host.run(go, loss_fn, params, args, False, autograd="grad_fn=None" if grad_fn is None else "")

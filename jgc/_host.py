@@ -257,9 +257,17 @@ def refuse_traced(name: str, error: BaseException, tree, labels=("params", "args
     raise TypeError(HOST_TRACED.format(name=name, error=type(cause).__name__, message=message, where=where)) from None
 
 
-def run(go, loss_fn, params, args, vectorized: bool, name: str = "loss_fn", host: bool | None = None):
+_NEEDS_GRAD = (
+    "; a {name} that cannot be traced is evaluated on the host only against a gradient you pass: {why} "
+    "differentiates {name} with jax.grad, which needs it written with jax.numpy. Pass the gradient under test "
+    "as grad_fn to check a NumPy loss"
+)
+
+
+def run(go, loss_fn, params, args, vectorized: bool, name: str = "loss_fn", host: bool | None = None, autograd: str = ""):
     """`go(loss, host)` with `loss_fn` as given when it traces, else as a `HostLoss` (host=True),
-    its cost in `host_notes` of the result. `host`: None decides by tracing, True forces the host."""
+    its cost in `host_notes` of the result. `host`: None decides by tracing, True forces the host.
+    `autograd`: what needs `jax.grad` of the loss ("grad_fn=None"), where a host loss cannot serve."""
     _validate.flag("vectorized", vectorized)
     if host is not None:
         _validate.flag("host", host)
@@ -269,8 +277,14 @@ def run(go, loss_fn, params, args, vectorized: bool, name: str = "loss_fn", host
         except (_validate.Untraceable, _validate.CallError) as e:
             if not refused(e, name, (params, args)) or host is False:
                 raise
+            if autograd:
+                if isinstance(e, _validate.Untraceable):
+                    raise _validate.untraceable(name, e.__cause__ or e, _NEEDS_GRAD.format(name=name, why=autograd)) from None
+                raise
             if _jit.is_traced((params, args)):
                 refuse_traced(name, e, (params, args))
+    elif autograd:
+        raise TypeError(f"host=True evaluates {name} on the host, where it has no jax.grad: {autograd} needs a traced {name}.")
     elif _jit.is_traced((params, args)):
         refuse_traced(name, TypeError("host=True"), (params, args))
     loss = HostLoss(_jit.Ref(loss_fn), name, VECTORIZED if vectorized else SEQUENTIAL)

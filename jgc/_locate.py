@@ -142,7 +142,7 @@ def locate(
         chunk = chunk_size if chunk_size is not None or not on_host else _host.HOST_CHUNK
         return _search(loss_fn, grad_fn, params, args, key, num, eps, tol, method, max_wrong, chunk)
 
-    return _host.run(search, loss_fn, params, args, False)
+    return _host.run(search, loss_fn, params, args, False, autograd="grad_fn=None" if grad_fn is None else "")
 
 
 def _search(loss_fn, grad_fn, params, args, key, num, eps, tol, method, max_wrong, chunk_size):

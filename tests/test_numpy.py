@@ -319,3 +319,9 @@ def test_numpy_code_that_traces_is_compiled_unless_host_true():
         host = jgc.check_grad(loss, grad, P64, X64, host=True)
     assert compiled.status == host.status == "passed"
     assert not any("ran on the host" in n for n in compiled.notes) and "loss_fn ran on the host" in host.notes[0]
+
+
+def test_host_loss_with_grad_fn_none_says_a_gradient_is_needed():
+    with pytest.raises(TypeError, match=re.escape("loss_fn cannot be traced: jgc evaluates it under jax.jit")) as e:
+        jgc.check_grad(np_loss, None, _as(np.float32, P64), X64.astype(np.float32))
+    assert "grad_fn=None differentiates loss_fn with jax.grad" in str(e.value) and "Pass the gradient under test" in str(e.value)
