@@ -6,6 +6,8 @@ from ._check import assert_grad as assert_grad
 from ._check import check_grad as check_grad
 from ._check import numeric_grad as numeric_grad
 from ._check import relative_error as relative_error
+from ._course import check_layer as check_layer
+from ._course import course as course
 from ._directions import check_directions as check_directions
 from ._hvp import check_hvp as check_hvp
 from ._layers import check_jvp as check_jvp
@@ -20,6 +22,7 @@ from ._result import GradCheck as GradCheck
 from ._result import GradCheckError as GradCheckError
 from ._result import HVPCheck as HVPCheck
 from ._result import JVPCheck as JVPCheck
+from ._result import LayerCheck as LayerCheck
 from ._result import Noise as Noise
 from ._result import Run as Run
 from ._result import SampledCheck as SampledCheck
@@ -41,6 +44,7 @@ __all__ = [
     "GradCheckError",
     "HVPCheck",
     "JVPCheck",
+    "LayerCheck",
     "Location",
     "Noise",
     "Run",
@@ -51,9 +55,11 @@ __all__ = [
     "check_grad",
     "check_hvp",
     "check_jvp",
+    "check_layer",
     "check_vjp",
     "check_seeds",
     "check_snapshots",
+    "course",
     "locate",
     "numeric_grad",
     "relative_error",

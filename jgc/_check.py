@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _engine, _jit, _pipeline, _probes, _stencils, _tree, _validate
+from . import _engine, _host, _jit, _pipeline, _probes, _stencils, _tree, _validate
 from ._engine import Engine
 from ._problem import Problem
 from ._result import GradCheck, GradCheckError
@@ -48,6 +48,8 @@ def check_grad(
     key: jax.Array | None = None,
     x64: bool = False,
     partial_eval: bool = True,
+    vectorized: bool = False,
+    host: bool | None = None,
 ) -> GradCheck:
     """Check a hand-written gradient against finite differences, coordinate by coordinate.
 
@@ -66,11 +68,15 @@ def check_grad(
 
     Args:
       loss_fn: `loss_fn(params, *args) -> scalar`. The whole loss, regularization
-        included; randomness (dropout) must come from a key in `args`. It is traced
-        under `jax.jit`, so it must be written with `jax.numpy`.
+        included; randomness (dropout) must come from a key in `args`. Written with
+        `jax.numpy` it is traced and compiled; NumPy code (it cannot be traced) is evaluated
+        on the host through `jax.pure_callback` with NumPy copies of its inputs, on concrete
+        inputs only, and may return `(cost, cache)` (docs/numpy.md).
       grad_fn: `grad_fn(params, *args) -> pytree` like `params` (same structure,
         shapes and dtypes); `None` checks `jax.grad(loss_fn)`. A NumPy backward pass
-        (one that cannot be traced) is called on the host when the inputs are concrete.
+        (one that cannot be traced) is called on the host when the inputs are concrete,
+        with NumPy copies; its dict may use the course's keys (`dW1` for `W1`, extra keys
+        ignored and listed) and float64 results for float32 params are cast (and named).
       params: pytree of parameters. Floating-point leaves are checked; integer,
         boolean, PRNG-key and non-array leaves are passed through and listed as not checked.
       *args: passed unchanged to `loss_fn` and `grad_fn`; not differentiated.
@@ -101,6 +107,11 @@ def check_grad(
         says that pays for compiling its own program; same numbers up to rounding, and
         `result.leaf_eval` says which path each leaf took (docs/partial_eval.md). False: the
         whole loss for every probe.
+      vectorized: a host (NumPy) `loss_fn` broadcasts over a leading axis: called with every
+        checked parameter leaf of shape (B, *shape) (args as they are), it returns B costs; the
+        host is then called once per chunk of points instead of once per point.
+      host: None (default) evaluates `loss_fn` on the host only when it cannot be traced; True
+        always (NumPy code that happens to trace); False never (the tracing error is raised).
 
     Returns:
       A `jgc.GradCheck`. Call `.report()` (or `print` it) for the table and
@@ -123,7 +134,8 @@ def check_grad(
     _validate.flag("partial_eval", partial_eval)
     if x64:
         options = dict(eps=eps, tol=tol, method=method, chunk_size=chunk_size, autodiff=autodiff, coords=coords, key=key)
-        return in_x64(check_grad, loss_fn, grad_fn, params, args, {**options, "partial_eval": partial_eval})
+        options.update(partial_eval=partial_eval, vectorized=vectorized, host=host)
+        return in_x64(check_grad, loss_fn, grad_fn, params, args, options)
     params = prepare(params)
     _tree.layout(params)  # fail here, before tracing, on an empty or unusable tree
     options = _pipeline.Options(method, chunk_size, autodiff, partial=partial_eval)
@@ -135,7 +147,13 @@ def check_grad(
         _validate.count("coords", coords)
         _validate.key(key, where="check_grad")
         options = dataclasses.replace(options, mode=_pipeline.SAMPLED, coords=int(coords))
-    return _jit.check(_pipeline.run, (loss_fn, grad_fn), params, args, options, eps, tol, key)
+
+    def go(loss, on_host):
+        opts = _host.options(options, vectorized) if on_host else options
+        return _jit.check(_pipeline.run, (loss, grad_fn), params, args, opts, eps, tol, key)
+
+    autograd = "grad_fn=None" if grad_fn is None else "autodiff=True" if autodiff else ""
+    return _host.run(go, loss_fn, params, args, vectorized, host=host, autograd=autograd)
 
 
 _X64_TRACED = (
@@ -188,7 +206,12 @@ def numeric_grad(
     params = prepare(params)
     lay = _tree.layout(params)
     options = _pipeline.Options(method, chunk_size, partial=partial_eval)
-    return _tree.unravel_full(lay, _jit.check(_numeric, (loss_fn,), params, args, options, eps))
+
+    def go(loss, on_host):
+        opts = _host.options(options, False) if on_host else options
+        return _jit.check(_numeric, (loss,), params, args, opts, eps)
+
+    return _tree.unravel_full(lay, _host.run(go, loss_fn, params, args, False))
 
 
 def _numeric(loss_fn, params, args, options, eps, tol, key):

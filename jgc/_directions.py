@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import jax
 
-from . import _check, _jit, _pipeline, _tree, _validate
+from . import _check, _host, _jit, _pipeline, _tree, _validate
 from ._result import DirectionCheck
 from ._typing import PyTree
 
@@ -64,4 +64,9 @@ def check_directions(
     params = _check.prepare(params)
     _tree.layout(params)
     options = dataclasses.replace(_pipeline.Options(method, chunk_size), mode=_pipeline.DIRECTIONS, num=int(num))
-    return _jit.check(_pipeline.run, (loss_fn, grad_fn), params, args, options, eps, tol, key)
+
+    def go(loss, on_host):
+        opts = _host.options(options, False) if on_host else options
+        return _jit.check(_pipeline.run, (loss, grad_fn), params, args, opts, eps, tol, key)
+
+    return _host.run(go, loss_fn, params, args, False, autograd="grad_fn=None" if grad_fn is None else "")

@@ -21,7 +21,7 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
-from . import _check, _pipeline, _probes, _resolve, _validate, _verdict
+from . import _check, _host, _pipeline, _probes, _resolve, _validate, _verdict
 from ._engine import Engine
 from ._measure import measure
 from ._problem import Problem
@@ -137,6 +137,15 @@ def locate(
         raise TypeError(_UNDER_JIT)
     params = _check.prepare(params)
 
+    def search(loss_fn, on_host):
+        """The search with `loss_fn` as given, or (on_host) as a host loss in small chunks."""
+        chunk = chunk_size if chunk_size is not None or not on_host else _host.HOST_CHUNK
+        return _search(loss_fn, grad_fn, params, args, key, num, eps, tol, method, max_wrong, chunk)
+
+    return _host.run(search, loss_fn, params, args, False, autograd="grad_fn=None" if grad_fn is None else "")
+
+
+def _search(loss_fn, grad_fn, params, args, key, num, eps, tol, method, max_wrong, chunk_size):
     def build(params, args):
         p = Problem(loss_fn, params, args, method, tol)
         analytic, _, host, scale = p.gradient(grad_fn)

@@ -380,6 +380,7 @@ def run(loss_fn: Callable, grad_fn: Callable | None, params, args, options: Opti
     if options.autodiff:
         autodiff = _autodiff(problem.xp, side.vector, side.auto, numeric if options.mode == FULL else None, state.cal.tol)
     cls = {FULL: options.result, SAMPLED: SampledCheck, DIRECTIONS: DirectionCheck}[options.mode]
+    extra["host_notes"] = tuple(problem.host_notes)
     return result(
         cls, problem, engine, state, grouping, problem.lay, evals, side.host_grad, diagnosis=diagnosis, autodiff=autodiff, **extra
     )

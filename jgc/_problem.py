@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend import core as jcore
 
-from . import _engine, _jaxpr, _jit, _stencils, _tree, _validate
+from . import _engine, _host, _jaxpr, _jit, _stencils, _tree, _validate
 from ._typing import PyTree
 
 LOSS, OUTPUT, GRADIENT, AUTOGRAD = "loss", "output", "gradient", "autograd"
@@ -151,6 +151,7 @@ class Problem:
         self.tol = tol
         self.tol_given = tol is not None
         self.fn, self.kind, self.name = fn, kind, name
+        self.host_notes: list[str] = []  # what the host side did (a NumPy gradient cast, keys ignored)
         self.out_lay = None if kind == LOSS else self._out_layout()
         self.fun = Fun(kind, _jit.Ref(fn), lay, self.static, self.out_lay, name)
 
@@ -240,16 +241,19 @@ class Problem:
         try:
             analytic, auto, scale = self.call(("gradient", spec), spec)
             return analytic, auto, False, scale
-        except _validate.Untraceable as e:
-            if e.name != grad_name or grad_fn is None:
+        except (_validate.Untraceable, _validate.CallError) as e:
+            if grad_fn is None or not _host.refused(e, grad_name, (self.params, self.args)):
                 raise
             if self.traced:
                 raise _validate.untraceable(grad_name, e.__cause__ or e, _HOST_GRAD_TRACED) from None
-        # the NumPy backward pass: called as it is, on the host
-        grad = grad_fn(self.params, *self.args)
-        _validate.like_params(self.lay, grad, grad_name)
-        leaves = self.lay.treedef.flatten_up_to(grad)
-        analytic = np.concatenate([np.ravel(np.asarray(leaves[i], self.dtype)) for i in self.lay.checked_index])
+        # the NumPy backward pass: called on the host with NumPy copies of the inputs; its result matched
+        # to the params by name, cast to their dtype (both said in the report)
+        params, args = _host.host_copy((self.params, self.args))
+        analytic, self.host_notes = _host.host_gradient(self.lay, self.params, grad_fn(params, *args), grad_name)
+        self.host_notes = [
+            f"{grad_name} ran on the host (it cannot be traced: NumPy), with NumPy copies of its inputs",
+            *self.host_notes,
+        ]
         rest = dataclasses.replace(spec, auto_only=True)
         _, auto, scale = self.call(("gradient", rest), rest)
         return analytic, auto, True, scale

@@ -210,7 +210,8 @@ def notes(res) -> list[str]:
     """What the check did beyond the plain recipe, from its codes (one unbatched result)."""
     out = []
     run, g = res.run, res.groups
-    if bool(np.asarray(run.host_grad)):
+    out += list(getattr(res, "host_notes", ()))
+    if bool(np.asarray(run.host_grad)) and not any("ran on the host (it cannot" in n for n in res.host_notes):
         out.append("grad_fn ran on the host (it cannot be traced: NumPy); the loss was compiled")
     precision = int(np.asarray(run.precision))
     theta = _stencils.PRECISIONS.index(res.layout.low_dtype.name) if res.layout.low_dtype.name in _stencils.PRECISIONS else 0

@@ -179,6 +179,8 @@ class GradCheck:
       autodiff: `jgc.Autodiff` with `check_grad(..., autodiff=True)`, else None.
       layout: static description of the params (paths, shapes, dtypes, checked).
       method: the finite-difference stencil.
+      host_notes: what ran on the host and what it cost (a NumPy loss through
+        `jax.pure_callback`, a NumPy gradient cast or matched by name), as report lines.
     """
 
     passed: Array
@@ -196,6 +198,7 @@ class GradCheck:
     autodiff: Autodiff | None
     layout: Layout = dataclasses.field(metadata=dict(static=True))
     method: str = dataclasses.field(metadata=dict(static=True))
+    host_notes: tuple[str, ...] = dataclasses.field(default=(), metadata=dict(static=True))
 
     kind: ClassVar[str] = "check_grad"  # the check that made it (the report's title)
     evaluates: ClassVar[str] = "loss"  # what num_evals counts
@@ -414,3 +417,13 @@ class JVPCheck(GradCheck):
 class HVPCheck(GradCheck):
     kind: ClassVar[str] = "check_hvp"
     evaluates: ClassVar[str] = "gradient"
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True, repr=False, eq=False)
+class LayerCheck(GradCheck):
+    """`jgc.check_layer`: a layer pair's backward pass as the gradient of Σ forward(…)[0] · dout;
+    the leaves are the differentiated inputs."""
+
+    kind: ClassVar[str] = "check_layer"
+    evaluates: ClassVar[str] = "forward"

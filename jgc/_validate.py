@@ -251,10 +251,42 @@ def like_params(lay: _tree.Layout, tree: PyTree, name: str = "grad_fn", like: st
             )
         if g is None or not hasattr(g, "shape") or not hasattr(g, "dtype"):
             raise TypeError(f"{name} output {path} is {type(g).__name__}; expected an array of shape {shape} and dtype {dtype}.")
-        if tuple(g.shape) != shape:
-            raise ValueError(f"{name} output {path}: shape {tuple(g.shape)} != {noun} shape {shape}.")
+    wrong_shapes(lay, leaves, name, noun)
+    for i in lay.checked_index:
+        g, path, dtype = leaves[i], lay.paths[i], lay.dtypes[i]
         if jnp.dtype(g.dtype).name != dtype:
             raise TypeError(f"{name} output {path}: dtype {jnp.dtype(g.dtype).name} != {noun} dtype {dtype}.")
+
+
+def _only_broadcasts(a: tuple, b: tuple) -> bool:
+    """The shapes differ but broadcast together with as many entries: (1, D) for (D,), (D, 1) for (D,)."""
+    try:
+        np.broadcast_shapes(a, b)
+    except ValueError:
+        return False
+    return int(np.prod(a)) == int(np.prod(b))
+
+
+def wrong_shapes(lay: _tree.Layout, leaves: list, name: str, noun: str = "parameter") -> None:
+    """Every checked leaf of `leaves` (arrays) has its shape in `lay`; one error names every one that does not."""
+    bad = [
+        (lay.paths[i], tuple(leaves[i].shape), lay.shapes[i])
+        for i in lay.checked_index
+        if tuple(leaves[i].shape) != lay.shapes[i]
+    ]
+    if not bad:
+        return
+    parts = [
+        f"{name} output {p}: shape {g} != {noun} shape {s}" + " (it only broadcasts)" * _only_broadcasts(g, s) for p, g, s in bad
+    ]
+    hint = ""
+    if any(_only_broadcasts(g, s) for _, g, s in bad):
+        hint = (
+            f" Shapes must match exactly: an output whose shape only broadcasts to the {noun}'s ((1, D) for (D,)) is "
+            "refused, not broadcast (that would hide a transposed or wrongly summed gradient); reshape it, e.g. "
+            "db.reshape(b.shape)."
+        )
+    raise ValueError("; ".join(parts) + "." + hint)
 
 
 # ---------------------------------------------------------------- tracing
