@@ -1,0 +1,495 @@
+"""The Taylor remainder test: a verdict on a gradient (or an HVP) that does not depend on a step.
+
+Along a direction h, the remainder of the order-m Taylor polynomial
+
+    R(ε) = J(θ + εh) − J(θ) − ε⟨g, h⟩            (m = 1, a gradient g)
+    R(ε) = … − ½ε²⟨h, H h⟩                         (m = 2, a Hessian-vector product)
+
+falls like ε^(m+1) when the terms are right and like ε^m when the last one is wrong. On a
+ladder ε_k = ε₀·2^-k (one `vmap` over every rung) the observed rates log₂(R_k / R_{k+1})
+tell which. What the rungs can prove, and so the thresholds, comes from one identity:
+with D_k = R_k − 2^m·R_{k+1} (for m = 1 the second difference J(θ+ε_k h) − 2J(θ+ε_{k+1}h)
++ J(θ), which does not involve g at all),
+
+    rate_k = m − log₂(1 − D_k / R_k),      and, for right terms, R_k = Σ_n 2^{mn}·D_{k+n}.
+
+If the loss is in its asymptotic regime — each D falls by at least 2^(m+½) per halving
+from rung k on (assumption A; a smooth loss falls by 2^(m+1)) — right terms give
+R_k = λ·D_k with λ ∈ [1/(1 + 2^-½), 1/(1 − 2^-½)] = [0.59, 3.41]: a rate ≥ m + ½.
+A remainder that no λ in that band (widened by M = 2, jgc's "twice the bound") can
+explain, within the rounding bounds of R_k and D_k, proves the last term wrong: the rate
+is then ≈ m. Assumption A is itself checked on every rung below k where D is above its
+rounding: where D is proven to fall slower (a loss not yet in its asymptotic regime,
+wiggles at the ladder's scale, a remainder crossing zero), nothing is failed there.
+
+- **failed**: proven on two consecutive rungs (a second measurement), or J(θ) or the
+  analytic terms are not finite; for m = 2, also when the gradient's own remainder fails.
+- **passed**: the last three consecutive resolved rungs (|R| above 4× its rounding bound)
+  show two rates proven ≥ m + ½ (A consistent there); or, when fewer than three rungs
+  lie above rounding (a loss linear along h to its rounding level), the error of the
+  last term that the rungs still allow is within `tol` relative to the term.
+- **inconclusive**: otherwise (too few rungs above rounding, rates between, A violated).
+
+The rounding bound of each R_k is measured: the loss's noise σ from two ECnoise tables
+(9 points δ apart, at θ and at the top rung; δ = the smallest rung / 8), κ = 4 standard
+deviations per value, never less than one rounding of each J value, plus the proven
+rounding of ε⟨g, h⟩ (a pairwise inner product, `jgc/_rounding.py`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import _rounding, _tree, _validate
+from ._typing import Array, PyTree, Tracer
+
+KAPPA = 4.0  # standard deviations of the loss's measured noise per value
+RES = 4.0  # a rung is above rounding when |R| > RES × its rounding bound
+M = 2.0  # margin on the band of λ a right remainder allows
+GATE = 2.0**-0.5  # assumption A: D falls by at least 2^(m + ½) per halving, so D_{k+1}/D_k ≤ 2^-m · GATE
+LAMBDA = (1 / (1 + GATE), 1 / (1 - GATE))  # R_k / D_k for right terms under A: [0.586, 3.414]
+FAST = 2.0**-3  # ... and at most 2^-(m+3) faster per halving where D is resolved (else a zero crossing)
+EC = 4  # ECnoise points each side (9 with the centre)
+
+_EPS0 = {("float64", 1): -10, ("float64", 2): -6, ("float32", 1): -3, ("float32", 2): -1}  # log₂ ε₀
+_TOL = {"float64": 1e-3, "float32": 1e-2}
+# the first noise table's spacing (relative to h): many float32 ulps (a loss computing in float32
+# inside float64 parameters shows its rounding), tiny for the smooth part
+DELTA1 = {"float64": 2.0**-20, "float32": 2.0**-13}
+
+
+def lower_precision(dtype, sigma, center):
+    """A loss of float64 parameters whose relative noise is nearer float32's rounding than float64's."""
+    if jnp.dtype(dtype).name != "float64":
+        return jnp.asarray(False)
+    u32, u64 = _rounding.unit_roundoff(jnp.float32), _rounding.unit_roundoff(jnp.float64)
+    return sigma > math.sqrt(u32 * u64) * jnp.abs(center)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True, repr=False, eq=False)
+class TaylorTest:
+    """The outcome of `jgc.taylor_test`: passed, failed or inconclusive.
+
+    Arrays gain leading batch axes under `jax.vmap`. Per-rung arrays have one entry per
+    ε of the ladder (largest first).
+
+    Attributes:
+      passed, failed: bool.
+      eps: the ladder ε_k = ε₀·2^-k (the perturbation is θ + ε·h; h is relative to θ).
+      remainder: R_k, signed.
+      bound: the rounding bound of each R_k.
+      resolved: |R_k| > 4 × bound (above rounding).
+      rates: log₂(|R_k| / |R_{k+1}|) where both rungs are resolved, else NaN.
+      second: D_k = R_k − 2^m R_{k+1} (k < K − 1) and `second_bound` its rounding bound.
+      proven_wrong: per rung (k < K − 1), the remainder cannot be that of right terms.
+      asymptotic: per rung, assumption A is consistent from that rung down.
+      rate: the rate at the rungs that decided (NaN when none did).
+      rel_error: the estimated relative error of the last term (⟨g, h⟩, or ⟨h, Hh⟩ for
+        order 2) from the rung that decided (Richardson, λ = 2); `rel_error_bound` the
+        largest the rungs allow there.
+      rounding_eps: the ε below which rounding took over (NaN when every rung is resolved).
+      noise: σ, the loss's measured rounding noise (absolute).
+      loss: J(θ); directional: ⟨g, h⟩; curvature: ⟨h, Hh⟩ (order 2, else 0).
+      gradient_failed: order 2: the gradient's own (first-order) remainder failed.
+      tol: the relative error the "remainder at rounding" pass guarantees.
+      order: 1 (gradient) or 2 (gradient and HVP); the expected rate is order + 1.
+      num_evals: loss evaluations (rungs, J(θ), the two noise tables).
+    """
+
+    passed: Array
+    failed: Array
+    eps: Array
+    remainder: Array
+    bound: Array
+    resolved: Array
+    rates: Array
+    second: Array
+    second_bound: Array
+    proven_wrong: Array
+    asymptotic: Array
+    rate: Array
+    rel_error: Array
+    rel_error_bound: Array
+    rounding_eps: Array
+    noise: Array
+    loss: Array
+    directional: Array
+    curvature: Array
+    gradient_failed: Array
+    tol: Array
+    order: int = dataclasses.field(metadata=dict(static=True))
+    num_evals: int = dataclasses.field(metadata=dict(static=True))
+    dtype: str = dataclasses.field(metadata=dict(static=True))
+
+    kind: ClassVar[str] = "taylor_test"
+
+    @property
+    def expected_rate(self) -> int:
+        return self.order + 1
+
+    @property
+    def inconclusive(self) -> jax.Array:
+        return ~self.passed & ~self.failed
+
+    @property
+    def status(self) -> str:
+        if np.ndim(self.passed):
+            raise ValueError("status is for one check; a batched result has one per check (use passed/failed arrays).")
+        return "passed" if bool(self.passed) else "failed" if bool(self.failed) else "inconclusive"
+
+    def report(self) -> str:
+        from ._report_rules import format_taylor
+
+        return format_taylor(self)
+
+    def __str__(self) -> str:
+        return self.report()
+
+    def __repr__(self) -> str:
+        from ._report_rules import taylor_line
+
+        return f"TaylorTest({taylor_line(self)})"
+
+
+# ---------------------------------------------------------------- noise
+
+
+def ecnoise(values: jax.Array) -> jax.Array:
+    """Noise std from 2·EC + 1 equally spaced values (Moré & Wild's ECnoise table).
+
+    The k-th differences of a smooth function at a tiny spacing vanish, those of noise of
+    std σ have variance σ²·(2k)!/(k!)²; each k = 3..6 gives an estimate, and the mean of
+    the middle two is returned (robust to one order still seeing the smooth part)."""
+    f = values
+    ests = []
+    for k in range(1, 7):
+        f = f[1:] - f[:-1]
+        if k >= 3:
+            gamma = math.factorial(k) ** 2 / math.factorial(2 * k)
+            ests.append(jnp.sqrt(gamma * jnp.mean(f * f)))
+    ests = jnp.sort(jnp.stack(ests))
+    return 0.5 * (ests[1] + ests[2])
+
+
+# ---------------------------------------------------------------- the verdict
+
+
+def _reverse_all(ok: jax.Array) -> jax.Array:
+    """out[k] = all(ok[k:]) (True past the end)."""
+    return jnp.flip(jnp.cumprod(jnp.flip(ok).astype(jnp.int32)) > 0)
+
+
+def _last_index(mask: jax.Array) -> jax.Array:
+    """The largest index where mask holds, −1 when none does."""
+    idx = jnp.arange(mask.shape[0])
+    return jnp.max(jnp.where(mask, idx, -1))
+
+
+def analyse(J, Jc, eps, G, C, eG, eC, sigma, m: int, dtype, tol):
+    """Remainders, rates and the verdict of order m from the loss values on the ladder.
+
+    J: (K,) loss values at θ + ε_k h; Jc: J(θ); G, C: ⟨g, h⟩ and ⟨h, Hh⟩ with rounding
+    bounds eG, eC; sigma: the loss's noise std. Returns a dict of the result's arrays.
+    """
+    u = _rounding.unit_roundoff(dtype)
+    K = J.shape[0]
+    lin = eps * G
+    quad = 0.5 * eps**2 * C if m == 2 else jnp.zeros_like(eps)
+    R = (J - Jc) - lin - quad
+    tau = (
+        KAPPA * math.sqrt(2) * sigma
+        + u * (jnp.abs(J) + jnp.abs(Jc))
+        + eps * eG
+        + (0.5 * eps**2 * eC if m == 2 else 0.0)
+        + 2 * u * (jnp.abs(J - Jc) + jnp.abs(lin) + jnp.abs(quad))
+    )
+    two = 2.0**m
+    D = R[:-1] - two * R[1:]
+    cj = math.sqrt(1 + two**2 + (two - 1) ** 2)  # J_k, J_{k+1}, J(θ) in D
+    tau_D = (
+        KAPPA * cj * sigma
+        + u * (jnp.abs(J[:-1]) + two * jnp.abs(J[1:]) + (two - 1) * jnp.abs(Jc))
+        + (eps[:-1] * eG if m == 2 else 0.0)
+        + 2 * u * (jnp.abs(R[:-1]) + two * jnp.abs(R[1:]) + jnp.abs(lin[:-1]))
+    )
+    finite = jnp.isfinite(R)
+    resolved = finite & (jnp.abs(R) > RES * tau)
+
+    # assumption A along the ladder, where the noise lets it be seen: D falls neither slower than
+    # 2^-(m+½) per halving nor, where it is resolved, faster than 2^-(m+3) (a D crossing zero)
+    slow, fast = GATE / two, FAST / two
+    too_slow = (jnp.abs(D[1:]) - tau_D[1:]) > slow * (jnp.abs(D[:-1]) + tau_D[:-1])  # (K − 2,)
+    d_resolved = jnp.abs(D[:-1]) > RES * tau_D[:-1]
+    too_fast = d_resolved & ((jnp.abs(D[1:]) + tau_D[1:]) < fast * (jnp.abs(D[:-1]) - tau_D[:-1]))
+    violated = too_slow | too_fast | ~jnp.isfinite(D[1:]) | ~jnp.isfinite(D[:-1])
+    violated = jnp.concatenate([violated, jnp.zeros((1,), bool)])  # (K − 1,): nothing to check past the last D
+    asymptotic = _reverse_all(~violated)
+
+    # right terms: R_k = λ·D_k with λ in the band; proven wrong when no λ in the band fits
+    lam = (LAMBDA[0] / M, LAMBDA[1] * M)
+    Rk, tR = R[:-1], tau[:-1]
+    f1 = jnp.abs(Rk - lam[0] * D) - tR - lam[0] * tau_D
+    f2 = jnp.abs(Rk - lam[1] * D) - tR - lam[1] * tau_D
+    same_side = jnp.sign(Rk - lam[0] * D) == jnp.sign(Rk - lam[1] * D)
+    outside = (f1 > 0) & (f2 > 0) & same_side
+    proven_wrong = resolved[:-1] & jnp.isfinite(D) & asymptotic & outside
+    # the error of the last term each rung allows, a·ε^m ∈ R − λD ± noise: two rungs must agree on it
+    lo = (jnp.minimum(Rk - lam[0] * D, Rk - lam[1] * D) - tR - lam[1] * tau_D) / eps[:-1] ** m
+    hi = (jnp.maximum(Rk - lam[0] * D, Rk - lam[1] * D) + tR + lam[1] * tau_D) / eps[:-1] ** m
+    agree = (lo[:-1] <= hi[1:]) & (lo[1:] <= hi[:-1])
+    # a failure: two consecutive rungs, with A seen (two D ratios) below the first
+    seen = jnp.arange(K - 2) <= K - 4
+    failed = jnp.any(proven_wrong[:-1] & proven_wrong[1:] & agree & seen)
+
+    # rates and their rounding intervals
+    both = resolved[:-1] & resolved[1:]
+    a, b = jnp.abs(R[:-1]), jnp.abs(R[1:])
+    safe = lambda x: jnp.where(both, x, 1.0)  # noqa: E731
+    rates = jnp.where(both, jnp.log2(safe(a) / safe(b)), jnp.nan)
+    rate_lo = jnp.where(both, jnp.log2(safe(a - tau[:-1]) / safe(b + tau[1:])), -jnp.inf)
+    triple = both[:-1] & both[1:]  # rungs k, k+1, k+2 resolved
+    last = _last_index(triple)
+    lk = jnp.maximum(last, 0)
+    p_half = m + 0.5
+    rate_ok = (rate_lo[lk] >= p_half) & (rate_lo[lk + 1] >= p_half) & asymptotic[lk]
+    passed_rate = (last >= 0) & rate_ok
+
+    # the error of the last term the rungs allow (under A), relative to the term
+    err_hi = (jnp.maximum(jnp.abs(Rk - LAMBDA[0] * D), jnp.abs(Rk - LAMBDA[1] * D)) + tR + LAMBDA[1] * tau_D) / eps[:-1] ** m
+    err_est = (Rk - 2 * D) / eps[:-1] ** m
+    term = G if m == 1 else 0.5 * C
+    numeric = term + err_est
+    denom = jnp.abs(term) + jnp.abs(numeric)
+    rel_est = jnp.where(denom > 0, jnp.abs(err_est) / jnp.where(denom > 0, denom, 1), 0.0)
+    rel_hi = jnp.where(denom > 0, err_hi / jnp.where(denom > 0, denom, 1), jnp.where(err_hi > 0, jnp.inf, 0.0))
+    usable = asymptotic & jnp.isfinite(rel_hi) & finite[:-1] & finite[1:]
+    best_bound = jnp.min(jnp.where(usable, rel_hi, jnp.inf))
+    within = best_bound <= tol
+
+    nonfinite = ~jnp.isfinite(Jc) | ~jnp.isfinite(G) | (~jnp.isfinite(C) if m == 2 else False)
+    failed = failed | nonfinite
+    passed = (passed_rate | (last < 0)) & within & ~failed
+
+    # the rung that decided: the last proven-wrong one, the pass triple, else the last resolved
+    last_wrong = _last_index(proven_wrong)
+    last_res = _last_index(resolved[:-1])
+    at = jnp.where(failed & (last_wrong >= 0), last_wrong, jnp.where(passed_rate, lk + 1, jnp.maximum(last_res, 0)))
+    rate = jnp.where(
+        passed_rate, jnp.minimum(rates[lk], rates[lk + 1]), jnp.where(last_wrong >= 0, rates[jnp.maximum(last_wrong, 0)], jnp.nan)
+    )
+    rate = jnp.where(jnp.isnan(rate) & (last_res >= 0), rates[jnp.maximum(jnp.minimum(last_res, K - 2), 0)], rate)
+    rel_error = jnp.where((last_res >= 0) | (last_wrong >= 0), rel_est[at], jnp.nan)
+    rel_bound = best_bound
+    last_resolved = _last_index(resolved)
+    rounding_eps = jnp.where(last_resolved < K - 1, eps[jnp.minimum(last_resolved + 1, K - 1)], jnp.nan)
+    return dict(
+        passed=passed,
+        failed=failed,
+        remainder=R,
+        bound=tau,
+        resolved=resolved,
+        rates=rates,
+        second=D,
+        second_bound=tau_D,
+        proven_wrong=proven_wrong,
+        asymptotic=asymptotic,
+        rate=rate,
+        rel_error=rel_error,
+        rel_error_bound=rel_bound,
+        rounding_eps=rounding_eps,
+    )
+
+
+# ---------------------------------------------------------------- the check
+
+
+def _direction(lay: _tree.Layout, key, params) -> jax.Array:
+    """Gaussian per leaf, scaled by the leaf's rms (by the overall rms for a zero leaf, 1 if all are zero)."""
+    theta = _tree.ravel(lay, params)
+    total = jnp.sqrt(jnp.mean(jnp.square(theta)))
+    parts = []
+    for k, (o, s) in enumerate(zip(lay.offsets, lay.sizes, strict=True)):
+        leaf = theta[o : o + s]
+        rms = jnp.sqrt(jnp.mean(jnp.square(leaf)))
+        scale = jnp.where(rms > 0, rms, jnp.where(total > 0, total, 1.0))
+        parts.append(jax.random.normal(jax.random.fold_in(key, k), (s,), theta.dtype) * scale)
+    return jnp.concatenate(parts)
+
+
+def _flat_like(lay, tree, name, like):
+    _validate.like_params(lay, tree, name, like=like)
+    return _tree.ravel(lay, tree)
+
+
+def _evaluate(loss_fn, lay, params, args, points, chunk_size):
+    def one(theta):
+        out = _validate.trace("loss_fn", loss_fn, _tree.unravel(lay, theta, params), *args)
+        return jnp.real(out)
+
+    if chunk_size is None or chunk_size >= points.shape[0]:
+        return jax.vmap(one)(points)
+    return jax.lax.map(one, points, batch_size=chunk_size)
+
+
+def _run(loss_fn, grad_fn, hvp_fn, params, args, key, direction, log_eps0, num_rungs, tol, chunk_size, lay):
+    theta = _tree.ravel(lay, params)
+    dtype = theta.dtype
+    h = _direction(lay, key, params) if direction is None else _flat_like(lay, direction, "direction", "params")
+    h = h.astype(dtype)
+    g = grad_fn(params, *args) if grad_fn is not None else jax.grad(loss_fn)(params, *args)
+    g = _flat_like(lay, g, "grad_fn", "params").astype(dtype)
+    G, eG = _rounding.dot(g, h)
+    m = 1 if hvp_fn is None else 2
+    if m == 2:
+        Hh = hvp_fn(params, _tree.unravel(lay, h, params), *args)
+        Hh = _flat_like(lay, Hh, "hvp_fn", "params").astype(dtype)
+        C, eC = _rounding.dot(h, Hh)
+    else:
+        C, eC = jnp.zeros((), dtype), jnp.zeros((), dtype)
+    t = jnp.asarray(np.concatenate([np.arange(-EC, 0), np.arange(1, EC + 1)]), dtype)
+    # stage 1: the noise at θ, at a spacing that sees the rounding of a loss computing in float32
+    # inside float64 parameters; it picks the ladder (float32's when the loss rounds like float32)
+    first = _evaluate(loss_fn, lay, params, args, theta[None, :] + (jnp.concatenate([jnp.zeros((1,), dtype), t * DELTA1[jnp.dtype(dtype).name]]))[:, None] * h[None, :], chunk_size)
+    Jc = first[0]
+    sigma1 = ecnoise(jnp.concatenate([first[1 : 1 + EC], first[:1], first[1 + EC :]]))
+    if log_eps0 is None:
+        low = lower_precision(dtype, sigma1, Jc)
+        log_eps0 = jnp.where(low, _EPS0[("float32", m)], _EPS0[(jnp.dtype(dtype).name, m)])
+    eps = jnp.exp2(jnp.asarray(log_eps0, dtype) - jnp.arange(num_rungs, dtype=dtype))
+    # stage 2: the ladder, and the noise at its top rung (δ = the smallest rung / 8)
+    delta = eps[-1] / 8
+    steps = jnp.concatenate([eps, eps[0] + t * delta])
+    values = _evaluate(loss_fn, lay, params, args, theta[None, :] + steps[:, None] * h[None, :], chunk_size)
+    J, e2 = values[:num_rungs], values[num_rungs:]
+    table2 = jnp.concatenate([e2[:EC], J[:1], e2[EC:]])
+    sigma = jnp.maximum(sigma1, ecnoise(table2))
+    num_evals = 1 + 2 * EC + num_rungs + 2 * EC
+    jdtype = values.dtype
+    tol = jnp.asarray(tol, jdtype)
+    out = analyse(J, Jc, eps.astype(jdtype), G.astype(jdtype), C.astype(jdtype), eG, eC, sigma, m, jdtype, tol)
+    grad_failed = jnp.asarray(False)
+    if m == 2:
+        first = analyse(J, Jc, eps.astype(jdtype), G.astype(jdtype), C, eG, eC, sigma, 1, jdtype, tol)
+        grad_failed = first["failed"]
+        out["failed"] = out["failed"] | grad_failed
+        out["passed"] = out["passed"] & ~grad_failed
+    return TaylorTest(
+        eps=eps.astype(jdtype),
+        noise=sigma,
+        loss=Jc,
+        directional=G.astype(jdtype),
+        curvature=C.astype(jdtype),
+        gradient_failed=grad_failed,
+        tol=tol,
+        order=m,
+        num_evals=num_evals,
+        dtype=jnp.dtype(jdtype).name,
+        **out,
+    )
+
+
+def taylor_test(
+    loss_fn: Callable[..., jax.Array],
+    grad_fn: Callable[..., PyTree] | None,
+    params: PyTree,
+    *args,
+    key: jax.Array | None = None,
+    hvp_fn: Callable[..., PyTree] | None = None,
+    direction: PyTree | None = None,
+    eps0: float | None = None,
+    num_rungs: int = 8,
+    tol: float | None = None,
+    chunk_size: int | None = None,
+) -> TaylorTest:
+    """The Taylor remainder test of a gradient (rate 2) or, with `hvp_fn`, of an HVP (rate 3).
+
+    Along one direction h (random, each leaf scaled by its rms, so ε is a relative
+    perturbation), the remainders |J(θ + εh) − J(θ) − ε⟨g, h⟩| (minus ½ε²⟨h, Hh⟩ with
+    `hvp_fn`) are evaluated at ε = ε₀, ε₀/2, …, all in one `vmap`, with the loss's
+    rounding noise measured alongside; the verdict reads the rates, rung by rung, through
+    what the rungs can prove (`jgc/_taylor.py`, docs/rules.md): 2 (3) for right terms,
+    1 (2) for a wrong last term. The number of loss evaluations does not depend on the
+    number of parameters: `num_rungs` + 17. Pure: works under `jax.jit` and `jax.vmap`.
+
+    Args:
+      loss_fn: `loss_fn(params, *args) -> scalar`.
+      grad_fn: `grad_fn(params, *args) -> pytree like params`; None: `jax.grad(loss_fn)`.
+      params: the point (a pytree; floating-point leaves are perturbed, the rest passed as is).
+      *args: passed unchanged to `loss_fn`, `grad_fn` and `hvp_fn`.
+      key: PRNG key for the direction (not needed with `direction`).
+      hvp_fn: `hvp_fn(params, v, *args) -> pytree like params` (H·v); the test is then
+        of second order.
+      direction: h itself, a pytree like params (then ε is in its units).
+      eps0: the top rung; None: 2^-8 (float64) or 2^-3 (float32) for a gradient, 2^-5 or
+        2^-1 with an HVP. Rounded down to a power of two (so every ε·h is exact).
+      num_rungs: rungs of the ladder (3 to 16).
+      tol: relative error of the last term guaranteed by a pass when fewer than three
+        rungs lie above rounding; None: 1e-6 (float64), 1e-2 (float32).
+      chunk_size: evaluate the rungs in chunks of this many (`lax.map`) instead of one vmap.
+
+    Returns:
+      A `jgc.TaylorTest`.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, jgc
+      >>> loss = lambda w: jnp.sum(jnp.sin(w) ** 2)
+      >>> w = jnp.linspace(0.5, 1.5, 5)
+      >>> bool(jgc.taylor_test(loss, lambda w: jnp.sin(2 * w), w, key=jax.random.key(0)).passed)
+      True
+      >>> bool(jgc.taylor_test(loss, lambda w: jnp.sin(w), w, key=jax.random.key(0)).failed)
+      True
+    """
+    _validate.callable_("loss_fn", loss_fn)
+    _validate.callable_("grad_fn", grad_fn, allow_none=True)
+    _validate.callable_("hvp_fn", hvp_fn, allow_none=True)
+    if direction is None:
+        _validate.key(key)
+    _validate.count("num_rungs", num_rungs)
+    if not 3 <= num_rungs <= 16:
+        raise ValueError(f"num_rungs must be between 3 and 16; received {num_rungs}.")
+    _validate.positive("eps0", eps0)
+    _validate.positive("tol", tol)
+    _validate.count("chunk_size", chunk_size, allow_none=True)
+    if isinstance(eps0, Tracer):
+        raise TypeError("eps0 must be a Python float (it sets the ladder's static powers of two); received a traced value.")
+    lay = _tree.layout(params, name="params")
+    out = jax.eval_shape(lambda p: _validate.trace("loss_fn", loss_fn, p, *args), params)
+    _validate.scalar_output(out)
+    name = jnp.dtype(lay.low_dtype).name
+    m = 1 if hvp_fn is None else 2
+    log_eps0 = None if eps0 is None else math.floor(math.log2(float(eps0)))
+    tol_value = _TOL[name] if tol is None else tol
+    if key is None:
+        key = jax.random.key(0)  # unused: the direction is given
+    run = lambda p, a, k, d, t: _run(loss_fn, grad_fn, hvp_fn, p, a, k, d, log_eps0, num_rungs, t, chunk_size, lay)  # noqa: E731
+    dynamic = (params, args, key, direction, tol_value)
+    if _traced(dynamic):
+        return run(*dynamic)
+    return _jit_run(run, dynamic)
+
+
+def _traced(tree) -> bool:
+    return any(isinstance(x, Tracer) for x in jax.tree_util.tree_leaves(tree))
+
+
+def _jit_run(run, dynamic):
+    """One compiled program per call for concrete inputs; non-array leaves stay static."""
+    leaves, treedef = jax.tree_util.tree_flatten(dynamic)
+    is_arr = [_tree.is_array(x) for x in leaves]
+    arrays = [x for x, a in zip(leaves, is_arr, strict=True) if a]
+    others = [x for x, a in zip(leaves, is_arr, strict=True) if not a]
+
+    def program(arrays):
+        it_a, it_o = iter(arrays), iter(others)
+        full = [next(it_a) if a else next(it_o) for a in is_arr]
+        return run(*jax.tree_util.tree_unflatten(treedef, full))
+
+    return jax.jit(program)(arrays)
