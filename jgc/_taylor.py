@@ -62,7 +62,9 @@ _EPS0 = {("float64", 1): -10, ("float64", 2): -6, ("float32", 1): -3, ("float32"
 _TOL = {"float64": 1e-3, "float32": 1e-2}
 # the first noise table's spacing (relative to h): many float32 ulps (a loss computing in float32
 # inside float64 parameters shows its rounding), tiny for the smooth part
-DELTA1 = {"float64": 2.0**-20, "float32": 2.0**-13}
+DELTA1 = {"float64": 2.0**-21, "float32": 2.0**-20}
+PLAUSIBLE = 4096.0  # a rounding noise is at most this many roundings of the loss's value
+STRUCTURE = 4.0  # the ladder-scale noise exceeds the fine one by this factor: structure, not rounding
 
 
 def lower_precision(dtype, sigma, center):
@@ -99,6 +101,8 @@ class TaylorTest:
       noise: σ, the loss's measured rounding noise (absolute).
       loss: J(θ); directional: ⟨g, h⟩; curvature: ⟨h, Hh⟩ (order 2, else 0).
       gradient_failed: order 2: the gradient's own (first-order) remainder failed.
+      structured: the loss's noise grows from the finest table (δ₁) to the ladder's scale:
+        structure finer than the ladder, not rounding (no failure is then proven).
       tol: the relative error the "remainder at rounding" pass guarantees.
       order: 1 (gradient) or 2 (gradient and HVP); the expected rate is order + 1.
       num_evals: loss evaluations (rungs, J(θ), the two noise tables).
@@ -124,6 +128,7 @@ class TaylorTest:
     directional: Array
     curvature: Array
     gradient_failed: Array
+    structured: Array
     tol: Array
     order: int = dataclasses.field(metadata=dict(static=True))
     num_evals: int = dataclasses.field(metadata=dict(static=True))
@@ -193,7 +198,7 @@ def _last_index(mask: jax.Array) -> jax.Array:
     return jnp.max(jnp.where(mask, idx, -1))
 
 
-def analyse(J, Jc, eps, G, C, eG, eC, sigma, m: int, dtype, tol):
+def analyse(J, Jc, eps, G, C, eG, eC, sigma, m: int, dtype, tol, structured=False, low=None, fine=None):
     """Remainders, rates and the verdict of order m from the loss values on the ladder.
 
     J: (K,) loss values at θ + ε_k h; Jc: J(θ); G, C: ⟨g, h⟩ and ⟨h, Hh⟩ with rounding
@@ -241,9 +246,22 @@ def analyse(J, Jc, eps, G, C, eG, eC, sigma, m: int, dtype, tol):
     same_side = jnp.sign(Rk - lam[0] * D) == jnp.sign(Rk - lam[1] * D)
     outside = (f1 > 0) & (f2 > 0) & same_side
     proven_wrong = resolved[:-1] & jnp.isfinite(D) & asymptotic & outside
+    # the noise must be rounding: not growing with the spacing (structure finer than the ladder),
+    # and not beyond PLAUSIBLE roundings of the loss's values (a loss varying at scales no table
+    # resolves looks like noise, and may have any slope)
+    u_eff = jnp.where(low, _rounding.unit_roundoff(jnp.float32), u) if low is not None else u
+    magnitude = jnp.maximum(jnp.abs(Jc), jnp.max(jnp.where(jnp.isfinite(J), jnp.abs(J), 0.0)))
+    rounding_like = ~structured & (sigma <= PLAUSIBLE * u_eff * magnitude)
+    proven_wrong = proven_wrong & rounding_like
     # the error of the last term each rung allows, a·ε^m ∈ R − λD ± noise: two rungs must agree on it
     lo = (jnp.minimum(Rk - lam[0] * D, Rk - lam[1] * D) - tR - lam[1] * tau_D) / eps[:-1] ** m
     hi = (jnp.maximum(Rk - lam[0] * D, Rk - lam[1] * D) + tR + lam[1] * tau_D) / eps[:-1] ** m
+    # the finest table measures the last term at its own scale δ₁: where it agrees with the analytic
+    # term and not with what the ladder says, the loss has structure between the scales (no failure)
+    if fine is not None:
+        f_err, f_bound = fine
+        contradicts = (f_err + f_bound < lo) | (f_err - f_bound > hi)
+        proven_wrong = proven_wrong & ~((jnp.abs(f_err) <= f_bound) & contradicts)
     agree = (lo[:-1] <= hi[1:]) & (lo[1:] <= hi[:-1])
     # a failure: two consecutive rungs, with A seen (two D ratios) below the first
     seen = jnp.arange(K - 2) <= K - 4
@@ -329,6 +347,29 @@ def _flat_like(lay, tree, name, like):
     return _tree.ravel(lay, tree)
 
 
+def _fine(first, Jc, d, G, C, eG, eC, sigma, m: int):
+    """The last term's error at the finest table's scale d: (estimate, bound).
+
+    first: J(θ) then J(θ + t·d·h) for t = −4..−1, 1..4. m = 1: the central difference
+    (J(d) − J(−d))/2d against ⟨g, h⟩; m = 2: the second difference against ⟨h, Hh⟩, as the
+    error of the ε^m coefficient (a for m = 1, ½ΔC for m = 2). The bound is κ·σ times the
+    stencil's noise gain, plus twice the Richardson estimate from the step 2d.
+    """
+    v = {t: first[1 + EC + t - 1] if t > 0 else first[1 + EC + t] for t in (-2, -1, 1, 2)}
+    if m == 1:
+        s1 = (v[1] - v[-1]) / (2 * d)
+        s2 = (v[2] - v[-2]) / (4 * d)
+        err, gain, term_bound = s1 - G, math.sqrt(0.5) / d, eG
+        trunc = jnp.abs(s2 - s1) / 3
+    else:
+        s1 = (v[1] - 2 * Jc + v[-1]) / d**2
+        s2 = (v[2] - 2 * Jc + v[-2]) / (4 * d**2)
+        err, gain, term_bound = 0.5 * (s1 - C), 0.5 * math.sqrt(6) / d**2, 0.5 * eC
+        trunc = 0.5 * jnp.abs(s2 - s1) / 3
+    bound = KAPPA * sigma * gain + 2 * trunc + term_bound
+    return err, bound
+
+
 def _evaluate(loss_fn, lay, params, args, points, chunk_size):
     def one(theta):
         out = _validate.trace("loss_fn", loss_fn, _tree.unravel(lay, theta, params), *args)
@@ -360,24 +401,34 @@ def _run(loss_fn, grad_fn, hvp_fn, params, args, key, direction, log_eps0, num_r
     first = _evaluate(loss_fn, lay, params, args, theta[None, :] + (jnp.concatenate([jnp.zeros((1,), dtype), t * DELTA1[jnp.dtype(dtype).name]]))[:, None] * h[None, :], chunk_size)
     Jc = first[0]
     sigma1 = ecnoise(jnp.concatenate([first[1 : 1 + EC], first[:1], first[1 + EC :]]))
+    low = lower_precision(dtype, sigma1, Jc)
+    fine = _fine(first, Jc, DELTA1[jnp.dtype(dtype).name], G, C, eG, eC, sigma1, m)
     if log_eps0 is None:
-        low = lower_precision(dtype, sigma1, Jc)
         log_eps0 = jnp.where(low, _EPS0[("float32", m)], _EPS0[(jnp.dtype(dtype).name, m)])
     eps = jnp.exp2(jnp.asarray(log_eps0, dtype) - jnp.arange(num_rungs, dtype=dtype))
-    # stage 2: the ladder, and the noise at its top rung (δ = the smallest rung / 8)
+    # stage 2: the ladder, and the noise at the ladder's finest scale (δ = the smallest rung / 8)
+    # at θ and at the top rung. Rounding noise does not depend on the spacing; a noise that grows
+    # from the fine table to the ladder's scale is structure finer than the ladder (`structured`)
     delta = eps[-1] / 8
-    steps = jnp.concatenate([eps, eps[0] + t * delta])
+    steps = jnp.concatenate([eps, t * delta, eps[0] + t * delta])
     values = _evaluate(loss_fn, lay, params, args, theta[None, :] + steps[:, None] * h[None, :], chunk_size)
-    J, e2 = values[:num_rungs], values[num_rungs:]
-    table2 = jnp.concatenate([e2[:EC], J[:1], e2[EC:]])
-    sigma = jnp.maximum(sigma1, ecnoise(table2))
-    num_evals = 1 + 2 * EC + num_rungs + 2 * EC
+    J, e2, e3 = values[:num_rungs], values[num_rungs : num_rungs + 2 * EC], values[num_rungs + 2 * EC :]
+    sigma_l = ecnoise(jnp.concatenate([e2[:EC], Jc[None], e2[EC:]]))
+    sigma_top = ecnoise(jnp.concatenate([e3[:EC], J[:1], e3[EC:]]))
+    sigma = jnp.maximum(jnp.maximum(sigma1, sigma_l), sigma_top)
+    structured = sigma_l > STRUCTURE * (sigma1 + _rounding.unit_roundoff(values.dtype) * jnp.abs(Jc))
+    num_evals = 1 + 2 * EC + num_rungs + 4 * EC
+    # the table at θ continues the ladder: its points 4δ, 2δ, δ are the rungs ε_K, ε_K+1, ε_K+2, so
+    # assumption A is seen below the smallest rung too (where a loss with structure between the
+    # table's and the ladder's scales shows it)
+    J = jnp.concatenate([J, e2[EC + 3 : EC + 4], e2[EC + 1 : EC + 2], e2[EC : EC + 1]])
+    eps = jnp.concatenate([eps, 4 * delta[None], 2 * delta[None], delta[None]])
     jdtype = values.dtype
     tol = jnp.asarray(tol, jdtype)
-    out = analyse(J, Jc, eps.astype(jdtype), G.astype(jdtype), C.astype(jdtype), eG, eC, sigma, m, jdtype, tol)
+    out = analyse(J, Jc, eps.astype(jdtype), G.astype(jdtype), C.astype(jdtype), eG, eC, sigma, m, jdtype, tol, structured, low, fine)
     grad_failed = jnp.asarray(False)
     if m == 2:
-        first = analyse(J, Jc, eps.astype(jdtype), G.astype(jdtype), C, eG, eC, sigma, 1, jdtype, tol)
+        first = analyse(J, Jc, eps.astype(jdtype), G.astype(jdtype), C, eG, eC, sigma, 1, jdtype, tol, structured, low, _fine(first, Jc, DELTA1[jnp.dtype(dtype).name], G, C, eG, eC, sigma1, 1))
         grad_failed = first["failed"]
         out["failed"] = out["failed"] | grad_failed
         out["passed"] = out["passed"] & ~grad_failed
@@ -388,6 +439,7 @@ def _run(loss_fn, grad_fn, hvp_fn, params, args, key, direction, log_eps0, num_r
         directional=G.astype(jdtype),
         curvature=C.astype(jdtype),
         gradient_failed=grad_failed,
+        structured=structured,
         tol=tol,
         order=m,
         num_evals=num_evals,
