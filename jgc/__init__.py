@@ -2,6 +2,8 @@
 
 import importlib.metadata
 
+from ._adjoint import AdjointCheck as AdjointCheck
+from ._adjoint import check_adjoint as check_adjoint
 from ._check import assert_grad as assert_grad
 from ._check import check_grad as check_grad
 from ._check import numeric_grad as numeric_grad
@@ -23,8 +25,12 @@ from ._result import JVPCheck as JVPCheck
 from ._result import Noise as Noise
 from ._result import SampledCheck as SampledCheck
 from ._result import VJPCheck as VJPCheck
+from ._rules import RuleCheck as RuleCheck
+from ._rules import check_rule as check_rule
 from ._seeds import check_seeds as check_seeds
 from ._seeds import check_snapshots as check_snapshots
+from ._taylor import TaylorTest as TaylorTest
+from ._taylor import taylor_test as taylor_test
 
 try:
     __version__ = importlib.metadata.version("jgc")
@@ -32,6 +38,7 @@ except importlib.metadata.PackageNotFoundError:  # running from a source tree
     __version__ = "0.0.0"
 
 __all__ = [
+    "AdjointCheck",
     "Autodiff",
     "Coordinate",
     "Diagnosis",
@@ -42,17 +49,22 @@ __all__ = [
     "JVPCheck",
     "Location",
     "Noise",
+    "RuleCheck",
     "SampledCheck",
+    "TaylorTest",
     "VJPCheck",
     "assert_grad",
+    "check_adjoint",
     "check_directions",
     "check_grad",
     "check_hvp",
     "check_jvp",
+    "check_rule",
     "check_vjp",
     "check_seeds",
     "check_snapshots",
     "locate",
     "numeric_grad",
     "relative_error",
+    "taylor_test",
 ]

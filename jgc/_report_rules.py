@@ -107,3 +107,179 @@ def format_adjoint(res) -> str:
     lines.append(f"  {'block':<22} {'rel_error':>9}  {'proven':>7}  {'possible':>7}  {'ρ(A)':>9}  {'ρ(AT)':>9}")
     lines += [r[2] for r in sorted(rows, key=lambda r: (r[0], r[1]))]
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- taylor_test
+
+
+def taylor_line(res) -> str:
+    if _traced(res.passed):
+        return TRACED
+    if _batched(res.passed):
+        return _batch_line(res.passed, res.failed, "tests")
+    p = res.expected_rate
+    term = "⟨g, h⟩" if res.order == 1 else "⟨h, Hh⟩"
+    rate = float(res.rate)
+    rate_txt = f"rate {rate:.2f}" if np.isfinite(rate) else "no rate"
+    rounding = float(res.rounding_eps)
+    where = f"rounding took over below ε = {rounding:.1e}" if np.isfinite(rounding) else "every rung above rounding"
+    cost = f"{res.order}st-order, {res.dtype}, {res.num_evals} loss evaluations".replace("2st", "2nd")
+    bound = float(res.rel_error_bound)
+    if bool(res.passed):
+        if np.isfinite(rate):
+            what = f"{rate_txt} (expected {p}): {term} agrees within {bound:.1e} (tol {float(res.tol):.1e})"
+        else:
+            what = f"the remainder stays at the rounding level: {term} agrees within {bound:.1e} (tol {float(res.tol):.1e})"
+    elif bool(res.failed):
+        if res.order == 2 and bool(res.gradient_failed):
+            what = "the gradient is wrong: its own remainder falls at rate 1"
+        elif not (np.isfinite(float(res.loss)) and np.isfinite(float(res.directional)) and np.isfinite(float(res.curvature))):
+            what = "a value is not finite (J(θ), ⟨g, h⟩ or ⟨h, Hh⟩)"
+        else:
+            what = f"{rate_txt} (expected {p}, wrong terms give {p - 1}): {term} is off by {float(res.rel_error):.1e} (relative)"
+    else:
+        resolved = int(np.sum(np.asarray(res.resolved)))
+        if resolved < 3:
+            what = f"only {resolved} rungs above rounding"
+        elif bool(res.structured):
+            what = "the loss has structure finer than the ladder (its noise grows with the spacing)"
+        elif not np.all(np.asarray(res.asymptotic)):
+            what = f"{rate_txt}: the loss is not in its asymptotic regime on the ladder (its higher differences do not fall)"
+        else:
+            what = f"{rate_txt}: neither {p} nor {p - 1} proven; {term} agrees within {bound:.1e} at best (tol {float(res.tol):.1e})"
+        what += "; try another eps0 (or float64)"
+    return f"{_status(res)}: {what}; {where} ({cost})"
+
+
+def format_taylor(res) -> str:
+    if _traced(res.passed):
+        return f"jgc taylor_test: {TRACED}"
+    if _batched(res.passed):
+        index = _worst_index(res)
+        return f"jgc taylor_test, batched: {taylor_line(res)}\nworst test (#{index}):\n" + format_taylor(_select(res, index))
+    lines = [f"jgc taylor_test {taylor_line(res)}"]
+    lines.append(f"  {'eps':>9}  {'remainder':>11}  {'± bound':>9}  {'rate':>6}  note")
+    eps, R, b = (np.asarray(x, float) for x in (res.eps, res.remainder, res.bound))
+    rates, resolved, wrong = np.asarray(res.rates, float), np.asarray(res.resolved), np.asarray(res.proven_wrong)
+    K = len(eps)
+    for k in range(K):
+        rate = f"{rates[k]:6.2f}" if k < K - 1 and np.isfinite(rates[k]) else " " * 6
+        note = "" if resolved[k] else "at rounding"
+        if k < K - 1 and wrong[k]:
+            note = "not the remainder of right terms"
+        if k >= K - 3:
+            note = (note + ", " if note else "") + "(noise table)"
+        lines.append(f"  {eps[k]:9.2e}  {R[k]:11.3e}  {b[k]:9.1e}  {rate}  {note}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- check_rule
+
+
+def rule_line(res) -> str:
+    if _traced(res.tol):
+        return TRACED
+    if _batched(res.tol):
+        return _batch_line(res.passed, res.failed, "checks")
+    if bool(res.passed):
+        what = f"every rule agrees on {len(res.in_paths)} inputs × {len(res.out_paths)} outputs"
+    elif bool(res.failed):
+        parts = []
+        pf = np.asarray(res.pair_failed)
+        pairs = [f"{res.in_paths[i] or 'x'} → out{res.out_paths[o]}" for i, o in zip(*np.nonzero(pf), strict=True)]
+        if pairs:
+            parts.append("wrong for " + ", ".join(pairs[:6]) + (f" and {len(pairs) - 6} more" if len(pairs) > 6 else ""))
+        prim = np.asarray(res.primal_error, float)
+        bad = [f"out{res.out_paths[o]}" for o in range(len(res.out_paths)) if np.any(prim[o] > float(res.tol))]
+        if bad:
+            parts.append("primal output differs from f at " + ", ".join(bad))
+        if not parts:
+            parts.append("a sub-check failed (see below)")
+        what = "; ".join(parts)
+    else:
+        what = "no rule proven wrong, but a sub-check could not resolve its tolerance (see below)"
+    rules = "JVP " + ("✓" if not res.jvp_missing else "—") + ", VJP " + ("✓" if not res.vjp_missing else "—")
+    return f"{_status(res)}: {what} ({rules}; {res.num_evals} f evaluations in the finite-difference checks)"
+
+
+def _cell(value, tol, zero=False) -> str:
+    if np.isnan(value):
+        return f"{'—':>9}"
+    bad = value != 0 if zero else not value <= tol
+    return f"{value:8.1e}{'✗' if bad else ' '}"
+
+
+def _sub_status(r) -> str:
+    return "passed" if bool(r.passed) else "FAILED" if bool(r.failed) else "inconclusive"
+
+
+def format_rule(res) -> str:
+    if _traced(res.tol):
+        return f"jgc check_rule: {TRACED}"
+    if _batched(res.tol):
+        index = _worst_index(res)
+        return f"jgc check_rule, batched: {rule_line(res)}\nworst check (#{index}):\n" + format_rule(_select(res, index))
+    tol = float(res.tol)
+    lines = [f"jgc check_rule {rule_line(res)}"]
+    pf = np.asarray(res.pair_failed)
+    jvp_f = np.asarray(res._jvp_pair("failed")) if res.jvp is not None else None
+    jvp_p = np.asarray(res._jvp_pair("passed")) if res.jvp is not None else None
+    vjp_f = np.asarray(res._vjp_pair("failed")) if res.vjp else None
+    vjp_p = np.asarray(res._vjp_pair("passed")) if res.vjp else None
+    adj = np.asarray(res.adjoint.block_failed) if res.adjoint is not None else None
+    adj_rel = None
+    if res.adjoint is not None:
+        D, S = np.abs(np.asarray(res.adjoint.mismatch, float)), np.asarray(res.adjoint.scale, float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            adj_rel = np.where(S.max(0) > 0, D.max(0) / np.where(S.max(0) > 0, S.max(0), 1), 0.0)
+
+    def verdict(f, p, i, o):
+        if f is None:
+            return f"{'—':>7}"
+        return f"{'✗ fail' if f[i, o] else 'ok' if p[i, o] else '? unres':>7}"
+
+    head = f"  {'input → output':<28} {'JVP·fd':>7} {'VJP·fd':>7} {'JVP·VJP':>9} {'sym-zero':>9} {'vmap JVP':>9} {'vmap VJP':>9}"
+    lines.append(head)
+    rows = []
+    for i, ip in enumerate(res.in_paths):
+        for o, op in enumerate(res.out_paths):
+            mark = "✗" if pf[i, o] else " "
+            adj_cell = f"{'—':>9}" if adj is None else f"{adj_rel[i, o]:8.1e}{'✗' if adj[i, o] else ' '}"
+            rows.append(
+                (
+                    not pf[i, o],
+                    f"{mark} {(ip or 'x') + ' → out' + op:<28} {verdict(jvp_f, jvp_p, i, o)} {verdict(vjp_f, vjp_p, i, o)} "
+                    f"{adj_cell} {_cell(float(res.symbolic_error[i, o]), tol)} {_cell(float(res.vmap_jvp[i, o]), tol)} "
+                    f"{_cell(float(res.vmap_vjp[i, o]), tol)}",
+                )
+            )
+    lines += [r[1] for r in sorted(rows, key=lambda r: r[0])]
+    lines.append(f"  {'output':<28} {'primal·JVP':>10} {'primal·VJP':>10} {'JVP(0)':>9} {'vmap f':>9}")
+    prim = np.asarray(res.primal_error, float)
+    for o, op in enumerate(res.out_paths):
+        lines.append(
+            f"  {'out' + op:<28} {_cell(prim[o, 0], tol):>10} {_cell(prim[o, 1], tol):>10} "
+            f"{_cell(float(res.zero_jvp[o]), tol, zero=True)} {_cell(float(res.vmap_primal[o]), tol)}"
+        )
+    zv = np.asarray(res.zero_vjp, float)
+    if np.any(~np.isnan(zv)):
+        lines.append("  VJP(0) per input: " + ", ".join(f"{p or 'x'} {_cell(zv[i], tol, zero=True).strip()}" for i, p in enumerate(res.in_paths)))
+    subs = []
+    if res.jvp is not None:
+        subs.append(f"check_jvp {_sub_status(res.jvp)} (rel_error {float(res.jvp.rel_error):.1e}, tol {float(res.jvp.tol):.0e})")
+    for k, r in enumerate(res.vjp):
+        where = f" out{res.out_paths[k]}" if res.vjp_per_output else ""
+        subs.append(f"check_vjp{where} {_sub_status(r)} (rel_error {float(r.rel_error):.1e}, tol {float(r.tol):.0e})")
+    if res.adjoint is not None:
+        subs.append(f"check_adjoint {_sub_status(res.adjoint)} (rel_error {float(res.adjoint.rel_error):.1e})")
+    lines.append("  sub-checks: " + "; ".join(subs))
+    if res.jvp_missing:
+        lines.append(f"  no JVP: {res.jvp_missing}")
+    if res.vjp_missing:
+        lines.append(f"  no VJP: {res.vjp_missing}")
+    for p, why in res.unchecked_in:
+        lines.append(f"  not checked: input {p} ({why})")
+    for p, why in res.unchecked_out:
+        lines.append(f"  not checked: output {p} ({why})")
+    lines.append(f"  exact checks: relative difference, ✗ beyond tol {tol:.0e} (JVP(0), VJP(0): ✗ unless exactly 0)")
+    return "\n".join(lines)
