@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _rounding, _validate
+from . import _rounding, _signs, _validate
 from ._typing import Array, PyTree
 
 KG = 6.0  # random-sign projection: |⟨e, y⟩| ≤ KG·‖e‖ but for 2·exp(−KG²/2) = 3e-8
@@ -307,31 +307,11 @@ def _side(outs, vs, leaves_of_block, nb_out, conjugate, first: bool):
     return [jnp.stack(x, axis=-1) for x in (dots, bounds, sizes, resid)]  # (pair, nb_in, [3,] nb_out)
 
 
-def _fmix(h):
-    """MurmurHash3's 32-bit finaliser: a bijection of uint32 whose output bits each depend on every input bit."""
-    h = h ^ (h >> 16)
-    h = h * jnp.uint32(0x85EBCA6B)
-    h = h ^ (h >> 13)
-    h = h * jnp.uint32(0xC2B2AE35)
-    return h ^ (h >> 16)
-
-
-def sign_bits(key, shape) -> jax.Array:
-    """uint32 random words: a counter hashed with the key's data (no threefry: a test's only
-    randomness is signs, and threefry's unrolled rounds cost more to compile than the test)."""
-    words = jax.random.key_data(key).reshape(-1).astype(jnp.uint32) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key.reshape(-1).astype(jnp.uint32)
-    seed = jnp.uint32(0x9E3779B9)
-    for i in range(words.shape[0]):
-        seed = _fmix(seed ^ words[i] + jnp.uint32(i))
-    counter = jax.lax.iota(jnp.uint32, int(np.prod(shape, dtype=int))).reshape(shape)
-    return _fmix(_fmix(counter ^ seed) + seed)
-
-
 def measure(A, AT, xs: Space, ys: Space, key, num_pairs: int, blocks: bool, conjugate: bool):
     """Per pair and block: (D, S, bound) with shape (pair, x block, y block), and per block the
     measured rounding levels of A and AT (x block, y block)."""
     bx, by = (xs.k, ys.k) if blocks else (1, 1)
-    bits = sign_bits(key, (2 * num_pairs, xs.size() + ys.size()))  # one draw for everything
+    bits = _signs.bits(key, (2 * num_pairs, xs.size() + ys.size()))  # one draw for everything
     x2, y2 = xs.signs(bits[:, : xs.size()], 2 * num_pairs), ys.signs(bits[:, xs.size() :], 2 * num_pairs)
     x, zx = [v[:num_pairs] for v in x2], [v[num_pairs:] for v in x2]  # per leaf (pair, *shape)
     y, zy = [v[:num_pairs] for v in y2], [v[num_pairs:] for v in y2]

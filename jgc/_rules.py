@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _tree, _validate
+from . import _signs, _tree, _validate
 from ._adjoint import AdjointCheck, check_adjoint
 from ._typing import Array, PyTree, Tracer
 
@@ -211,8 +211,8 @@ def _zeros(shapes, dtypes):
     return [jnp.zeros(s, d) for s, d in zip(shapes, dtypes, strict=True)]
 
 
-def _normal(key, shapes, dtypes):
-    return [jax.random.normal(jax.random.fold_in(key, i), s, d) for i, (s, d) in enumerate(zip(shapes, dtypes, strict=True))]
+def _random(key, shapes, dtypes, salt: int):
+    return [_signs.signs(key, s, d, salt=salt + i) for i, (s, d) in enumerate(zip(shapes, dtypes, strict=True))]
 
 
 def _available(rules: Rules, primals) -> tuple[str, str]:
@@ -264,7 +264,6 @@ def extras(rules: Rules, primals, key, has_jvp: bool, has_vjp: bool):
     n_in, n_out = spec.n_in, spec.n_out
     nan_out = jnp.full((n_out,), jnp.nan)
     nan_io = jnp.full((n_in, n_out), jnp.nan)
-    k_sym, k_batch, k_t, k_c = jax.random.split(key, 4)
     y = rules.out_leaves(rules.out(*primals))
     primal_error = [nan_out, nan_out]
     zero_vjp, zero_jvp = jnp.full((n_in,), jnp.nan), nan_out
@@ -279,7 +278,7 @@ def extras(rules: Rules, primals, key, has_jvp: bool, has_vjp: bool):
     # symbolic zeros: output o alone against the full VJP with zeros on the other outputs
     symbolic = nan_io
     if has_vjp and n_out > 1:
-        cts = _normal(k_sym, spec.out_shapes, spec.out_dtypes)
+        cts = _random(key, spec.out_shapes, spec.out_dtypes, 1000)
         cols = []
         for o in range(n_out):
             alone = rules.vjp_one(primals, o, cts[o])
@@ -288,7 +287,7 @@ def extras(rules: Rules, primals, key, has_jvp: bool, has_vjp: bool):
             cols.append(jnp.stack([rel_diff(a, b) for a, b in zip(alone, full, strict=True)]))
         symbolic = jnp.stack(cols, axis=1)
     # the rules under vmap against a loop, over a batch of nearby primals
-    batch = _batch(spec, primals, k_batch)
+    batch = _batch(spec, primals, key)
     vm_primal = jnp.stack(
         [rel_diff(a, b) for a, b in zip(rules.out_leaves(jax.vmap(rules.out)(*batch)), rules.out_leaves(jax.lax.map(lambda p: rules.out(*p), batch)), strict=True)]
     )
@@ -297,11 +296,11 @@ def extras(rules: Rules, primals, key, has_jvp: bool, has_vjp: bool):
     # on leaf i only, so a pair's error is localised; vmap over it against lax.map (no batching)
     if has_jvp:
         vm_jvp = _vmap_vs_loop(
-            lambda p, ts: rules.jvp(p, ts)[1], batch, k_t, spec.in_shapes, spec.in_dtypes, spec.n_in, spec.n_out, False
+            lambda p, ts: rules.jvp(p, ts)[1], batch, key, 3000, spec.in_shapes, spec.in_dtypes, spec.n_in, spec.n_out, False
         )
     if has_vjp:
         vm_vjp = _vmap_vs_loop(
-            lambda p, cs: rules.vjp(p, cs)[1], batch, k_c, spec.out_shapes, spec.out_dtypes, spec.n_out, spec.n_in, True
+            lambda p, cs: rules.vjp(p, cs)[1], batch, key, 4000, spec.out_shapes, spec.out_dtypes, spec.n_out, spec.n_in, True
         )
     return dict(
         primal_error=jnp.stack(primal_error, axis=1),
@@ -314,13 +313,13 @@ def extras(rules: Rules, primals, key, has_jvp: bool, has_vjp: bool):
     )
 
 
-def _vmap_vs_loop(fn, batch, key, shapes, dtypes, n_leaves: int, n_results: int, transpose: bool):
+def _vmap_vs_loop(fn, batch, key, salt: int, shapes, dtypes, n_leaves: int, n_results: int, transpose: bool):
     """Relative differences (in leaf, out leaf) between vmap and lax.map of fn(primals, vectors)
     over the batch, each element's vectors nonzero on one leaf only."""
     n = n_leaves * VMAP_BATCH
     vectors = []
     for j, (s, d) in enumerate(zip(shapes, dtypes, strict=True)):
-        v = jax.random.normal(jax.random.fold_in(key, j), (n_leaves, VMAP_BATCH) + s, d)
+        v = _signs.signs(key, (n_leaves, VMAP_BATCH) + s, d, salt=salt + j)
         mask = (np.arange(n_leaves) == j).reshape((n_leaves, 1) + (1,) * len(s))
         vectors.append(jnp.where(mask, v, jnp.zeros((), d)).reshape((n,) + s))
     primals = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x[None], (n_leaves,) + x.shape).reshape((n,) + x.shape[1:]), batch)
@@ -344,7 +343,7 @@ def _batch(spec: Spec, primals, key):
         if i in checked:
             rms = jnp.sqrt(jnp.mean(jnp.square(v))) if v.size else jnp.zeros((), v.dtype)
             scale = VMAP_SPREAD * jnp.where(rms > 0, rms, 1.0)
-            z = jax.random.normal(jax.random.fold_in(key, i), (VMAP_BATCH - 1,) + v.shape, v.dtype)
+            z = _signs.signs(key, (VMAP_BATCH - 1,) + v.shape, v.dtype, salt=2000 + i)
             out.append(jnp.concatenate([v[None], v[None] + scale.astype(v.dtype) * z]))
         else:
             out.append(jnp.broadcast_to(v[None], (VMAP_BATCH,) + v.shape))

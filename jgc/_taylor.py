@@ -47,7 +47,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _rounding, _tree, _validate
+from . import _rounding, _signs, _tree, _validate
 from ._typing import Array, PyTree, Tracer
 
 KAPPA = 4.0  # standard deviations of the loss's measured noise per value
@@ -67,12 +67,12 @@ PLAUSIBLE = 4096.0  # a rounding noise is at most this many roundings of the los
 STRUCTURE = 4.0  # the ladder-scale noise exceeds the fine one by this factor: structure, not rounding
 
 
-def lower_precision(dtype, sigma, center):
+def lower_precision(xp, dtype, sigma, center):
     """A loss of float64 parameters whose relative noise is nearer float32's rounding than float64's."""
     if jnp.dtype(dtype).name != "float64":
-        return jnp.asarray(False)
-    u32, u64 = _rounding.unit_roundoff(jnp.float32), _rounding.unit_roundoff(jnp.float64)
-    return sigma > math.sqrt(u32 * u64) * jnp.abs(center)
+        return xp.asarray(False)
+    u32, u64 = _rounding.unit_roundoff(np.float32), _rounding.unit_roundoff(np.float64)
+    return sigma > math.sqrt(u32 * u64) * xp.abs(center)
 
 
 @jax.tree_util.register_dataclass
@@ -167,7 +167,7 @@ class TaylorTest:
 # ---------------------------------------------------------------- noise
 
 
-def ecnoise(values: jax.Array) -> jax.Array:
+def ecnoise(xp, values):
     """Noise std from 2·EC + 1 equally spaced values (Moré & Wild's ECnoise table).
 
     The k-th differences of a smooth function at a tiny spacing vanish, those of noise of
@@ -179,26 +179,26 @@ def ecnoise(values: jax.Array) -> jax.Array:
         f = f[1:] - f[:-1]
         if k >= 3:
             gamma = math.factorial(k) ** 2 / math.factorial(2 * k)
-            ests.append(jnp.sqrt(gamma * jnp.mean(f * f)))
-    ests = jnp.sort(jnp.stack(ests))
+            ests.append(xp.sqrt(gamma * xp.mean(f * f)))
+    ests = xp.sort(xp.stack(ests))
     return 0.5 * (ests[1] + ests[2])
 
 
 # ---------------------------------------------------------------- the verdict
 
 
-def _reverse_all(ok: jax.Array) -> jax.Array:
+def _reverse_all(xp, ok):
     """out[k] = all(ok[k:]) (True past the end)."""
-    return jnp.flip(jnp.cumprod(jnp.flip(ok).astype(jnp.int32)) > 0)
+    return xp.flip(xp.cumprod(xp.flip(ok).astype(xp.int32)) > 0)
 
 
-def _last_index(mask: jax.Array) -> jax.Array:
+def _last_index(xp, mask):
     """The largest index where mask holds, −1 when none does."""
-    idx = jnp.arange(mask.shape[0])
-    return jnp.max(jnp.where(mask, idx, -1))
+    idx = xp.arange(mask.shape[0])
+    return xp.max(xp.where(mask, idx, -1))
 
 
-def analyse(J, Jc, eps, G, C, eG, eC, sigma, m: int, dtype, tol, structured=False, low=None, fine=None):
+def analyse(xp, J, Jc, eps, G, C, eG, eC, sigma, m: int, dtype, tol, structured=False, low=None, fine=None):
     """Remainders, rates and the verdict of order m from the loss values on the ladder.
 
     J: (K,) loss values at θ + ε_k h; Jc: J(θ); G, C: ⟨g, h⟩ and ⟨h, Hh⟩ with rounding
@@ -207,107 +207,107 @@ def analyse(J, Jc, eps, G, C, eG, eC, sigma, m: int, dtype, tol, structured=Fals
     u = _rounding.unit_roundoff(dtype)
     K = J.shape[0]
     lin = eps * G
-    quad = 0.5 * eps**2 * C if m == 2 else jnp.zeros_like(eps)
+    quad = 0.5 * eps**2 * C if m == 2 else xp.zeros_like(eps)
     R = (J - Jc) - lin - quad
     tau = (
         KAPPA * math.sqrt(2) * sigma
-        + u * (jnp.abs(J) + jnp.abs(Jc))
+        + u * (xp.abs(J) + xp.abs(Jc))
         + eps * eG
         + (0.5 * eps**2 * eC if m == 2 else 0.0)
-        + 2 * u * (jnp.abs(J - Jc) + jnp.abs(lin) + jnp.abs(quad))
+        + 2 * u * (xp.abs(J - Jc) + xp.abs(lin) + xp.abs(quad))
     )
     two = 2.0**m
     D = R[:-1] - two * R[1:]
     cj = math.sqrt(1 + two**2 + (two - 1) ** 2)  # J_k, J_{k+1}, J(θ) in D
     tau_D = (
         KAPPA * cj * sigma
-        + u * (jnp.abs(J[:-1]) + two * jnp.abs(J[1:]) + (two - 1) * jnp.abs(Jc))
+        + u * (xp.abs(J[:-1]) + two * xp.abs(J[1:]) + (two - 1) * xp.abs(Jc))
         + (eps[:-1] * eG if m == 2 else 0.0)
-        + 2 * u * (jnp.abs(R[:-1]) + two * jnp.abs(R[1:]) + jnp.abs(lin[:-1]))
+        + 2 * u * (xp.abs(R[:-1]) + two * xp.abs(R[1:]) + xp.abs(lin[:-1]))
     )
-    finite = jnp.isfinite(R)
-    resolved = finite & (jnp.abs(R) > RES * tau)
+    finite = xp.isfinite(R)
+    resolved = finite & (xp.abs(R) > RES * tau)
 
     # assumption A along the ladder, where the noise lets it be seen: D falls neither slower than
     # 2^-(m+½) per halving nor, where it is resolved, faster than 2^-(m+3) (a D crossing zero)
     slow, fast = GATE / two, FAST / two
-    too_slow = (jnp.abs(D[1:]) - tau_D[1:]) > slow * (jnp.abs(D[:-1]) + tau_D[:-1])  # (K − 2,)
-    d_resolved = jnp.abs(D[:-1]) > RES * tau_D[:-1]
-    too_fast = d_resolved & ((jnp.abs(D[1:]) + tau_D[1:]) < fast * (jnp.abs(D[:-1]) - tau_D[:-1]))
-    violated = too_slow | too_fast | ~jnp.isfinite(D[1:]) | ~jnp.isfinite(D[:-1])
-    violated = jnp.concatenate([violated, jnp.zeros((1,), bool)])  # (K − 1,): nothing to check past the last D
-    asymptotic = _reverse_all(~violated)
+    too_slow = (xp.abs(D[1:]) - tau_D[1:]) > slow * (xp.abs(D[:-1]) + tau_D[:-1])  # (K − 2,)
+    d_resolved = xp.abs(D[:-1]) > RES * tau_D[:-1]
+    too_fast = d_resolved & ((xp.abs(D[1:]) + tau_D[1:]) < fast * (xp.abs(D[:-1]) - tau_D[:-1]))
+    violated = too_slow | too_fast | ~xp.isfinite(D[1:]) | ~xp.isfinite(D[:-1])
+    violated = xp.concatenate([violated, xp.zeros((1,), bool)])  # (K − 1,): nothing to check past the last D
+    asymptotic = _reverse_all(xp, ~violated)
 
     # right terms: R_k = λ·D_k with λ in the band; proven wrong when no λ in the band fits
     lam = (LAMBDA[0] / M, LAMBDA[1] * M)
     Rk, tR = R[:-1], tau[:-1]
-    f1 = jnp.abs(Rk - lam[0] * D) - tR - lam[0] * tau_D
-    f2 = jnp.abs(Rk - lam[1] * D) - tR - lam[1] * tau_D
-    same_side = jnp.sign(Rk - lam[0] * D) == jnp.sign(Rk - lam[1] * D)
+    f1 = xp.abs(Rk - lam[0] * D) - tR - lam[0] * tau_D
+    f2 = xp.abs(Rk - lam[1] * D) - tR - lam[1] * tau_D
+    same_side = xp.sign(Rk - lam[0] * D) == xp.sign(Rk - lam[1] * D)
     outside = (f1 > 0) & (f2 > 0) & same_side
-    proven_wrong = resolved[:-1] & jnp.isfinite(D) & asymptotic & outside
+    proven_wrong = resolved[:-1] & xp.isfinite(D) & asymptotic & outside
     # the noise must be rounding: not growing with the spacing (structure finer than the ladder),
     # and not beyond PLAUSIBLE roundings of the loss's values (a loss varying at scales no table
     # resolves looks like noise, and may have any slope)
-    u_eff = jnp.where(low, _rounding.unit_roundoff(jnp.float32), u) if low is not None else u
-    magnitude = jnp.maximum(jnp.abs(Jc), jnp.max(jnp.where(jnp.isfinite(J), jnp.abs(J), 0.0)))
+    u_eff = xp.where(low, _rounding.unit_roundoff(np.float32), u) if low is not None else u
+    magnitude = xp.maximum(xp.abs(Jc), xp.max(xp.where(xp.isfinite(J), xp.abs(J), 0.0)))
     rounding_like = ~structured & (sigma <= PLAUSIBLE * u_eff * magnitude)
     proven_wrong = proven_wrong & rounding_like
     # the error of the last term each rung allows, a·ε^m ∈ R − λD ± noise: two rungs must agree on it
-    lo = (jnp.minimum(Rk - lam[0] * D, Rk - lam[1] * D) - tR - lam[1] * tau_D) / eps[:-1] ** m
-    hi = (jnp.maximum(Rk - lam[0] * D, Rk - lam[1] * D) + tR + lam[1] * tau_D) / eps[:-1] ** m
+    lo = (xp.minimum(Rk - lam[0] * D, Rk - lam[1] * D) - tR - lam[1] * tau_D) / eps[:-1] ** m
+    hi = (xp.maximum(Rk - lam[0] * D, Rk - lam[1] * D) + tR + lam[1] * tau_D) / eps[:-1] ** m
     # the finest table measures the last term at its own scale δ₁: where it agrees with the analytic
     # term and not with what the ladder says, the loss has structure between the scales (no failure)
     if fine is not None:
         f_err, f_bound = fine
         contradicts = (f_err + f_bound < lo) | (f_err - f_bound > hi)
-        proven_wrong = proven_wrong & ~((jnp.abs(f_err) <= f_bound) & contradicts)
+        proven_wrong = proven_wrong & ~((xp.abs(f_err) <= f_bound) & contradicts)
     agree = (lo[:-1] <= hi[1:]) & (lo[1:] <= hi[:-1])
     # a failure: two consecutive rungs, with A seen (two D ratios) below the first
-    seen = jnp.arange(K - 2) <= K - 4
-    failed = jnp.any(proven_wrong[:-1] & proven_wrong[1:] & agree & seen)
+    seen = xp.arange(K - 2) <= K - 4
+    failed = xp.any(proven_wrong[:-1] & proven_wrong[1:] & agree & seen)
 
     # rates and their rounding intervals
     both = resolved[:-1] & resolved[1:]
-    a, b = jnp.abs(R[:-1]), jnp.abs(R[1:])
-    safe = lambda x: jnp.where(both, x, 1.0)  # noqa: E731
-    rates = jnp.where(both, jnp.log2(safe(a) / safe(b)), jnp.nan)
-    rate_lo = jnp.where(both, jnp.log2(safe(a - tau[:-1]) / safe(b + tau[1:])), -jnp.inf)
+    a, b = xp.abs(R[:-1]), xp.abs(R[1:])
+    safe = lambda x: xp.where(both, x, 1.0)  # noqa: E731
+    rates = xp.where(both, xp.log2(safe(a) / safe(b)), xp.nan)
+    rate_lo = xp.where(both, xp.log2(safe(a - tau[:-1]) / safe(b + tau[1:])), -xp.inf)
     triple = both[:-1] & both[1:]  # rungs k, k+1, k+2 resolved
-    last = _last_index(triple)
-    lk = jnp.maximum(last, 0)
+    last = _last_index(xp, triple)
+    lk = xp.maximum(last, 0)
     p_half = m + 0.5
     rate_ok = (rate_lo[lk] >= p_half) & (rate_lo[lk + 1] >= p_half) & asymptotic[lk]
     passed_rate = (last >= 0) & rate_ok
 
     # the error of the last term the rungs allow (under A), relative to the term
-    err_hi = (jnp.maximum(jnp.abs(Rk - LAMBDA[0] * D), jnp.abs(Rk - LAMBDA[1] * D)) + tR + LAMBDA[1] * tau_D) / eps[:-1] ** m
+    err_hi = (xp.maximum(xp.abs(Rk - LAMBDA[0] * D), xp.abs(Rk - LAMBDA[1] * D)) + tR + LAMBDA[1] * tau_D) / eps[:-1] ** m
     err_est = (Rk - 2 * D) / eps[:-1] ** m
     term = G if m == 1 else 0.5 * C
     numeric = term + err_est
-    denom = jnp.abs(term) + jnp.abs(numeric)
-    rel_est = jnp.where(denom > 0, jnp.abs(err_est) / jnp.where(denom > 0, denom, 1), 0.0)
-    rel_hi = jnp.where(denom > 0, err_hi / jnp.where(denom > 0, denom, 1), jnp.where(err_hi > 0, jnp.inf, 0.0))
-    usable = asymptotic & jnp.isfinite(rel_hi) & finite[:-1] & finite[1:]
-    best_bound = jnp.min(jnp.where(usable, rel_hi, jnp.inf))
+    denom = xp.abs(term) + xp.abs(numeric)
+    rel_est = xp.where(denom > 0, xp.abs(err_est) / xp.where(denom > 0, denom, 1), 0.0)
+    rel_hi = xp.where(denom > 0, err_hi / xp.where(denom > 0, denom, 1), xp.where(err_hi > 0, xp.inf, 0.0))
+    usable = asymptotic & xp.isfinite(rel_hi) & finite[:-1] & finite[1:]
+    best_bound = xp.min(xp.where(usable, rel_hi, xp.inf))
     within = best_bound <= tol
 
-    nonfinite = ~jnp.isfinite(Jc) | ~jnp.isfinite(G) | (~jnp.isfinite(C) if m == 2 else False)
+    nonfinite = ~xp.isfinite(Jc) | ~xp.isfinite(G) | (~xp.isfinite(C) if m == 2 else False)
     failed = failed | nonfinite
     passed = (passed_rate | (last < 0)) & within & ~failed
 
     # the rung that decided: the last proven-wrong one, the pass triple, else the last resolved
-    last_wrong = _last_index(proven_wrong)
-    last_res = _last_index(resolved[:-1])
-    at = jnp.where(failed & (last_wrong >= 0), last_wrong, jnp.where(passed_rate, lk + 1, jnp.maximum(last_res, 0)))
-    rate = jnp.where(
-        passed_rate, jnp.minimum(rates[lk], rates[lk + 1]), jnp.where(last_wrong >= 0, rates[jnp.maximum(last_wrong, 0)], jnp.nan)
+    last_wrong = _last_index(xp, proven_wrong)
+    last_res = _last_index(xp, resolved[:-1])
+    at = xp.where(failed & (last_wrong >= 0), last_wrong, xp.where(passed_rate, lk + 1, xp.maximum(last_res, 0)))
+    rate = xp.where(
+        passed_rate, xp.minimum(rates[lk], rates[lk + 1]), xp.where(last_wrong >= 0, rates[xp.maximum(last_wrong, 0)], xp.nan)
     )
-    rate = jnp.where(jnp.isnan(rate) & (last_res >= 0), rates[jnp.maximum(jnp.minimum(last_res, K - 2), 0)], rate)
-    rel_error = jnp.where((last_res >= 0) | (last_wrong >= 0), rel_est[at], jnp.nan)
+    rate = xp.where(xp.isnan(rate) & (last_res >= 0), rates[xp.maximum(xp.minimum(last_res, K - 2), 0)], rate)
+    rel_error = xp.where((last_res >= 0) | (last_wrong >= 0), rel_est[at], xp.nan)
     rel_bound = best_bound
-    last_resolved = _last_index(resolved)
-    rounding_eps = jnp.where(last_resolved < K - 1, eps[jnp.minimum(last_resolved + 1, K - 1)], jnp.nan)
+    last_resolved = _last_index(xp, resolved)
+    rounding_eps = xp.where(last_resolved < K - 1, eps[xp.minimum(last_resolved + 1, K - 1)], xp.nan)
     return dict(
         passed=passed,
         failed=failed,
@@ -330,7 +330,7 @@ def analyse(J, Jc, eps, G, C, eG, eC, sigma, m: int, dtype, tol, structured=Fals
 
 
 def _direction(lay: _tree.Layout, key, params) -> jax.Array:
-    """Gaussian per leaf, scaled by the leaf's rms (by the overall rms for a zero leaf, 1 if all are zero)."""
+    """Random signs per leaf, scaled by the leaf's rms (by the overall rms for a zero leaf, 1 if all are zero)."""
     theta = _tree.ravel(lay, params)
     total = jnp.sqrt(jnp.mean(jnp.square(theta)))
     parts = []
@@ -338,7 +338,7 @@ def _direction(lay: _tree.Layout, key, params) -> jax.Array:
         leaf = theta[o : o + s]
         rms = jnp.sqrt(jnp.mean(jnp.square(leaf)))
         scale = jnp.where(rms > 0, rms, jnp.where(total > 0, total, 1.0))
-        parts.append(jax.random.normal(jax.random.fold_in(key, k), (s,), theta.dtype) * scale)
+        parts.append(_signs.signs(key, (s,), theta.dtype, salt=k) * scale)
     return jnp.concatenate(parts)
 
 
@@ -347,7 +347,7 @@ def _flat_like(lay, tree, name, like):
     return _tree.ravel(lay, tree)
 
 
-def _fine(first, Jc, d, G, C, eG, eC, sigma, m: int):
+def _fine(xp, first, Jc, d, G, C, eG, eC, sigma, m: int):
     """The last term's error at the finest table's scale d: (estimate, bound).
 
     first: J(θ) then J(θ + t·d·h) for t = −4..−1, 1..4. m = 1: the central difference
@@ -360,12 +360,12 @@ def _fine(first, Jc, d, G, C, eG, eC, sigma, m: int):
         s1 = (v[1] - v[-1]) / (2 * d)
         s2 = (v[2] - v[-2]) / (4 * d)
         err, gain, term_bound = s1 - G, math.sqrt(0.5) / d, eG
-        trunc = jnp.abs(s2 - s1) / 3
+        trunc = xp.abs(s2 - s1) / 3
     else:
         s1 = (v[1] - 2 * Jc + v[-1]) / d**2
         s2 = (v[2] - 2 * Jc + v[-2]) / (4 * d**2)
         err, gain, term_bound = 0.5 * (s1 - C), 0.5 * math.sqrt(6) / d**2, 0.5 * eC
-        trunc = 0.5 * jnp.abs(s2 - s1) / 3
+        trunc = 0.5 * xp.abs(s2 - s1) / 3
     bound = KAPPA * sigma * gain + 2 * trunc + term_bound
     return err, bound
 
@@ -380,69 +380,84 @@ def _evaluate(loss_fn, lay, params, args, points, chunk_size):
     return jax.lax.map(one, points, batch_size=chunk_size)
 
 
-def _run(loss_fn, grad_fn, hvp_fn, params, args, key, direction, log_eps0, num_rungs, tol, chunk_size, lay):
+def _measure(loss_fn, grad_fn, hvp_fn, params, args, key, direction, candidates, num_rungs, chunk_size, lay):
+    """Everything that evaluates the user's functions, in one program: the loss on every point (one
+    vmap), ⟨g, h⟩ and ⟨h, Hh⟩ with their rounding bounds, and the candidate ladders."""
     theta = _tree.ravel(lay, params)
     dtype = theta.dtype
     h = _direction(lay, key, params) if direction is None else _flat_like(lay, direction, "direction", "params")
     h = h.astype(dtype)
-    g = grad_fn(params, *args) if grad_fn is not None else jax.grad(loss_fn)(params, *args)
+    g = grad_fn(params, *args) if grad_fn is not None else jax.grad(loss_fn, allow_int=True)(params, *args)
     g = _flat_like(lay, g, "grad_fn", "params").astype(dtype)
     G, eG = _rounding.dot(g, h)
-    m = 1 if hvp_fn is None else 2
-    if m == 2:
+    if hvp_fn is not None:
         Hh = hvp_fn(params, _tree.unravel(lay, h, params), *args)
         Hh = _flat_like(lay, Hh, "hvp_fn", "params").astype(dtype)
         C, eC = _rounding.dot(h, Hh)
     else:
         C, eC = jnp.zeros((), dtype), jnp.zeros((), dtype)
+    # The ladders ε_k = ε₀·2^-k with their two noise tables (δ = the smallest rung / 8, at θ and at
+    # the top rung), and a fine table at θ (δ₁: many float32 ulps, tiny for the smooth part).
     t = jnp.asarray(np.concatenate([np.arange(-EC, 0), np.arange(1, EC + 1)]), dtype)
-    # stage 1: the noise at θ, at a spacing that sees the rounding of a loss computing in float32
-    # inside float64 parameters; it picks the ladder (float32's when the loss rounds like float32)
-    first = _evaluate(loss_fn, lay, params, args, theta[None, :] + (jnp.concatenate([jnp.zeros((1,), dtype), t * DELTA1[jnp.dtype(dtype).name]]))[:, None] * h[None, :], chunk_size)
-    Jc = first[0]
-    sigma1 = ecnoise(jnp.concatenate([first[1 : 1 + EC], first[:1], first[1 + EC :]]))
-    low = lower_precision(dtype, sigma1, Jc)
-    fine = _fine(first, Jc, DELTA1[jnp.dtype(dtype).name], G, C, eG, eC, sigma1, m)
-    if log_eps0 is None:
-        log_eps0 = jnp.where(low, _EPS0[("float32", m)], _EPS0[(jnp.dtype(dtype).name, m)])
-    eps = jnp.exp2(jnp.asarray(log_eps0, dtype) - jnp.arange(num_rungs, dtype=dtype))
-    # stage 2: the ladder, and the noise at the ladder's finest scale (δ = the smallest rung / 8)
-    # at θ and at the top rung. Rounding noise does not depend on the spacing; a noise that grows
-    # from the fine table to the ladder's scale is structure finer than the ladder (`structured`)
+    ladders = jnp.stack([jnp.exp2(jnp.asarray(c, dtype) - jnp.arange(num_rungs, dtype=dtype)) for c in candidates])
+    steps = [jnp.zeros((1,), dtype), t * DELTA1[jnp.dtype(dtype).name]]
+    for eps in ladders:
+        delta = eps[-1] / 8
+        steps += [eps, t * delta, eps[0] + t * delta]
+    values = _evaluate(loss_fn, lay, params, args, theta[None, :] + jnp.concatenate(steps)[:, None] * h[None, :], chunk_size)
+    return dict(values=values, G=G, C=C, eG=eG, eC=eC, ladders=ladders)
+
+
+def _decide(xp, meas, m: int, num_rungs: int, tol, theta_dtype) -> TaylorTest:
+    """The verdict from the measured values (NumPy on the host, jax.numpy under a trace).
+
+    Rounding noise does not depend on the spacing; a noise that grows from the fine table to the
+    ladder's scale is structure finer than the ladder (`structured`). With two candidate ladders
+    (float64 parameters, no eps0), the float32 one is used when the fine table says the loss
+    rounds like float32 (it computes in float32 inside)."""
+    values, ladders = meas["values"], meas["ladders"]
+    G, C, eG, eC = meas["G"], meas["C"], meas["eG"], meas["eC"]
+    name = jnp.dtype(theta_dtype).name
+    jdtype = values.dtype
+    Jc, first = values[0], values[: 1 + 2 * EC]
+    sigma1 = ecnoise(xp, xp.concatenate([first[1 : 1 + EC], first[:1], first[1 + EC :]]))
+    low = lower_precision(xp, theta_dtype, sigma1, Jc)
+    per = num_rungs + 4 * EC
+    blocks = [values[1 + 2 * EC + i * per : 1 + 2 * EC + (i + 1) * per] for i in range(ladders.shape[0])]
+    block = xp.where(low, blocks[1], blocks[0]) if len(blocks) == 2 else blocks[0]
+    eps = xp.where(low, ladders[1], ladders[0]) if len(blocks) == 2 else ladders[0]
     delta = eps[-1] / 8
-    steps = jnp.concatenate([eps, t * delta, eps[0] + t * delta])
-    values = _evaluate(loss_fn, lay, params, args, theta[None, :] + steps[:, None] * h[None, :], chunk_size)
-    J, e2, e3 = values[:num_rungs], values[num_rungs : num_rungs + 2 * EC], values[num_rungs + 2 * EC :]
-    sigma_l = ecnoise(jnp.concatenate([e2[:EC], Jc[None], e2[EC:]]))
-    sigma_top = ecnoise(jnp.concatenate([e3[:EC], J[:1], e3[EC:]]))
-    sigma = jnp.maximum(jnp.maximum(sigma1, sigma_l), sigma_top)
-    structured = sigma_l > STRUCTURE * (sigma1 + _rounding.unit_roundoff(values.dtype) * jnp.abs(Jc))
-    num_evals = 1 + 2 * EC + num_rungs + 4 * EC
+    J, e2, e3 = block[:num_rungs], block[num_rungs : num_rungs + 2 * EC], block[num_rungs + 2 * EC :]
+    sigma_l = ecnoise(xp, xp.concatenate([e2[:EC], Jc[None], e2[EC:]]))
+    sigma_top = ecnoise(xp, xp.concatenate([e3[:EC], J[:1], e3[EC:]]))
+    sigma = xp.maximum(xp.maximum(sigma1, sigma_l), sigma_top)
+    structured = sigma_l > STRUCTURE * (sigma1 + _rounding.unit_roundoff(jdtype) * xp.abs(Jc))
     # the table at θ continues the ladder: its points 4δ, 2δ, δ are the rungs ε_K, ε_K+1, ε_K+2, so
     # assumption A is seen below the smallest rung too (where a loss with structure between the
     # table's and the ladder's scales shows it)
-    J = jnp.concatenate([J, e2[EC + 3 : EC + 4], e2[EC + 1 : EC + 2], e2[EC : EC + 1]])
-    eps = jnp.concatenate([eps, 4 * delta[None], 2 * delta[None], delta[None]])
-    jdtype = values.dtype
-    tol = jnp.asarray(tol, jdtype)
-    out = analyse(J, Jc, eps.astype(jdtype), G.astype(jdtype), C.astype(jdtype), eG, eC, sigma, m, jdtype, tol, structured, low, fine)
-    grad_failed = jnp.asarray(False)
+    J = xp.concatenate([J, e2[EC + 3 : EC + 4], e2[EC + 1 : EC + 2], e2[EC : EC + 1]])
+    eps = xp.concatenate([eps, 4 * delta[None], 2 * delta[None], delta[None]]).astype(jdtype)
+    tol = xp.asarray(tol, jdtype)
+    G, C = G.astype(jdtype), C.astype(jdtype)
+    fine = _fine(xp, first, Jc, DELTA1[name], G, C, eG, eC, sigma1, m)
+    out = analyse(xp, J, Jc, eps, G, C, eG, eC, sigma, m, jdtype, tol, structured, low, fine)
+    grad_failed = xp.asarray(False)
     if m == 2:
-        first = analyse(J, Jc, eps.astype(jdtype), G.astype(jdtype), C, eG, eC, sigma, 1, jdtype, tol, structured, low, _fine(first, Jc, DELTA1[jnp.dtype(dtype).name], G, C, eG, eC, sigma1, 1))
-        grad_failed = first["failed"]
+        fine1 = _fine(xp, first, Jc, DELTA1[name], G, C, eG, eC, sigma1, 1)
+        grad_failed = analyse(xp, J, Jc, eps, G, C, eG, eC, sigma, 1, jdtype, tol, structured, low, fine1)["failed"]
         out["failed"] = out["failed"] | grad_failed
         out["passed"] = out["passed"] & ~grad_failed
     return TaylorTest(
-        eps=eps.astype(jdtype),
+        eps=eps,
         noise=sigma,
         loss=Jc,
-        directional=G.astype(jdtype),
-        curvature=C.astype(jdtype),
+        directional=G,
+        curvature=C,
         gradient_failed=grad_failed,
         structured=structured,
         tol=tol,
         order=m,
-        num_evals=num_evals,
+        num_evals=int(values.shape[0]),
         dtype=jnp.dtype(jdtype).name,
         **out,
     )
@@ -521,11 +536,20 @@ def taylor_test(
     tol_value = _TOL[name] if tol is None else tol
     if key is None:
         key = jax.random.key(0)  # unused: the direction is given
-    run = lambda p, a, k, d, t: _run(loss_fn, grad_fn, hvp_fn, p, a, k, d, log_eps0, num_rungs, t, chunk_size, lay)  # noqa: E731
-    dynamic = (params, args, key, direction, tol_value)
+    if log_eps0 is not None:
+        candidates = (log_eps0,)
+    elif name == "float64":
+        candidates = (_EPS0[("float64", m)], _EPS0[("float32", m)])
+    else:
+        candidates = (_EPS0[(name, m)],)
+    theta_dtype = lay.dtype
+    measure = lambda p, a, k, d: _measure(loss_fn, grad_fn, hvp_fn, p, a, k, d, candidates, num_rungs, chunk_size, lay)  # noqa: E731
+    dynamic = (params, args, key, direction)
     if _traced(dynamic):
-        return run(*dynamic)
-    return _jit_run(run, dynamic)
+        return _decide(jnp, measure(*dynamic), m, num_rungs, tol_value, theta_dtype)
+    meas = jax.tree_util.tree_map(np.asarray, _jit_run(measure, dynamic))
+    with np.errstate(all="ignore"):  # the verdict's 0/0 and inf are handled where they arise
+        return _decide(np, meas, m, num_rungs, tol_value, theta_dtype)
 
 
 def _traced(tree) -> bool:
