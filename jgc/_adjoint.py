@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _rounding, _signs, _validate
-from ._typing import Array, PyTree
+from ._typing import Array, PyTree, Tracer
 
 KG = 6.0  # random-sign projection: |⟨e, y⟩| ≤ KG·‖e‖ but for 2·exp(−KG²/2) = 3e-8
 KR = 4.0  # margin on a measured rounding level
@@ -94,12 +94,13 @@ class AdjointCheck:
     @property
     def lower(self) -> jax.Array:
         """Proven relative mismatch per pair and block: (|D| − bound)/S, at least 0."""
-        return _ratio(jnp.maximum(jnp.abs(self.mismatch) - self.bound, 0), self.scale)
+        xp = _xp(self.mismatch, self.bound)
+        return _ratio(xp.maximum(xp.abs(self.mismatch) - self.bound, 0), self.scale)
 
     @property
     def upper(self) -> jax.Array:
         """Possible relative mismatch per pair and block: (|D| + bound)/S."""
-        return _ratio(jnp.abs(self.mismatch) + self.bound, self.scale)
+        return _ratio(_xp(self.mismatch).abs(self.mismatch) + self.bound, self.scale)
 
     @property
     def block_failed(self) -> jax.Array:
@@ -109,7 +110,8 @@ class AdjointCheck:
     @property
     def block_passed(self) -> jax.Array:
         """bool (x block, y block): the possible mismatch within tol on every pair."""
-        return jnp.all(self.upper <= _col(self.tol, self.upper), axis=-3) & ~self.block_failed
+        upper = self.upper
+        return _xp(upper, self.tol).all(upper <= _col(self.tol, upper), axis=-3) & ~self.block_failed
 
     @property
     def status(self) -> str:
@@ -131,22 +133,31 @@ class AdjointCheck:
         return f"AdjointCheck({adjoint_line(self)})"
 
 
+def _xp(*arrays):
+    """NumPy for host arrays (a result of concrete inputs), jax.numpy otherwise."""
+    return np if all(isinstance(a, (np.ndarray, np.generic, float, int)) for a in arrays) else jnp
+
+
 def _col(x, like):
-    x = jnp.asarray(x)
-    return jnp.reshape(x, x.shape + (1,) * (like.ndim - x.ndim))
+    xp = _xp(x, like)
+    x = xp.asarray(x)
+    return xp.reshape(x, x.shape + (1,) * (like.ndim - x.ndim))
 
 
 def _ratio(num, den):
     """num/den, 0 where both are 0 and inf where only den is."""
-    safe = jnp.where(den > 0, den, 1)
-    return jnp.where(den > 0, num / safe, jnp.where(num > 0, jnp.inf, 0.0))
+    xp = _xp(num, den)
+    with np.errstate(all="ignore"):
+        safe = xp.where(den > 0, den, 1)
+        return xp.where(den > 0, num / safe, xp.where(num > 0, xp.inf, 0.0))
 
 
 def _block_failed(mismatch, scale, bound, tol):
-    lower = _ratio(jnp.maximum(jnp.abs(mismatch) - bound, 0), scale)
+    xp = _xp(mismatch, scale, bound, tol)
+    lower = _ratio(xp.maximum(xp.abs(mismatch) - bound, 0), scale)
     pairs = mismatch.shape[-3]
-    proven = jnp.sum(lower > _col(tol, lower), axis=-3) >= min(FAIL_PAIRS, pairs)
-    finite = jnp.all(jnp.isfinite(mismatch) & jnp.isfinite(scale) & jnp.isfinite(bound), axis=-3)
+    proven = xp.sum(lower > _col(tol, lower), axis=-3) >= min(FAIL_PAIRS, pairs)
+    finite = xp.all(xp.isfinite(mismatch) & xp.isfinite(scale) & xp.isfinite(bound), axis=-3)
     return proven | ~finite
 
 
@@ -258,17 +269,11 @@ def _apply(op, name, space_in: Space, space_out: Space, inputs: list[jax.Array],
     return jax.vmap(one)(*inputs)
 
 
-def _pair(a, b, conjugate: bool):
+def _pair(xp, a, b, conjugate: bool):
     """(⟨a, b⟩, its rounding bound) on the last axis: Re Σ aᵢbᵢ (JAX's transpose), or Re Σ conj(aᵢ)bᵢ."""
     if not conjugate and jnp.issubdtype(b.dtype, jnp.complexfloating):
-        b = jnp.conj(b)
-    return _rounding.dot(_rounding.real_view(a), _rounding.real_view(b))
-
-
-def _sq(v):
-    """Σ|vᵢ|² over the last axis (pairwise), for real or complex v."""
-    r = _rounding.real_view(v)
-    return _rounding.pairwise_sum(r * r)
+        b = xp.conj(b)
+    return _rounding.dot(_rounding.real_view(a, xp), _rounding.real_view(b, xp), xp)
 
 
 def _inputs(space: Space, v, z, nblocks: int, blocks: bool):
@@ -285,7 +290,7 @@ def _inputs(space: Space, v, z, nblocks: int, blocks: bool):
     return out
 
 
-def _side(outs, vs, leaves_of_block, nb_out, conjugate, first: bool):
+def _side(xp, outs, vs, leaves_of_block, nb_out, conjugate, first: bool):
     """Inner products and sizes of one side, for every (block of the input, leaf group of the output).
 
     outs: per output leaf (pair, nb_in, 3, m); vs: per output leaf the random vector (pair, m).
@@ -294,22 +299,22 @@ def _side(outs, vs, leaves_of_block, nb_out, conjugate, first: bool):
     dots, bounds, sizes, resid = [], [], [], []
     for b in range(nb_out):
         leaves = leaves_of_block(b)
-        o = jnp.concatenate([_rounding.real_view(outs[leaf]) for leaf in leaves], axis=-1)  # (pair, nb_in, 3, m')
-        v = jnp.concatenate([vs[leaf] for leaf in leaves], axis=-1)  # (pair, m), complex kept
-        full = jnp.concatenate([outs[leaf][:, :, 0] for leaf in leaves], axis=-1)
-        vv = jnp.broadcast_to(v[:, None], full.shape)
-        d, e = _pair(full, vv, conjugate) if first else _pair(vv, full, conjugate)
+        o = xp.concatenate([_rounding.real_view(outs[leaf], xp) for leaf in leaves], axis=-1)  # (pair, nb_in, 3, m')
+        v = xp.concatenate([vs[leaf] for leaf in leaves], axis=-1)  # (pair, m), complex kept
+        full = xp.concatenate([outs[leaf][:, :, 0] for leaf in leaves], axis=-1)
+        vv = xp.broadcast_to(v[:, None], full.shape)
+        d, e = _pair(xp, full, vv, conjugate) if first else _pair(xp, vv, full, conjugate)
         dots.append(d)
         bounds.append(e)
-        sizes.append(_rounding.pairwise_sum(o * o))
+        sizes.append(_rounding.pairwise_sum(o * o, xp))
         r = o[:, :, 0] - o[:, :, 1] - o[:, :, 2]
-        resid.append(_rounding.pairwise_sum(r * r))
-    return [jnp.stack(x, axis=-1) for x in (dots, bounds, sizes, resid)]  # (pair, nb_in, [3,] nb_out)
+        resid.append(_rounding.pairwise_sum(r * r, xp))
+    return [xp.stack(x, axis=-1) for x in (dots, bounds, sizes, resid)]  # (pair, nb_in, [3,] nb_out)
 
 
-def measure(A, AT, xs: Space, ys: Space, key, num_pairs: int, blocks: bool, conjugate: bool):
-    """Per pair and block: (D, S, bound) with shape (pair, x block, y block), and per block the
-    measured rounding levels of A and AT (x block, y block)."""
+def evaluate(A, AT, xs: Space, ys: Space, key, num_pairs: int, blocks: bool):
+    """Everything that calls the operators, in one program: the random pairs (flat per leaf,
+    (pair, size)) and the operators' outputs per leaf (pair, block, part, size)."""
     bx, by = (xs.k, ys.k) if blocks else (1, 1)
     bits = _signs.bits(key, (2 * num_pairs, xs.size() + ys.size()))  # one draw for everything
     x2, y2 = xs.signs(bits[:, : xs.size()], 2 * num_pairs), ys.signs(bits[:, xs.size() :], 2 * num_pairs)
@@ -317,41 +322,46 @@ def measure(A, AT, xs: Space, ys: Space, key, num_pairs: int, blocks: bool, conj
     y, zy = [v[:num_pairs] for v in y2], [v[num_pairs:] for v in y2]
     out_A = [o.reshape(num_pairs, bx, 3, -1) for o in _apply(A, "A", xs, ys, _inputs(xs, x, zx, bx, blocks), "y_like")]
     out_AT = [o.reshape(num_pairs, by, 3, -1) for o in _apply(AT, "AT", ys, xs, _inputs(ys, y, zy, by, blocks), "x_like")]
-    x_flat = [v.reshape(num_pairs, -1) for v in x]
-    y_flat = [v.reshape(num_pairs, -1) for v in y]
+    return [v.reshape(num_pairs, -1) for v in x], [v.reshape(num_pairs, -1) for v in y], out_A, out_AT
+
+
+def statistics(xp, xs: Space, ys: Space, x_flat, y_flat, out_A, out_AT, blocks: bool, conjugate: bool):
+    """Per pair and block: (D, S, bound) with shape (pair, x block, y block), and per block the
+    measured rounding levels of A and AT (x block, y block). NumPy or jax.numpy (`xp`)."""
+    bx, by = (xs.k, ys.k) if blocks else (1, 1)
     y_block = (lambda b: [b]) if blocks else (lambda b: list(range(ys.k)))
     x_block = (lambda b: [b]) if blocks else (lambda b: list(range(xs.k)))
     # ⟨A x_i, y_o⟩: (pair, bx, by); ⟨x_i, AT y_o⟩: computed as (pair, by, bx), transposed
-    a, ea, size_A, res_A = _side(out_A, y_flat, y_block, by, conjugate, True)
-    b, eb, size_T, res_T = _side(out_AT, x_flat, x_block, bx, conjugate, False)
-    b, eb = jnp.swapaxes(b, 1, 2), jnp.swapaxes(eb, 1, 2)
-    size_T, res_T = jnp.swapaxes(size_T, 1, 3), jnp.swapaxes(res_T, 1, 2)  # (pair, bx, 3, by), (pair, bx, by)
-    size_T = jnp.swapaxes(size_T, 2, 3)  # (pair, bx, by, 3)
-    size_A = jnp.swapaxes(size_A, 2, 3)  # (pair, bx, by, 3)
+    a, ea, size_A, res_A = _side(xp, out_A, y_flat, y_block, by, conjugate, True)
+    b, eb, size_T, res_T = _side(xp, out_AT, x_flat, x_block, bx, conjugate, False)
+    b, eb = xp.swapaxes(b, 1, 2), xp.swapaxes(eb, 1, 2)
+    size_T, res_T = xp.swapaxes(size_T, 1, 3), xp.swapaxes(res_T, 1, 2)  # (pair, bx, 3, by), (pair, bx, by)
+    size_T = xp.swapaxes(size_T, 2, 3)  # (pair, bx, by, 3)
+    size_A = xp.swapaxes(size_A, 2, 3)  # (pair, bx, by, 3)
     u_x = _rounding.unit_roundoff(xs.low_dtype())
     u_y = _rounding.unit_roundoff(ys.low_dtype())
 
     def level(res, size, u):
-        den = jnp.sqrt(jnp.sum(size, axis=-1))
-        lv = jnp.where(den > 0, jnp.sqrt(res) / jnp.where(den > 0, den, 1), 0.0)
-        return jnp.maximum(jnp.max(lv, axis=0), u)  # the largest over the pairs, at least one rounding
+        den = xp.sqrt(xp.sum(size, axis=-1))
+        lv = xp.where(den > 0, xp.sqrt(res) / xp.where(den > 0, den, 1), 0.0)
+        return xp.maximum(xp.max(lv, axis=0), u)  # the largest over the pairs, at least one rounding
 
     rho_A, rho_AT = level(res_A, size_A, u_y), level(res_T, size_T, u_x)
-    nA, nT = jnp.sqrt(size_A[..., 0]), jnp.sqrt(size_T[..., 0])
+    nA, nT = xp.sqrt(size_A[..., 0]), xp.sqrt(size_T[..., 0])
     D = a - b
     u = max(u_x, u_y)
-    bound = KG * KR * (rho_A[None] * nA + rho_AT[None] * nT) + ea + eb + u * (jnp.abs(a) + jnp.abs(b))
+    bound = KG * KR * (rho_A[None] * nA + rho_AT[None] * nT) + ea + eb + u * (xp.abs(a) + xp.abs(b))
     return D, 0.5 * (nA + nT), bound, rho_A, rho_AT
 
 
-def verdict(D, S, bound, tol):
+def verdict(xp, D, S, bound, tol):
     failed_blocks = _block_failed(D, S, bound, tol)
-    upper = _ratio(jnp.abs(D) + bound, S)
-    passed_blocks = jnp.all(upper <= tol, axis=0) & ~failed_blocks
-    failed = jnp.any(failed_blocks)
-    passed = jnp.all(passed_blocks) & ~failed
-    num = jnp.sqrt(jnp.sum(jnp.where(jnp.isfinite(D), D, jnp.inf) ** 2))
-    den = jnp.sqrt(jnp.sum(S**2))
+    upper = _ratio(xp.abs(D) + bound, S)
+    passed_blocks = xp.all(upper <= tol, axis=0) & ~failed_blocks
+    failed = xp.any(failed_blocks)
+    passed = xp.all(passed_blocks) & ~failed
+    num = xp.sqrt(xp.sum(xp.where(xp.isfinite(D), D, xp.inf) ** 2))
+    den = xp.sqrt(xp.sum(S**2))
     return passed, failed, _ratio(num, den)
 
 
@@ -422,14 +432,20 @@ def check_adjoint(
     tol_value = default_tol(low) if tol is None else tol
     real_low = jnp.finfo(low).dtype
 
-    def run(key, tol):
-        D, S, bound, rho_A, rho_AT = measure(A, AT, xs, ys, key, num_pairs, blocks, conjugate)
-        tol = jnp.asarray(tol, real_low)
-        passed, failed, rel = verdict(D, S, bound, tol)
+    def decide(xp, evaluated, tol):
+        D, S, bound, rho_A, rho_AT = statistics(xp, xs, ys, *evaluated, blocks, conjugate)
+        tol = xp.asarray(tol, real_low)
+        passed, failed, rel = verdict(xp, D, S, bound, tol)
         return AdjointCheck(passed, failed, rel, tol, D, S, bound, rho_A, rho_AT, 0, 0, (), (), "")
 
-    traced = isinstance(key, jax.core.Tracer) or isinstance(tol_value, jax.core.Tracer)  # pyright: ignore[reportAttributeAccessIssue]
-    res = run(key, tol_value) if traced or not JIT else jax.jit(run)(key, tol_value)
+    run = lambda k: evaluate(A, AT, xs, ys, k, num_pairs, blocks)  # noqa: E731
+    traced = isinstance(key, Tracer) or isinstance(tol_value, Tracer)
+    if traced or not JIT:
+        res = decide(jnp, run(key), tol_value)
+    else:  # the operators in one compiled program; the statistics on the host
+        evaluated = jax.tree_util.tree_map(np.asarray, jax.jit(run)(key))
+        with np.errstate(all="ignore"):
+            res = decide(np, evaluated, tol_value)
     bx, by = (xs.k, ys.k) if blocks else (1, 1)
     return dataclasses.replace(
         res,

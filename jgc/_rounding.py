@@ -52,49 +52,45 @@ def roundings(n: int) -> int:
     return (FAN_IN - 1) * depth(n)
 
 
-def pairwise_sum(x: jax.Array) -> jax.Array:
+def pairwise_sum(x, xp=jnp):
     """Σ over the last axis in a fixed tree of reductions of FAN_IN terms (zero padding is exact).
 
     Whatever order the compiler gives each small reduction, the error is at most
     γ_roundings(n)·Σ|xᵢ| (Higham, (4.4) for any order of FAN_IN terms, level by level)."""
     n = x.shape[-1]
     if n == 0:
-        return jnp.zeros(x.shape[:-1], x.dtype)
+        return xp.zeros(x.shape[:-1], x.dtype)
     width = FAN_IN ** depth(n)
     if width != n:
-        x = jnp.concatenate([x, jnp.zeros(x.shape[:-1] + (width - n,), x.dtype)], axis=-1)
+        x = xp.concatenate([x, xp.zeros(x.shape[:-1] + (width - n,), x.dtype)], axis=-1)
     while x.shape[-1] > 1:
-        x = jnp.sum(x.reshape(x.shape[:-1] + (x.shape[-1] // FAN_IN, FAN_IN)), axis=-1)
+        x = xp.sum(x.reshape(x.shape[:-1] + (x.shape[-1] // FAN_IN, FAN_IN)), axis=-1)
     return x[..., 0]
 
 
-def real_view(x: jax.Array) -> jax.Array:
+def real_view(x, xp=jnp):
     """A complex vector as the real one [Re x, Im x] (last axis doubled); a real vector as it is."""
     if jnp.issubdtype(x.dtype, jnp.complexfloating):
-        return jnp.concatenate([jnp.real(x), jnp.imag(x)], axis=-1)
+        return xp.concatenate([xp.real(x), xp.imag(x)], axis=-1)
     return x
 
 
-def dot(a: jax.Array, b: jax.Array):
+def dot(a, b, xp=jnp):
     """(Σ aᵢbᵢ, a bound on its rounding error) over the last axis of two real arrays.
 
     The bound is γ_{L+1}·Σ|aᵢbᵢ|·(1 + γ_{L+1}) with L = `roundings(n)`: the products and
     the tree's sum each round, and the sum of magnitudes is itself computed in floating
     point (the last factor makes it an upper bound of the exact one).
     """
-    dtype = jnp.result_type(a, b)
+    dtype = xp.result_type(a, b)
     p = a.astype(dtype) * b.astype(dtype)
     g = gamma(roundings(a.shape[-1]) + 1, dtype)
-    total = pairwise_sum(p)
-    magnitude = pairwise_sum(jnp.abs(p))
+    total = pairwise_sum(p, xp)
+    magnitude = pairwise_sum(xp.abs(p), xp)
     return total, g * (1 + g) * magnitude
 
 
-def norm(x: jax.Array) -> jax.Array:
-    """‖x‖₂ over the last axis (real arrays), by the pairwise sum of squares."""
-    return jnp.sqrt(pairwise_sum(x * x))
+def norm(x, xp=jnp):
+    """‖x‖₂ over the last axis (real arrays), by the tree sum of squares."""
+    return xp.sqrt(pairwise_sum(x * x, xp))
 
-
-def as_numpy_float(x) -> np.ndarray:
-    """A host copy as a NumPy float array (for reports)."""
-    return np.asarray(x, dtype=float)
