@@ -193,6 +193,10 @@ def rule_line(res) -> str:
         bad = [f"out{res.out_paths[o]}" for o in range(len(res.out_paths)) if np.any(prim[o] > float(res.tol))]
         if bad:
             parts.append("primal output differs from f at " + ", ".join(bad))
+        inputs = np.asarray(res.input_failed)
+        only_in = [res.in_paths[i] or "x" for i in np.nonzero(inputs)[0] if not pf[i].any()]
+        if only_in:
+            parts.append("the VJP is wrong for " + ", ".join(only_in))
         if not parts:
             parts.append("a sub-check failed (see below)")
         what = "; ".join(parts)

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _signs, _tree, _validate
-from ._adjoint import AdjointCheck, check_adjoint
+from ._adjoint import AdjointCheck, _xp, check_adjoint
 from ._typing import Array, PyTree, Tracer
 
 _TOL = {"float64": 1e-6, "float32": 1e-3}
@@ -240,97 +240,90 @@ def _available(rules: Rules, primals) -> tuple[str, str]:
 # ---------------------------------------------------------------- the exact checks
 
 
-def rel_diff(a, b) -> jax.Array:
+def rel_diff(xp, a, b):
     """‖a − b‖ / (‖a‖ + ‖b‖) over the entries (0 when both are 0, inf where non-finite values differ)."""
-    a, b = jnp.asarray(a).reshape(-1), jnp.asarray(b).reshape(-1)
-    fa, fb = jnp.isfinite(a), jnp.isfinite(b)
-    both = fa & fb
-    bad = jnp.any(~both & ~((a == b) & ~jnp.isnan(a)))
-    a0, b0 = jnp.where(both, a, 0), jnp.where(both, b, 0)
-    num = jnp.sqrt(jnp.sum(jnp.square(a0 - b0)))
-    den = jnp.sqrt(jnp.sum(jnp.square(a0))) + jnp.sqrt(jnp.sum(jnp.square(b0)))
-    rel = jnp.where(den > 0, num / jnp.where(den > 0, den, 1), 0.0)
-    return jnp.where(bad, jnp.inf, rel)
+    a, b = xp.asarray(a).reshape(-1), xp.asarray(b).reshape(-1)
+    both = xp.isfinite(a) & xp.isfinite(b)
+    bad = xp.any(~both & ~((a == b) & ~xp.isnan(a)))
+    a0, b0 = xp.where(both, a, 0), xp.where(both, b, 0)
+    num = xp.sqrt(xp.sum(xp.square(a0 - b0)))
+    den = xp.sqrt(xp.sum(xp.square(a0))) + xp.sqrt(xp.sum(xp.square(b0)))
+    rel = xp.where(den > 0, num / xp.where(den > 0, den, 1), 0.0)
+    return xp.where(bad, xp.inf, rel)
 
 
-def _max_abs(x) -> jax.Array:
-    x = jnp.asarray(x).reshape(-1)
-    return jnp.where(jnp.all(jnp.isfinite(x)), jnp.max(jnp.abs(x), initial=0.0), jnp.inf)
+def _max_abs(xp, x):
+    x = xp.asarray(x).reshape(-1)
+    return xp.where(xp.all(xp.isfinite(x)), xp.max(xp.abs(x), initial=0.0), xp.inf)
 
 
-def extras(rules: Rules, primals, key, has_jvp: bool, has_vjp: bool):
-    """The checks without finite differences, as arrays (NaN where a check does not apply)."""
+def evaluate(rules: Rules, primals, key, has_jvp: bool, has_vjp: bool) -> dict:
+    """Everything the exact checks evaluate, in one program: lists of arrays to compare."""
     spec = rules.spec
-    n_in, n_out = spec.n_in, spec.n_out
-    nan_out = jnp.full((n_out,), jnp.nan)
-    nan_io = jnp.full((n_in, n_out), jnp.nan)
-    y = rules.out_leaves(rules.out(*primals))
-    primal_error = [nan_out, nan_out]
-    zero_vjp, zero_jvp = jnp.full((n_in,), jnp.nan), nan_out
+    raw: dict = {"y": rules.out_leaves(rules.out(*primals))}
     if has_jvp:
-        yj, tj = rules.jvp(primals, _zeros(spec.in_shapes, spec.in_dtypes))
-        primal_error[0] = jnp.stack([rel_diff(a, b) for a, b in zip(rules.out_leaves(yj), y, strict=True)])
-        zero_jvp = jnp.stack([_max_abs(t) for t in tj])
+        raw["y_jvp"], raw["jvp_zero"] = rules.jvp(primals, _zeros(spec.in_shapes, spec.in_dtypes))
+        raw["y_jvp"] = rules.out_leaves(raw["y_jvp"])
     if has_vjp:
-        yv, cv = rules.vjp(primals, _zeros(spec.out_shapes, spec.out_dtypes))
-        primal_error[1] = jnp.stack([rel_diff(a, b) for a, b in zip(rules.out_leaves(yv), y, strict=True)])
-        zero_vjp = jnp.stack([_max_abs(c) for c in cv])
+        raw["y_vjp"], raw["vjp_zero"] = rules.vjp(primals, _zeros(spec.out_shapes, spec.out_dtypes))
+        raw["y_vjp"] = rules.out_leaves(raw["y_vjp"])
     # symbolic zeros: output o alone against the full VJP with zeros on the other outputs
-    symbolic = nan_io
-    if has_vjp and n_out > 1:
+    if has_vjp and spec.n_out > 1:
         cts = _random(key, spec.out_shapes, spec.out_dtypes, 1000)
-        cols = []
-        for o in range(n_out):
-            alone = rules.vjp_one(primals, o, cts[o])
-            embedded = [c if j == o else jnp.zeros_like(c) for j, c in enumerate(cts)]
-            _, full = rules.vjp(primals, embedded)
-            cols.append(jnp.stack([rel_diff(a, b) for a, b in zip(alone, full, strict=True)]))
-        symbolic = jnp.stack(cols, axis=1)
-    # the rules under vmap against a loop, over a batch of nearby primals
+        raw["alone"], raw["full"] = [], []
+        for o in range(spec.n_out):
+            raw["alone"].append(rules.vjp_one(primals, o, cts[o]))
+            raw["full"].append(rules.vjp(primals, [c if j == o else jnp.zeros_like(c) for j, c in enumerate(cts)])[1])
+    # the rules under vmap against a loop (lax.map), over a batch of nearby primals; for the
+    # rules, per leaf a batch whose tangents (cotangents) are on that leaf only, so that a pair's
+    # error is localised
     batch = _batch(spec, primals, key)
-    vm_primal = jnp.stack(
-        [rel_diff(a, b) for a, b in zip(rules.out_leaves(jax.vmap(rules.out)(*batch)), rules.out_leaves(jax.lax.map(lambda p: rules.out(*p), batch)), strict=True)]
-    )
-    vm_jvp, vm_vjp = nan_io, nan_io
-    # one batch of n_leaves × VMAP_BATCH: element (i, b) has primals b and a tangent (cotangent)
-    # on leaf i only, so a pair's error is localised; vmap over it against lax.map (no batching)
+    raw["vm_f"] = (rules.out_leaves(jax.vmap(rules.out)(*batch)), rules.out_leaves(jax.lax.map(lambda p: rules.out(*p), batch)))
     if has_jvp:
-        vm_jvp = _vmap_vs_loop(
-            lambda p, ts: rules.jvp(p, ts)[1], batch, key, 3000, spec.in_shapes, spec.in_dtypes, spec.n_in, spec.n_out, False
-        )
+        raw["vm_jvp"] = _vmap_vs_loop(lambda p, ts: rules.jvp(p, ts)[1], batch, key, 3000, spec.in_shapes, spec.in_dtypes)
     if has_vjp:
-        vm_vjp = _vmap_vs_loop(
-            lambda p, cs: rules.vjp(p, cs)[1], batch, key, 4000, spec.out_shapes, spec.out_dtypes, spec.n_out, spec.n_in, True
-        )
+        raw["vm_vjp"] = _vmap_vs_loop(lambda p, cs: rules.vjp(p, cs)[1], batch, key, 4000, spec.out_shapes, spec.out_dtypes)
+    return raw
+
+
+def compare(xp, raw: dict, spec: Spec) -> dict:
+    """The exact checks' relative differences from `evaluate`'s arrays (NaN where a check does not apply)."""
+    n_in, n_out = spec.n_in, spec.n_out
+    nan_out, nan_io = xp.full((n_out,), xp.nan), xp.full((n_in, n_out), xp.nan)
+    y = raw["y"]
+    rel = lambda a, b: xp.stack([rel_diff(xp, u, v) for u, v in zip(a, b, strict=True)])  # noqa: E731
+    primal_jvp = rel(raw["y_jvp"], y) if "y_jvp" in raw else nan_out
+    primal_vjp = rel(raw["y_vjp"], y) if "y_vjp" in raw else nan_out
+    zero_jvp = xp.stack([_max_abs(xp, t) for t in raw["jvp_zero"]]) if "jvp_zero" in raw else nan_out
+    zero_vjp = xp.stack([_max_abs(xp, c) for c in raw["vjp_zero"]]) if "vjp_zero" in raw else xp.full((n_in,), xp.nan)
+    symbolic = xp.stack([rel(a, f) for a, f in zip(raw["alone"], raw["full"], strict=True)], axis=1) if "alone" in raw else nan_io
+
+    def per_leaf(pairs):
+        return xp.stack([rel(a, b) for a, b in pairs])  # (leaf of the vectors, leaf of the results)
+
+    vm_jvp = per_leaf(raw["vm_jvp"]) if "vm_jvp" in raw else nan_io
+    vm_vjp = per_leaf(raw["vm_vjp"]).T if "vm_vjp" in raw else nan_io
     return dict(
-        primal_error=jnp.stack(primal_error, axis=1),
+        primal_error=xp.stack([primal_jvp, primal_vjp], axis=1),
         zero_jvp=zero_jvp,
         zero_vjp=zero_vjp,
         symbolic_error=symbolic,
-        vmap_primal=vm_primal,
+        vmap_primal=rel(*raw["vm_f"]),
         vmap_jvp=vm_jvp,
         vmap_vjp=vm_vjp,
     )
 
 
-def _vmap_vs_loop(fn, batch, key, salt: int, shapes, dtypes, n_leaves: int, n_results: int, transpose: bool):
-    """Relative differences (in leaf, out leaf) between vmap and lax.map of fn(primals, vectors)
-    over the batch, each element's vectors nonzero on one leaf only."""
-    n = n_leaves * VMAP_BATCH
-    vectors = []
+def _vmap_vs_loop(fn, batch, key, salt: int, shapes, dtypes):
+    """Per leaf j, (vmap, lax.map) of fn(primals, vectors) over the batch with vectors nonzero on
+    leaf j only. One vmap per leaf: a batching rule that mixes the batch's elements must not
+    leak one leaf's vectors into another's results."""
+    out = []
     for j, (s, d) in enumerate(zip(shapes, dtypes, strict=True)):
-        v = _signs.signs(key, (n_leaves, VMAP_BATCH) + s, d, salt=salt + j)
-        mask = (np.arange(n_leaves) == j).reshape((n_leaves, 1) + (1,) * len(s))
-        vectors.append(jnp.where(mask, v, jnp.zeros((), d)).reshape((n,) + s))
-    primals = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x[None], (n_leaves,) + x.shape).reshape((n,) + x.shape[1:]), batch)
-    a = jax.vmap(fn)(primals, vectors)
-    b = jax.lax.map(lambda pv: fn(*pv), (primals, vectors))
-    rows = []
-    for j in range(n_leaves):
-        sl = slice(j * VMAP_BATCH, (j + 1) * VMAP_BATCH)
-        rows.append(jnp.stack([rel_diff(x[sl], z[sl]) for x, z in zip(a, b, strict=True)]))
-    out = jnp.stack(rows)  # (leaf of the vectors, leaf of the results)
-    return out.T if transpose else out
+        vectors = [jnp.zeros((VMAP_BATCH,) + sh, dt) for sh, dt in zip(shapes, dtypes, strict=True)]
+        vectors[j] = _signs.signs(key, (VMAP_BATCH,) + s, d, salt=salt + j)
+        out.append((jax.vmap(fn)(batch, vectors), jax.lax.map(lambda pv: fn(*pv), (batch, vectors))))
+    return out
 
 
 def _batch(spec: Spec, primals, key):
@@ -399,6 +392,11 @@ class RuleCheck:
 
     # ------------------------------------------------------------ per pair
 
+    @property
+    def _np(self):
+        """NumPy for a result of concrete inputs, jax.numpy under a trace."""
+        return _xp(self.tol, self.primal_error, self.vmap_jvp)
+
     def _jvp_pair(self, field: str):
         """(in, out) array of a per-leaf field of the JVP check ("failed"/"passed")."""
         assert self.jvp is not None
@@ -411,9 +409,9 @@ class RuleCheck:
             for o, op in enumerate(self.out_paths):
                 name = op if len(self.in_paths) == 1 else f"out{op} ← {ip}"
                 k = paths.index(name) if name in paths else i * len(self.out_paths) + o
-                row.append(jnp.asarray(values[k]))
-            rows.append(jnp.stack(row, axis=-1))
-        return jnp.stack(rows, axis=-2)
+                row.append(self._np.asarray(values[k]))
+            rows.append(self._np.stack(row, axis=-1))
+        return self._np.stack(rows, axis=-2)
 
     def _vjp_pair(self, field: str):
         cols = []
@@ -421,18 +419,18 @@ class RuleCheck:
             res = self.vjp[o] if self.vjp_per_output else self.vjp[0]
             values = jax.tree_util.tree_leaves(res.leaf_failed if field == "failed" else res.leaf_passed)
             paths = res.layout.paths
-            cols.append(jnp.stack([jnp.asarray(values[paths.index(p)]) for p in self.in_paths], axis=-1))
-        return jnp.stack(cols, axis=-1)
+            cols.append(self._np.stack([self._np.asarray(values[paths.index(p)]) for p in self.in_paths], axis=-1))
+        return self._np.stack(cols, axis=-1)
 
     def _exceeds(self, x):
-        tol = jnp.reshape(self.tol, jnp.shape(self.tol) + (1,) * (jnp.ndim(x) - jnp.ndim(self.tol)))
-        return ~jnp.isnan(x) & ~(x <= tol)
+        tol = self._np.reshape(self.tol, self._np.shape(self.tol) + (1,) * (self._np.ndim(x) - self._np.ndim(self.tol)))
+        return ~self._np.isnan(x) & ~(x <= tol)
 
     @property
     def pair_failed(self) -> jax.Array:
         """bool (…, input leaf, output leaf): some check of that pair failed."""
-        shape = jnp.shape(self.tol) + (len(self.in_paths), len(self.out_paths))
-        bad = jnp.zeros(shape, bool)
+        shape = self._np.shape(self.tol) + (len(self.in_paths), len(self.out_paths))
+        bad = self._np.zeros(shape, bool)
         if self.jvp is not None:
             bad = bad | self._jvp_pair("failed")
         if self.vjp and self.vjp_per_output:
@@ -446,26 +444,26 @@ class RuleCheck:
     @property
     def input_failed(self) -> jax.Array:
         """bool (…, input leaf): a pair of it failed, its VJP failed, or VJP(0) ≠ 0."""
-        bad = jnp.any(self.pair_failed, axis=-1) | self._exceeds_zero(self.zero_vjp)
+        bad = self._np.any(self.pair_failed, axis=-1) | self._exceeds_zero(self.zero_vjp)
         if self.vjp and not self.vjp_per_output:
-            bad = bad | jnp.all(self._vjp_pair("failed"), axis=-1)
+            bad = bad | self._np.all(self._vjp_pair("failed"), axis=-1)
         return bad
 
     @property
     def output_failed(self) -> jax.Array:
         """bool (…, output leaf): a pair of it failed, its primal output, JVP(0) or vmap primal."""
-        bad = jnp.any(self.pair_failed, axis=-2) | self._exceeds_zero(self.zero_jvp) | self._exceeds(self.vmap_primal)
-        return bad | jnp.any(self._exceeds(self.primal_error), axis=-1)
+        bad = self._np.any(self.pair_failed, axis=-2) | self._exceeds_zero(self.zero_jvp) | self._exceeds(self.vmap_primal)
+        return bad | self._np.any(self._exceeds(self.primal_error), axis=-1)
 
     def _exceeds_zero(self, x):
-        return ~jnp.isnan(x) & (x != 0)
+        return ~self._np.isnan(x) & (x != 0)
 
     def _subchecks(self):
         return [r for r in (self.jvp, *self.vjp, self.adjoint) if r is not None]
 
     @property
     def failed(self) -> jax.Array:
-        bad = jnp.any(self.input_failed, axis=-1) | jnp.any(self.output_failed, axis=-1)
+        bad = self._np.any(self.input_failed, axis=-1) | self._np.any(self.output_failed, axis=-1)
         for r in self._subchecks():
             bad = bad | r.failed
         return bad
@@ -515,7 +513,7 @@ def check_rule(
     key: jax.Array,
     has_aux: bool = False,
     num_tangents: int = 2,
-    num_pairs: int = 4,
+    num_pairs: int = 8,
     tol: float | None = None,
     eps: float | None = None,
     method: str = "central",
@@ -608,14 +606,20 @@ def check_rule(
         )
     dtype = spec.dtype
     tol_value = _TOL.get(jnp.dtype(dtype).name, 1e-3) if tol is None else tol
-    run = lambda p, k: extras(rules, p, k, has_jvp, has_vjp)  # noqa: E731
+    run = lambda p, k: evaluate(rules, p, k, has_jvp, has_vjp)  # noqa: E731
     traced = any(isinstance(x, Tracer) for x in jax.tree_util.tree_leaves((primals, key)))
-    ex = run(primals, k_extra) if traced else jax.jit(run)(primals, k_extra)
+    raw = run(primals, k_extra) if traced else jax.jit(run)(primals, k_extra)  # the rules in one compiled program
+    host = not any(isinstance(v, Tracer) for v in jax.tree_util.tree_leaves(raw))  # else f closes over tracers
+    if not host:
+        ex = compare(jnp, raw, spec)
+    else:  # the comparisons on the host
+        with np.errstate(all="ignore"):
+            ex = compare(np, jax.tree_util.tree_map(np.asarray, raw), spec)
     return RuleCheck(
         jvp=jvp_res,
         vjp=vjp_res,
         adjoint=adj,
-        tol=jnp.asarray(tol_value, jnp.finfo(dtype).dtype),
+        tol=(np if host else jnp).asarray(tol_value, jnp.finfo(dtype).dtype),
         in_paths=spec.in_paths,
         out_paths=spec.out_paths,
         unchecked_in=spec.unchecked_in,
