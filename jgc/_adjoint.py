@@ -439,9 +439,10 @@ def check_adjoint(
 
     run = lambda k: evaluate(A, AT, xs, ys, k, num_pairs, blocks)  # noqa: E731
     traced = isinstance(key, Tracer) or isinstance(tol_value, Tracer)
-    evaluated = run(key) if traced else jax.jit(run)(key)  # the operators in one compiled program
-    if traced or any(isinstance(v, Tracer) for v in jax.tree_util.tree_leaves(evaluated)):  # under the caller's trace
-        res = decide(jnp, evaluated, tol_value)
+    evaluated = None if traced else jax.jit(run)(key)  # the operators in one compiled program
+    if traced or any(isinstance(v, Tracer) for v in jax.tree_util.tree_leaves(evaluated)):
+        # under the caller's trace: one jit, so that a vmap over the check compiles once
+        res = jax.jit(lambda k, t: decide(jnp, run(k), t))(key, tol_value)
     else:  # the statistics on the host
         with np.errstate(all="ignore"):
             res = decide(np, jax.tree_util.tree_map(np.asarray, evaluated), tol_value)

@@ -4,12 +4,13 @@ A composition of the public checks, so the verdict is theirs:
 
 - the JVP rule (`jax.jvp` of f) through `jgc.check_jvp`: random tangents on each input leaf,
   finite differences of f, one row per (output leaf, input leaf);
-- the VJP rule (`jax.vjp` of f) through `jgc.check_vjp`: per output leaf (a cotangent on
-  that output only) when f has no JVP (a `custom_vjp`), so a failure names the input and the
-  output; with one random cotangent on every output when the JVP exists (then the dot-product
-  test below localises);
-- both rules together through `jgc.check_adjoint(jvp, vjp, blocks=True)`: ⟨u, J v⟩ from the
-  JVP equals ⟨Jᵀu, v⟩ from the VJP, block by block, against a proven rounding bound;
+- the VJP rule (`jax.vjp` of f), where f has no JVP (a `custom_vjp`), through `jgc.check_vjp`:
+  per output leaf (a cotangent on that output only), so a failure names the input and the
+  output;
+- where both exist, the VJP through `jgc.check_adjoint(jvp, vjp, blocks=True)`: ⟨u, J v⟩ from
+  the JVP (already checked by finite differences) equals ⟨Jᵀu, v⟩ from the VJP, block by
+  block, against a proven rounding bound — exact, so the VJP needs no finite differences of
+  its own;
 
 plus the checks that need no finite differences, each a relative difference
 ‖a − b‖ / (‖a‖ + ‖b‖) that is an identity in exact arithmetic, failed beyond `tol`:
@@ -561,6 +562,14 @@ def check_rule(
     if not primals:
         raise ValueError("no primals given: pass the inputs of f after it, e.g. jgc.check_rule(f, x, key=key).")
     primals = tuple(jax.tree_util.tree_map(lambda x: jnp.asarray(x) if isinstance(x, (int, float, bool)) else x, primals))
+    options = dict(has_aux=has_aux, num_tangents=num_tangents, num_pairs=num_pairs, tol=tol, eps=eps, method=method)
+    if any(isinstance(x, Tracer) for x in jax.tree_util.tree_leaves((primals, key))):
+        # under the caller's trace: everything in one jit, so that a vmap over the check compiles once
+        return jax.jit(lambda p, k: _check_rule(f, p, k, **options))(primals, key)
+    return _check_rule(f, primals, key, **options)
+
+
+def _check_rule(f, primals, key, *, has_aux, num_tangents, num_pairs, tol, eps, method) -> RuleCheck:
     spec = _spec(f, primals, has_aux)
     rules = Rules(f, spec)
     jvp_missing, vjp_missing = _available(rules, primals)
@@ -577,9 +586,12 @@ def check_rule(
         jvp_res = check_jvp(
             out_fn, lambda p, t: _jvp_tangent(rules, p, t), *primals, key=k_jvp, num_tangents=num_tangents, eps=eps, method=method
         )
+    # the VJP by finite differences where there is no JVP (a custom_vjp), per output when there
+    # are several so that a failure names the output; with a JVP, checked above by finite
+    # differences, the exact identity ⟨u, J v⟩ = ⟨Jᵀu, v⟩ below decides the VJP block by block
     vjp_res: tuple = ()
     per_output = has_vjp and not has_jvp and spec.n_out > 1
-    if has_vjp:
+    if has_vjp and not has_jvp:
         from jgc import check_vjp  # the public check
 
         if per_output:
@@ -608,10 +620,10 @@ def check_rule(
     tol_value = _TOL.get(jnp.dtype(dtype).name, 1e-3) if tol is None else tol
     run = lambda p, k: evaluate(rules, p, k, has_jvp, has_vjp)  # noqa: E731
     traced = any(isinstance(x, Tracer) for x in jax.tree_util.tree_leaves((primals, key)))
-    raw = run(primals, k_extra) if traced else jax.jit(run)(primals, k_extra)  # the rules in one compiled program
-    host = not any(isinstance(v, Tracer) for v in jax.tree_util.tree_leaves(raw))  # else f closes over tracers
-    if not host:
-        ex = compare(jnp, raw, spec)
+    raw = None if traced else jax.jit(run)(primals, k_extra)  # the rules in one compiled program
+    host = not traced and not any(isinstance(v, Tracer) for v in jax.tree_util.tree_leaves(raw))  # f may close over tracers
+    if not host:  # under the caller's trace: one jit, so that a vmap over the check compiles once
+        ex = jax.jit(lambda p, k: compare(jnp, run(p, k), spec))(primals, k_extra)
     else:  # the comparisons on the host
         with np.errstate(all="ignore"):
             ex = compare(np, jax.tree_util.tree_map(np.asarray, raw), spec)

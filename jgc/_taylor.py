@@ -545,8 +545,8 @@ def taylor_test(
     theta_dtype = lay.dtype
     measure = lambda p, a, k, d: _measure(loss_fn, grad_fn, hvp_fn, p, a, k, d, candidates, num_rungs, chunk_size, lay)  # noqa: E731
     dynamic = (params, args, key, direction)
-    if _traced(dynamic):
-        return _decide(jnp, measure(*dynamic), m, num_rungs, tol_value, theta_dtype)
+    if _traced(dynamic):  # one jit, so that a vmap over the test compiles once
+        return _jit_run(lambda *d: _decide(jnp, measure(*d), m, num_rungs, tol_value, theta_dtype), dynamic)
     meas = jax.tree_util.tree_map(np.asarray, _jit_run(measure, dynamic))
     with np.errstate(all="ignore"):  # the verdict's 0/0 and inf are handled where they arise
         return _decide(np, meas, m, num_rungs, tol_value, theta_dtype)

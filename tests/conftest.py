@@ -44,6 +44,8 @@ def transform(request):
 # path, each beyond plain in one dtype: float32 under vmap (jit in the slow tier), the sparse
 # path in float32 and the downstream-only path in float64. The other pairings are in the slow
 # tier (`pytest -m slow`, `nox -s slow`), with the full corpus and the long random-model runs.
+# A test marked `@pytest.mark.slow_transforms("jit", ...)` (a check that compiles large programs)
+# has those transforms in the slow tier too.
 _SLOW_PAIRS = {
     ("dtype", "transform"): {("float64", "vmap"), ("float32", "jit"), ("float64", "jit")},
     ("dtype", "forced"): {("float32", "partial"), ("float64", "sparse")},
@@ -57,3 +59,6 @@ def pytest_collection_modifyitems(config, items):
         for (a, b), slow in _SLOW_PAIRS.items():
             if (params.get(a), params.get(b)) in slow:
                 item.add_marker(pytest.mark.slow)
+        marker = item.get_closest_marker("slow_transforms")
+        if marker is not None and params.get("transform") in marker.args:
+            item.add_marker(pytest.mark.slow)

@@ -16,6 +16,9 @@ from jax.custom_batching import custom_vmap
 
 import jgc
 
+# check_rule compiles large programs under jit/vmap: in the default tier the logsumexp rule
+# runs plain and under vmap, the multi-output rule plain; every transform in the slow tier
+
 # ---------------------------------------------------------------- a safe logsumexp (custom_jvp)
 
 
@@ -38,6 +41,7 @@ def _lse_batch(dtype):
     return jnp.stack([jnp.linspace(-1.0, 2.0, 5), jnp.linspace(30.0, 31.0, 5)]).astype(dtype)  # 30: exp overflows nothing
 
 
+@pytest.mark.slow_transforms("jit")
 def test_logsumexp(transform):
     lse = _lse()
     res = transform(lambda x: jgc.check_rule(lse, x, key=jax.random.key(0)), _lse_batch(jnp.float32))
@@ -135,6 +139,7 @@ def _multi_primals(dtype=jnp.float32):
     return jnp.linspace(0.1, 1.0, 3, dtype=dtype), jnp.linspace(1.0, 2.0, 3, dtype=dtype), jnp.array(2)
 
 
+@pytest.mark.slow_transforms("jit", "vmap")
 def test_multi_output_vjp(transform):
     f = _multi()
     x, y, n = _multi_primals()
@@ -183,8 +188,8 @@ def test_wrong_jvp_vjp_pair():
     A, b = _system(jnp.float32)
     res = jgc.check_rule(_pair_bug(A), b, key=jax.random.key(3))
     assert res.status == "failed"
-    assert bool(res.jvp.passed) and bool(res.adjoint.failed) and bool(res.vjp[0].failed)
-    assert re.search(r"✗ \[0\] → out +ok +✗ fail +\d\.\de[-+]\d\d✗", res.report())
+    assert bool(res.jvp.passed) and bool(res.adjoint.failed) and res.vjp == ()
+    assert re.search(r"✗ \[0\] → out +ok +— +\d\.\de[-+]\d\d✗", res.report())
 
 
 # ---------------------------------------------------------------- aux, errors

@@ -8,8 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import jgc
 import _ode
+import jgc
 
 
 def _batch(dtype, n=2, d=6):
@@ -17,6 +17,7 @@ def _batch(dtype, n=2, d=6):
     return jax.tree_util.tree_map(lambda *x: jnp.stack(x), *ps)
 
 
+@pytest.mark.slow_transforms("jit", "vmap")  # the ODE under jit/vmap in the slow tier; the sin loss below in the default one
 @pytest.mark.parametrize("bug", [False, True])
 def test_ode_adjoint(dtype, transform, bug):
     def check(problem):
@@ -58,6 +59,20 @@ def _sin_grad(w):
 
 def _sin_hvp(w, v):
     return (2 * jnp.cos(2 * w) + 0.6 * w) * v
+
+
+def test_transforms(dtype, transform):
+    """plain, jit and vmap on a cheap loss: a right gradient never fails (and passes in float64,
+    where the rungs above rounding prove ⟨g, h⟩ within tol; float32 may be inconclusive at a
+    point where ⟨g, h⟩ is small), a wrong one fails."""
+    ws = jnp.stack([jnp.linspace(0.3, 1.4, 6), jnp.linspace(-1.0, 0.5, 6)]).astype(dtype)
+    right = transform(lambda w: jgc.taylor_test(_sin_loss, _sin_grad, w, key=jax.random.key(2)), ws)
+    wrong = transform(lambda w: jgc.taylor_test(_sin_loss, lambda w: 1.2 * _sin_grad(w), w, key=jax.random.key(2)), ws)
+    np.testing.assert_array_equal(right.failed, False)
+    if dtype == jnp.float64:
+        np.testing.assert_array_equal(right.passed, True)
+    np.testing.assert_array_equal(wrong.failed, True)
+    assert right.eps.shape[-1] == 8 + 3
 
 
 def test_second_order_rate_three():
@@ -103,7 +118,7 @@ def _hard(family, dtype, seeds=16):
     return jax.jit(jax.vmap(one))(jax.random.split(jax.random.key(5), seeds))
 
 
-@pytest.mark.parametrize("family", [_nearly_linear, _large, _wiggly])
+@pytest.mark.parametrize("family", [_nearly_linear, pytest.param(_large, marks=pytest.mark.slow), _wiggly])
 def test_hard_cases_never_fail_float32(family):
     res = _hard(family, jnp.float32)
     assert not np.any(np.asarray(res.failed))
