@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _common import rss_mb as rss_mb  # noqa: F401  (lifetime.py, peers.py read it here too)
 from jax.flatten_util import ravel_pytree
 
 
@@ -274,18 +275,6 @@ def jgc_kwargs(method: str) -> dict:
     """check_grad's keywords for a benchmark's jgc method: "jgc" (the defaults, partial evaluation
     where it pays) or "jgc_plain" (partial_eval=False: the whole loss for every probe)."""
     return {"partial_eval": False} if method == "jgc_plain" else {}
-
-
-def rss_mb() -> float:
-    """This process's resident memory now (Linux /proc; NaN elsewhere)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
 
 
 def num_params(params):

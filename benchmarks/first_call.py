@@ -38,7 +38,6 @@ import argparse
 import json
 import os
 import pathlib
-import platform
 import statistics
 import subprocess
 import sys
@@ -46,6 +45,7 @@ import time
 from collections import defaultdict
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
+import _common  # noqa: E402
 import _nets  # noqa: E402
 
 CASES = ["classic47", "leaves10", "leaves50", "leaves200"]
@@ -246,17 +246,9 @@ def main():
     if opts.quick:
         opts.processes, opts.repeat = 1, 2
     opts.cases = opts.cases or ("classic47,leaves10,leaves50" if opts.quick else ",".join(CASES))
-    import importlib.metadata as md
 
     result = {
-        "machine": {
-            "platform": platform.platform(),
-            "cpu_count": os.cpu_count(),
-            "cpus_usable": len(os.sched_getaffinity(0)),
-            "python": platform.python_version(),
-            "jax": md.version("jax"),
-            "jaxlib": md.version("jaxlib"),
-        },
+        "machine": _common.machine(),
         "command": " ".join(["python benchmarks/first_call.py", *sys.argv[1:]]),
         "events": EVENTS,
         "rows": [],

@@ -42,15 +42,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import pathlib
-import platform
 import statistics
 import subprocess
 import sys
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
+import _common  # noqa: E402
 import _nets  # noqa: E402
 
 SIZES = ["mlp47", "mlp8577", "mlp34645"]
@@ -110,10 +109,7 @@ def child(model_name, dtype, opts):
 
         return jax.jit(program)
 
-    def timed(fn):
-        t = time.perf_counter()
-        out = jax.block_until_ready(fn())
-        return out, time.perf_counter() - t
+    timed = _common.timed
 
     for seeds in opts.seed_list:
         keys = jax.random.split(jax.random.PRNGKey(0), seeds)
@@ -214,8 +210,8 @@ def main():
     start = time.time()
     deadline = start + opts.budget
     result = {
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "python": platform.python_version()},
-        "versions": {p: md.version(p) for p in ("jax", "jaxlib")},
+        "machine": _common.machine(),
+        "versions": _common.versions("jax", "jaxlib"),
         "command": " ".join(["python benchmarks/gpu.py", *sys.argv[1:]]),
         "budget_s": opts.budget,
         "rows": [],

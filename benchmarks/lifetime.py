@@ -36,9 +36,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
 import pathlib
-import platform
 import subprocess
 import sys
 import tempfile
@@ -64,7 +62,7 @@ def child(variant, checks, every, dtype, collect):
     import jgc
 
     sys.path.insert(0, str(pathlib.Path(__file__).parent))
-    import _nets
+    import _common
 
     compiles = [0]
     jax.monitoring.register_event_duration_secs_listener(
@@ -99,7 +97,7 @@ def child(variant, checks, every, dtype, collect):
                 {
                     "checks": done,
                     "maps": _maps(),
-                    "rss_mb": _nets.rss_mb(),
+                    "rss_mb": _common.rss_mb(),
                     "compiles": compiles[0],
                     "elapsed_s": time.perf_counter() - t0,
                     "all_passed": passed,
@@ -123,6 +121,13 @@ def child(variant, checks, every, dtype, collect):
             gc.collect()
         if i == 0 or (i + 1) % every == 0 or i + 1 == checks:
             sample(i + 1, all_passed)
+
+
+def _machine():
+    sys.path.insert(0, str(pathlib.Path(__file__).parent))
+    import _common
+
+    return _common.machine()
 
 
 def run_variant(variant, opts):
@@ -204,16 +209,9 @@ def main():
     unknown = set(opts.variants.split(",")) - {"distinct", "same", "bare_jit"}
     if unknown:
         ap.error(f"unknown variants {sorted(unknown)}")
-    import importlib.metadata as md
 
     result = {
-        "machine": {
-            "platform": platform.platform(),
-            "cpu_count": os.cpu_count(),
-            "python": platform.python_version(),
-            "jax": md.version("jax"),
-            "jaxlib": md.version("jaxlib"),
-        },
+        "machine": _machine(),
         "command": " ".join(["python benchmarks/lifetime.py", *sys.argv[1:]]),
         "checks": opts.checks,
         "dtype": opts.dtype,

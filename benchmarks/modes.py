@@ -10,8 +10,6 @@ Run: python benchmarks/modes.py [--quick]   (writes benchmarks/results/modes.jso
 3. locate: one planted wrong coordinate among 1e6, evaluations and time.
 """
 
-import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -21,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-import _models as M  # noqa: E402
+import _common as M  # noqa: E402
 
 import jgc  # noqa: E402
 
@@ -102,12 +100,8 @@ def agreement():
 
 
 def timed(fn, repeat=2):
-    jax.block_until_ready(fn())  # compile
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        out = jax.block_until_ready(fn())
-        best = min(best, time.perf_counter() - t)
+    """(output, best of `repeat` calls after a first, compiling one)."""
+    out, _, best = M.first_and_best(fn, repeat)
     return out, best
 
 
@@ -160,7 +154,7 @@ def locate_bench():
 
 def main():
     result = dict(
-        machine=dict(platform=platform.platform(), cpu_count=len(__import__("os").sched_getaffinity(0)), jax=jax.__version__),
+        machine=M.machine(),
         device=str(jax.devices()[0]),
         note="No GPU was available for this task: CPU timings on a shared 2-core machine.",
     )
@@ -169,7 +163,7 @@ def main():
     result["cost"] = cost()
     result["locate"] = locate_bench()
     path = Path(__file__).parent / "results" / ("modes_quick.json" if QUICK else "modes.json")
-    path.write_text(json.dumps(result, indent=1))
+    M.write_json(path, result)
     print("wrote", path)
 
 

@@ -1,4 +1,4 @@
-"""Partial evaluation (jgc/_partial.py, jgc/_sparse.py) against the plain engine and the peers.
+"""Partial evaluation (jgc/_partial/) against the plain engine and the peers.
 
 For each model: a full per-coordinate numeric gradient in float64 on CPU by
 
@@ -37,9 +37,9 @@ import argparse
 import functools
 import json
 import os
-import platform
 import time
 
+import _common  # noqa: E402  (benchmarks/ is this script's folder)
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -180,7 +180,7 @@ def course(opts):
 
 
 def _machine():
-    return {"platform": platform.platform(), "cpus": os.cpu_count(), "jax": jax.__version__, "device": str(jax.devices()[0])}
+    return _common.machine(device=True)
 
 
 def models(quick):
@@ -267,12 +267,7 @@ def main():
     if opts.course:
         return course(opts)
     results = {
-        "machine": {
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "jax": jax.__version__,
-            "device": str(jax.devices()[0]),
-        },
+        "machine": _machine(),
         "command": "python benchmarks/partial_eval.py"
         + (" --quick" if opts.quick else "")
         + (" --no-peers" if opts.no_peers else "")

@@ -60,7 +60,6 @@ import argparse
 import json
 import os
 import pathlib
-import platform
 import resource
 import statistics
 import subprocess
@@ -68,6 +67,7 @@ import sys
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
+import _common  # noqa: E402
 import _nets  # noqa: E402
 
 METHODS = ["jgc", "jgc_plain", "scipy", "torch", "course", "floor", "floor_seq"]
@@ -77,19 +77,9 @@ RESULTS = pathlib.Path(__file__).parent / "results"
 # ---------------------------------------------------------------- one cell (runs in its own process)
 
 
-def _timed(fn):
-    import jax
-
-    t = time.perf_counter()
-    out = jax.block_until_ready(fn())
-    return out, time.perf_counter() - t
-
-
 def _first_and_warm(fn, opts):
-    """First call, then the median of opts.repeat warm calls (none when the first took over opts.slow s)."""
-    out, first = _timed(fn)
-    warm = [] if first > opts.slow else [_timed(fn)[1] for _ in range(opts.repeat)]
-    return out, first, warm
+    """First call, then opts.repeat warm calls (none when the first took over opts.slow s)."""
+    return _common.first_and_warm(fn, opts.repeat, opts.slow)
 
 
 def _times(row, first, warm):
@@ -113,7 +103,7 @@ def cell(model_name, method, opts):
         row.update(_nets.verify(model, with_torch=True))
         return row
 
-    row["base_rss_mb"] = _nets.rss_mb()
+    row["base_rss_mb"] = _common.rss_mb()
     if method in ("jgc", "jgc_plain"):
         import jgc
 
@@ -212,16 +202,16 @@ def cell(model_name, method, opts):
         t = time.perf_counter()
         evals_c = evals.lower(theta).compile()
         row["evals_compile_s"] = time.perf_counter() - t
-        num, row["evals_first_run_s"] = _timed(lambda: evals_c(theta))
+        num, row["evals_first_run_s"] = _common.timed(lambda: evals_c(theta))
         t = time.perf_counter()
         grad_c = grad.lower(theta).compile()
         row["grad_compile_s"] = time.perf_counter() - t
-        _, row["grad_first_run_s"] = _timed(lambda: grad_c(theta))
+        _, row["grad_first_run_s"] = _common.timed(lambda: grad_c(theta))
         first = row["evals_compile_s"] + row["evals_first_run_s"] + row["grad_compile_s"] + row["grad_first_run_s"]
         warm = []
         if first <= opts.slow:
             for _ in range(opts.repeat):
-                warm.append(_timed(lambda: evals_c(theta))[1] + _timed(lambda: grad_c(theta))[1])
+                warm.append(_common.timed(lambda: evals_c(theta))[1] + _common.timed(lambda: grad_c(theta))[1])
         _times(row, first, warm)
         g = np.asarray(grad_of_theta(theta))
         num = np.asarray(num)
@@ -238,25 +228,6 @@ def cell(model_name, method, opts):
 
 
 # ---------------------------------------------------------------- the run
-
-
-def _machine():
-    import importlib.metadata as md
-
-    def version(p):
-        try:
-            return md.version(p)
-        except md.PackageNotFoundError:
-            return None
-
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)),
-        "python": platform.python_version(),
-        **{p: version(p) for p in ("jax", "jaxlib", "numpy", "scipy", "torch")},
-    }
 
 
 def _child_cmd(model, method, opts):
@@ -363,7 +334,7 @@ def main():
     out = pathlib.Path(opts.out) if opts.out else RESULTS / ("peers_quick.json" if opts.quick else "peers.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     result = {
-        "machine": _machine(),
+        "machine": _common.machine(packages=("jax", "jaxlib", "numpy", "scipy", "torch")),
         "command": " ".join(["python benchmarks/peers.py", *sys.argv[1:]]),
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
         "rows": [],

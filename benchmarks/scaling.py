@@ -11,10 +11,12 @@ machine the same code spreads the probes over the GPUs.
 
 import json
 import os
-import platform
 import subprocess
 import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+import _common  # noqa: E402
 
 QUICK = "--quick" in sys.argv
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,15 +25,11 @@ CHILD = r"""
 import json, sys, time
 sys.path.insert(0, "benchmarks")
 import jax, numpy as np
-import _models as M
+import _common as M
 import jgc
 
 def best(fn, repeat=2):
-    jax.block_until_ready(fn())
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter(); jax.block_until_ready(fn()); times.append(time.perf_counter() - t)
-    return min(times)
+    return M.first_and_best(fn, repeat)[2]
 
 out = {"devices": jax.device_count()}
 with jax.enable_x64(True):
@@ -69,7 +67,7 @@ def main():
     max_seed_diff = max(abs(a - b) for r in rows for a, b in zip(r["seeds_rel_error"], rows[0]["seeds_rel_error"], strict=True))
     same_verdicts = all(r["seeds_passed"] == rows[0]["seeds_passed"] for r in rows)
     result = dict(
-        machine=dict(platform=platform.platform(), cpu_count=len(os.sched_getaffinity(0))),
+        machine=_common.machine(),
         note="No GPU was available for this task: simulated host devices sharing a 2-core CPU.",
         full_rel_error_identical_across_device_counts=same_full,
         seeds_rel_error_max_absolute_difference=max_seed_diff,
@@ -77,7 +75,7 @@ def main():
         rows=rows,
     )
     path = Path(__file__).parent / "results" / ("scaling_quick.json" if QUICK else "scaling.json")
-    path.write_text(json.dumps(result, indent=1))
+    _common.write_json(path, result)
     print(
         "wrote",
         path,

@@ -10,9 +10,6 @@ once, reused). Times are the best of 2 warm runs (1 for the 256-seed loop); the 
 call (compilation included) is reported apart.
 """
 
-import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -21,7 +18,7 @@ import jax
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-import _models as M  # noqa: E402
+import _common as M  # noqa: E402
 
 import jgc  # noqa: E402
 
@@ -29,15 +26,9 @@ QUICK = "--quick" in sys.argv
 
 
 def best(fn, repeat=2):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn())
-    first = time.perf_counter() - t0
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t)
-    return first, min(times)
+    """(first call's seconds, best of `repeat` more)."""
+    _, first, warm = M.first_and_best(fn, repeat)
+    return first, warm
 
 
 def main():
@@ -75,13 +66,13 @@ def main():
                 rows.append(row)
                 print(row)
     result = dict(
-        machine=dict(platform=platform.platform(), cpu_count=len(os.sched_getaffinity(0)), jax=jax.__version__),
+        machine=M.machine(),
         device=str(jax.devices()[0]),
         note="No GPU was available for this task: CPU timings on a shared 2-core machine.",
         rows=rows,
     )
     path = Path(__file__).parent / "results" / ("seeds_quick.json" if QUICK else "seeds.json")
-    path.write_text(json.dumps(result, indent=1))
+    M.write_json(path, result)
     print("wrote", path)
 
 

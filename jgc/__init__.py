@@ -23,6 +23,7 @@ from ._result import GradCheckError as GradCheckError
 from ._result import HVPCheck as HVPCheck
 from ._result import JVPCheck as JVPCheck
 from ._result import Noise as Noise
+from ._result import Run as Run
 from ._result import SampledCheck as SampledCheck
 from ._result import VJPCheck as VJPCheck
 from ._rules import RuleCheck as RuleCheck
@@ -50,6 +51,7 @@ __all__ = [
     "Location",
     "Noise",
     "RuleCheck",
+    "Run",
     "SampledCheck",
     "TaylorTest",
     "VJPCheck",

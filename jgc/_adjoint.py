@@ -93,13 +93,13 @@ class AdjointCheck:
     @property
     def lower(self) -> jax.Array:
         """Proven relative mismatch per pair and block: (|D| − bound)/S, at least 0."""
-        xp = _xp(self.mismatch, self.bound)
+        xp = xp_of(self.mismatch, self.bound)
         return _ratio(xp.maximum(xp.abs(self.mismatch) - self.bound, 0), self.scale)
 
     @property
     def upper(self) -> jax.Array:
         """Possible relative mismatch per pair and block: (|D| + bound)/S."""
-        return _ratio(_xp(self.mismatch).abs(self.mismatch) + self.bound, self.scale)
+        return _ratio(xp_of(self.mismatch).abs(self.mismatch) + self.bound, self.scale)
 
     @property
     def block_failed(self) -> jax.Array:
@@ -110,7 +110,7 @@ class AdjointCheck:
     def block_passed(self) -> jax.Array:
         """bool (x block, y block): the possible mismatch within tol on every pair."""
         upper = self.upper
-        return _xp(upper, self.tol).all(upper <= _col(self.tol, upper), axis=-3) & ~self.block_failed
+        return xp_of(upper, self.tol).all(upper <= _col(self.tol, upper), axis=-3) & ~self.block_failed
 
     @property
     def status(self) -> str:
@@ -132,27 +132,27 @@ class AdjointCheck:
         return f"AdjointCheck({adjoint_line(self)})"
 
 
-def _xp(*arrays):
+def xp_of(*arrays):
     """NumPy for host arrays (a result of concrete inputs), jax.numpy otherwise."""
     return np if all(isinstance(a, (np.ndarray, np.generic, float, int)) for a in arrays) else jnp
 
 
 def _col(x, like):
-    xp = _xp(x, like)
+    xp = xp_of(x, like)
     x = xp.asarray(x)
     return xp.reshape(x, x.shape + (1,) * (like.ndim - x.ndim))
 
 
 def _ratio(num, den):
     """num/den, 0 where both are 0 and inf where only den is."""
-    xp = _xp(num, den)
+    xp = xp_of(num, den)
     with np.errstate(all="ignore"):
         safe = xp.where(den > 0, den, 1)
         return xp.where(den > 0, num / safe, xp.where(num > 0, xp.inf, 0.0))
 
 
 def _block_failed(mismatch, scale, bound, tol):
-    xp = _xp(mismatch, scale, bound, tol)
+    xp = xp_of(mismatch, scale, bound, tol)
     lower = _ratio(xp.maximum(xp.abs(mismatch) - bound, 0), scale)
     pairs = mismatch.shape[-3]
     proven = xp.sum(lower > _col(tol, lower), axis=-3) >= min(FAIL_PAIRS, pairs)

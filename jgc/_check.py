@@ -9,16 +9,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _pipeline, _probes, _stencils, _tree, _validate
-from ._measure import Session
+from . import _engine, _jit, _pipeline, _probes, _stencils, _tree, _validate
+from ._engine import Engine
 from ._problem import Problem
 from ._result import GradCheck, GradCheckError
 from ._typing import PyTree, Tracer
 
 
 def prepare(params):
-    """Python floats in params become arrays (so they are checked); nothing is mutated."""
-    return jax.tree_util.tree_map(lambda x: jnp.asarray(x) if isinstance(x, float) else x, params)
+    """Python floats in params become arrays of JAX's default float dtype (so they are checked);
+    nothing is mutated. Host (NumPy) arrays: no transfer, no eager op (jax_transfer_guard)."""
+    dtype = jax.dtypes.canonicalize_dtype(np.float64)
+    return jax.tree_util.tree_map(lambda x: np.asarray(x, dtype) if isinstance(x, float) else x, params)
 
 
 def validate(loss_fn, grad_fn, method, eps, tol, chunk_size, grad_name: str | None = "grad_fn") -> None:
@@ -131,9 +133,9 @@ def check_grad(
         if autodiff:
             raise ValueError("autodiff=True needs the full check: it is not supported with coords=.")
         _validate.count("coords", coords)
-        _validate.key(key)
+        _validate.key(key, where="check_grad")
         options = dataclasses.replace(options, mode=_pipeline.SAMPLED, coords=int(coords))
-    return _pipeline.check(_pipeline.run, (loss_fn, grad_fn), params, args, options, eps, tol, key)
+    return _jit.check(_pipeline.run, (loss_fn, grad_fn), params, args, options, eps, tol, key)
 
 
 _X64_TRACED = (
@@ -151,7 +153,7 @@ def in_x64(check, loss_fn, grad_fn, params, args, options):
             where = ("params" if path[0].idx == 0 else "args") + jax.tree_util.keystr(path[1:])
             raise ValueError(_X64_TRACED.format(path=where))
     with jax.enable_x64(True):
-        params, args = _tree.to_float64((params, args))
+        params, args = _engine.explicit(_tree.to_float64, (params, args), "the float64 params and args to the device")
         return check(loss_fn, grad_fn, params, *args, **options)
 
 
@@ -186,15 +188,18 @@ def numeric_grad(
     params = prepare(params)
     lay = _tree.layout(params)
     options = _pipeline.Options(method, chunk_size, partial=partial_eval)
-    return _tree.unravel_full(lay, _pipeline.check(_numeric, (loss_fn,), params, args, options, eps))
+    return _tree.unravel_full(lay, _jit.check(_numeric, (loss_fn,), params, args, options, eps))
 
 
 def _numeric(loss_fn, params, args, options, eps, tol, key):
+    """The pipeline's first two steps on every coordinate, stage 1 only: the numeric gradient."""
     problem = Problem(loss_fn, params, args, options.method)
     xp, n = problem.xp, problem.lay.n
-    session = Session(problem, _probes.COORDS, n, eps=eps, chunk_size=options.chunk_size, partial=options.partial)
+    engine = Engine(problem, _probes.COORDS, n, options.chunk_size, options.partial)
     probes = _probes.Probes(xp.arange(n, dtype=np.int32), xp.zeros(n, problem.dtype))
-    return session.first(probes, doubled=False)[0].numeric
+    side = _pipeline.Side(None, None)
+    _, measured, _, _ = _pipeline.calibrated(problem, engine, side, probes, eps, doubled=False)
+    return measured.numeric
 
 
 def relative_error(a: PyTree, b: PyTree) -> jax.Array:
@@ -205,6 +210,8 @@ def relative_error(a: PyTree, b: PyTree) -> jax.Array:
       >>> float(jgc.relative_error({"w": jnp.array([1.0, 0.0])}, {"w": jnp.array([1.0, 0.0])}))
       0.0
     """
+    _validate.numbers("relative_error: a", a)
+    _validate.numbers("relative_error: b", b)
     la, ta = jax.tree_util.tree_flatten(a)
     lb, tb = jax.tree_util.tree_flatten(b)
     if ta != tb:
@@ -212,6 +219,14 @@ def relative_error(a: PyTree, b: PyTree) -> jax.Array:
     for (path, x), y in zip(jax.tree_util.tree_flatten_with_path(a)[0], lb, strict=True):
         if jnp.shape(x) != jnp.shape(y):
             raise ValueError(f"{jax.tree_util.keystr(path)}: shapes differ, {jnp.shape(x)} and {jnp.shape(y)}.")
+    if _jit.is_traced((la, lb)):
+        return _relative_error(la, lb)
+    # one compiled program, its inputs put on the device explicitly: no eager op, no implicit transfer
+    host = lambda leaves: _engine.to_device([x if _tree.is_array(x) else np.asarray(x) for x in leaves])  # noqa: E731
+    return _jit.program(("relative_error",), _relative_error)(host(la), host(lb))
+
+
+def _relative_error(la, lb):
     sq = lambda leaves: sum(jnp.sum(jnp.square(jnp.asarray(x))) for x in leaves)  # noqa: E731
     err = jnp.sqrt(sum(jnp.sum(jnp.square(jnp.asarray(x) - jnp.asarray(y))) for x, y in zip(la, lb, strict=True)))
     na, nb = jnp.sqrt(sq(la)), jnp.sqrt(sq(lb))

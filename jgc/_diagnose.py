@@ -26,7 +26,7 @@ NONE, SCALED, ZERO, TRANSPOSED, L2, ROWS, COLUMNS = range(7)
 NAMES = {NONE: "", SCALED: "scaled", ZERO: "zero", TRANSPOSED: "transposed", L2: "l2", ROWS: "rows", COLUMNS: "columns"}
 
 _FIT = 0.05  # a model fits when its residual is below 5% of what it explains
-_SHARE = 1e-3  # a row or column "carries error" when it holds more than this share of it
+SHARE = 1e-3  # a row or column "carries error" when it holds more than this share of it
 
 
 def _index_maps(lay):
@@ -96,7 +96,7 @@ def diagnose(xp, lay, theta, numeric, analytic, leaf_failed):
     def confined(ids, owner, count_per_leaf):
         order = np.argsort(ids, kind="stable")  # group ids must be sorted for the segment sum
         err = segment_sum(xp, (diff * diff)[order], ids[order], len(owner))
-        bad = err > _SHARE * dd[owner]
+        bad = err > SHARE * dd[owner]
         count = segment_sum(xp, bad.astype(np.int32), owner, k)
         ok = xp.asarray(maps["matrix"]) & (dd > 0) & (count >= 1) & (2 * count <= count_per_leaf) & (count_per_leaf > 1)
         return ok, count

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import jax
 
-from . import _check, _pipeline, _tree, _validate
+from . import _check, _jit, _pipeline, _tree, _validate
 from ._result import DirectionCheck
 from ._typing import PyTree
 
@@ -59,9 +59,9 @@ def check_directions(
       (True, True, True)
     """
     _check.validate(loss_fn, grad_fn, method, eps, tol, chunk_size)
-    _validate.key(key)
+    _validate.key(key, where="check_directions")
     _validate.count("num", num)
     params = _check.prepare(params)
     _tree.layout(params)
     options = dataclasses.replace(_pipeline.Options(method, chunk_size), mode=_pipeline.DIRECTIONS, num=int(num))
-    return _pipeline.check(_pipeline.run, (loss_fn, grad_fn), params, args, options, eps, tol, key)
+    return _jit.check(_pipeline.run, (loss_fn, grad_fn), params, args, options, eps, tol, key)

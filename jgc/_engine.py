@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from . import _probes
+from . import _jaxpr, _jit, _noise, _partial, _probes
 from ._typing import Tracer
 
 # Memory budget for one chunk of perturbed parameter vectors, in array elements.
@@ -81,13 +81,75 @@ def mesh() -> Mesh | None:
     return Mesh(np.asarray(devices), ("probes",)) if len(devices) > 1 else None
 
 
-def place(leaves: list) -> list:
-    """Make committed input arrays compatible with the probe mesh (host-side, before jit).
+# ---------------------------------------------------------------- host ⇄ device
+#
+# What a check moves, on concrete inputs: θ and the host-side (NumPy) arrays of params and
+# args to the device once per check; per chunk call, the chunk's probes (a few int32/float
+# arrays of `chunk` entries); the stencil's offsets and the analytic vector to project once
+# per runner; the values, steps and projections back to the host. Every one of these is an
+# explicit transfer (`jax.device_put` / `jax.device_get`), so `jax_transfer_guard="disallow"`
+# (which forbids implicit transfers only) lets a check run, and "log" shows none of them;
+# nothing is moved implicitly by a jit call with NumPy arguments or an eager op.
 
-    An array committed to some of the devices (e.g. `jax.device_put(x, jax.devices()[1])`)
-    cannot meet the probe sharding over all devices in one jitted computation; such arrays
-    are replicated over the mesh. Uncommitted arrays, tracers and a single device: unchanged.
+
+TRANSFER_FORBIDDEN = (
+    "jax_transfer_guard forbids a transfer that a gradient check on concrete inputs must make ({what}). "
+    "jgc moves, explicitly (jax.device_put / jax.device_get): θ (the checked parameters) and the "
+    "host-side (NumPy) arrays of params and args to the device once per check, each chunk's probes "
+    "(indices and steps), and the numeric values back to the host; nothing implicitly. "
+    "The guard is {setting}: 'disallow' and 'log' allow explicit transfers, 'disallow_explicit' does not. "
+    "Run the check under `with jax.transfer_guard('disallow'):` (or 'allow'), or call it inside "
+    "jax.jit on device arrays (one program: nothing moves but what you fetch). JAX said: {error}"
+)
+
+
+def _guard_setting() -> str:
+    names = ("jax_transfer_guard", "jax_transfer_guard_host_to_device", "jax_transfer_guard_device_to_host")
+    values = [f"{n}={getattr(jax.config, n, None)!r}" for n in names if getattr(jax.config, n, None) is not None]
+    return ", ".join(values) or "set"
+
+
+def explicit(move, x, what: str):
+    """`move(x)`, a function that transfers explicitly, with a transfer guard's refusal said plainly."""
+    return _transfer(move, x, what)
+
+
+def _transfer(move, x, what: str):
+    try:
+        return move(x)
+    except jax.errors.JaxRuntimeError as e:
+        if "Disallowed" not in str(e):
+            raise
+        error = str(e).splitlines()[0][:200]
+        raise RuntimeError(TRANSFER_FORBIDDEN.format(what=what, setting=_guard_setting(), error=error)) from None
+
+
+def to_device(tree, what: str = "host arrays to the device"):
+    """Host arrays (NumPy) of a pytree put on the default device, explicitly; the rest unchanged."""
+    put = lambda x: _transfer(jax.device_put, x, what) if isinstance(x, (np.ndarray, np.generic)) else x  # noqa: E731
+    return jax.tree_util.tree_map(put, tree)
+
+
+def to_host(tree, what: str = "values back to the host"):
+    """Device arrays of a pytree brought to the host (NumPy), explicitly; PRNG keys (no NumPy form) stay."""
+
+    def get(x):
+        if isinstance(x, jax.Array) and not isinstance(x, Tracer) and not jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+            return np.asarray(_transfer(jax.device_get, x, what))
+        return x
+
+    return jax.tree_util.tree_map(get, tree)
+
+
+def place(leaves: list) -> list:
+    """The data of a check on the device, ready for its programs (host-side, before jit).
+
+    NumPy arrays are put on the device once (not again at every call of a program). An array
+    committed to some of the devices (e.g. `jax.device_put(x, jax.devices()[1])`) cannot meet
+    the probe sharding over all devices in one jitted computation; such arrays are replicated
+    over the mesh. Device arrays, tracers and None: unchanged.
     """
+    leaves = to_device(leaves)
     m = mesh()
     if m is None:
         return leaves
@@ -146,6 +208,7 @@ def entry_chunk_function(fun, plan: Plan, shape: tuple, dtype):
     evaluates J with one entry of the leaf changed (θ is the leaf's flat values here)."""
 
     def body(theta, data, key, probes, offsets, project):
+        probes = _probes.as_jax(probes)  # NumPy under jax.disable_jit()
         idx = jnp.arange(plan.chunk)
         offsets = offsets.astype(theta.dtype)
 
@@ -167,22 +230,19 @@ def entry_chunk_function(fun, plan: Plan, shape: tuple, dtype):
     return body
 
 
-def _has_conv(jaxpr) -> bool:
-    for eqn in jaxpr.eqns:
-        if eqn.primitive.name == "conv_general_dilated":
-            return True
-        for value in eqn.params.values():
-            for sub in value if isinstance(value, (tuple, list)) else (value,):
-                inner = getattr(sub, "jaxpr", sub)
-                if hasattr(inner, "eqns") and _has_conv(inner):
-                    return True
-    return False
+def _ordered(jaxpr) -> bool:
+    """Whether the function has an ordered effect (io_callback(..., ordered=True), an ordered
+    jax.debug.print), which JAX cannot vmap but runs in a compiled loop, in order."""
+    return any("Ordered" in type(e).__name__ for e in jaxpr.effects)
 
 
-def batching(jaxpr) -> str:
+def batching(facts: _jaxpr.Facts, jaxpr=None) -> str:
     """How to batch a chunk: a compiled loop (MAP) for convolutions on CPU, where a vmap over
-    perturbed kernels becomes a grouped convolution that XLA:CPU runs ~100× slower; else VMAP."""
-    return MAP if jax.default_backend() == "cpu" and _has_conv(jaxpr) else VMAP
+    perturbed kernels becomes a grouped convolution that XLA:CPU runs ~100× slower, and for
+    functions with ordered effects (which cannot be vmapped); else VMAP."""
+    if jaxpr is not None and _ordered(jaxpr):
+        return MAP
+    return MAP if jax.default_backend() == "cpu" and facts.conv else VMAP
 
 
 class Runner:
@@ -195,38 +255,62 @@ class Runner:
 
     def __init__(self, program, plan: Plan, theta, data, key=None, project=None, traced: bool = False, label: str = ""):
         self.program, self.plan, self.theta, self.data, self.key = program, plan, theta, data, key
-        self.project = project  # the vector whose projections on the probes come back (None: zeros)
+        # the vector whose projections on the probes come back (None: zeros); on the device once
+        self.project = project if traced else to_device(project)
         self.traced = traced
         self.label = label
-        self.evals = 0  # loss evaluations the probes needed (padding not counted)
-        self.seconds_per_chunk: float | None = None
 
-    def run(self, probes: _probes.Probes, offsets, count: bool = True):
-        """(values (P, m[, out]), h (P,), proj (P,)) for the P probes of `probes`."""
+    def run(self, probes: _probes.Probes, offsets, repeat=None):
+        """(values (P, m[, out]), h (P,), proj (P,), spread, evals) for the P probes of `probes`.
+
+        `repeat` (host: a bool per probe; traced: True): the chunk holding the first marked probe
+        is evaluated a second time by the same program, and `spread` is the largest difference
+        between the two evaluations (0 for a deterministic loss on CPU); else spread is 0.
+        `evals`: the loss evaluations it took (padding not counted, the repeat counted).
+        """
         num = len(probes)
-        if count:
-            self.evals += num * self.plan.m
         c = self.plan.chunk
         total = -(-num // c) * c
         odtype = np.result_type(np.dtype(self.theta.dtype), np.complex64) if self.plan.complex else np.dtype(self.theta.dtype)
-        offsets = jnp.asarray(offsets, odtype) if self.traced else np.asarray(offsets, odtype)
+        offsets = jnp.asarray(offsets, odtype) if self.traced else to_device(np.asarray(offsets, odtype))
         project = self.project
+        evals = num * self.plan.m
         if self.traced:
             padded = _pad_traced(probes, total)
             rows = jax.tree_util.tree_map(lambda x: x.reshape((total // c, c) + x.shape[1:]), padded)
+            if repeat:  # the first chunk once more, through a barrier so that XLA cannot merge the two
+                again = jax.lax.optimization_barrier(jax.tree_util.tree_map(lambda x: x[:1], rows))
+                rows = jax.tree_util.tree_map(lambda x, y: jnp.concatenate([x, y]), rows, again)
+                evals += min(c, num) * self.plan.m  # its probes (padding is not counted)
             out = jax.lax.map(lambda p: self.program(self.theta, self.data, self.key, p, offsets, project), rows)
-            return jax.tree_util.tree_map(lambda x: x.reshape((total,) + x.shape[2:])[:num], out)
+            spread = jnp.zeros((), jnp.real(out[0]).dtype)
+            if repeat:
+                spread = _noise.spread(jnp, out[0][0], out[0][-1])
+                out = jax.tree_util.tree_map(lambda x: x[:-1], out)
+            out = jax.tree_util.tree_map(lambda x: x.reshape((total,) + x.shape[2:])[:num], out)
+            return (*out, spread, evals)
         padded = _probes.pad(probes, total)
         outs = []
         progress = _Progress(total // c, self) if total // c > 2 else None
         for s in range(0, total, c):
-            chunk = jax.tree_util.tree_map(lambda x, s=s: x[s : s + c], padded)
+            chunk = to_device(jax.tree_util.tree_map(lambda x, s=s: np.asarray(x[s : s + c]), padded))
             outs.append(self.program(self.theta, self.data, self.key, chunk, offsets, project))
             if progress is not None:
                 progress.step(outs[-1])
         if progress is not None:
             progress.done()
-        return tuple(np.concatenate([np.asarray(o[k]) for o in outs])[:num] for k in range(3))
+        outs = to_host(outs)
+        values, h, proj = (np.concatenate([o[k] for o in outs])[:num] for k in range(3))
+        spread = np.zeros((), np.real(values).dtype)
+        marked = np.flatnonzero(np.asarray(repeat)) if repeat is not None and num else np.zeros(0, int)
+        if marked.size:
+            s = int(marked[0]) // c * c
+            first = outs[s // c][0]
+            chunk = to_device(jax.tree_util.tree_map(lambda x: np.asarray(x[s : s + c]), padded))
+            again = to_host(self.program(self.theta, self.data, self.key, chunk, offsets, project)[0])
+            spread = _noise.spread(np, first, again).astype(spread.dtype)
+            evals += min(c, num - s) * self.plan.m  # its probes (padding is not counted)
+        return values, h, proj, spread, evals
 
 
 def _pad_traced(probes: _probes.Probes, total: int) -> _probes.Probes:
@@ -275,3 +359,109 @@ class _Progress:
         if self.shown:
             sys.stderr.write("\r" + " " * 60 + "\r")
             sys.stderr.flush()
+
+
+class Engine:
+    """Evaluates a check's function along probe sets, each leaf's probes on its path.
+
+    On the host, with partial evaluation on, every checked leaf gets the path the cost model
+    of `jgc/_partial/` picks: the plain engine (the whole function per probe), *partial*
+    (only the equations downstream of the leaf) or *sparse* (only the entries a one-entry
+    change touches); each non-plain leaf has its own chunk program. Under a trace every
+    probe takes the plain engine (one program). `paths` says which path each leaf took.
+    """
+
+    def __init__(self, problem, kind: str, num_probes: int, chunk_size=None, partial=True, key=None, project=None):
+        from ._problem import LOSS
+
+        p = self.problem = problem
+        self.kind, self.chunk_size = kind, chunk_size
+        self.devices = 1 if mesh() is None else jax.device_count()
+        want = partial and kind == _probes.COORDS and p.kind == LOSS and not p.stencil.complex
+        self.traced_loss = None
+        # the function traced twice: a function that draws random numbers (or reads changing state)
+        # when it is traced gives every compiled program another function (`same_trace` False)
+        # (fresh wrappers each time: JAX caches the trace of a function it has seen)
+        first = jax.make_jaxpr(lambda t, d: p.fun(t, d))(p.theta, p.data)
+        second = jax.make_jaxpr(lambda t, d: p.fun(t, d))(p.theta, p.data)
+        self.same_trace = _jaxpr.same_program(first, second)
+        if want and not p.traced:
+            self.traced_loss = _partial.trace(p.fn, p.lay, p.params, p.args, p.stencil)
+            self.paths = self.traced_loss.paths
+            self.facts = _jaxpr.facts(self.traced_loss.closed.jaxpr)  # its inputs: the checked leaves
+        else:  # inside a trace every probe runs the whole loss (one program)
+            self.paths = tuple(_partial.PLAIN_TRACED if c else "" for c in p.lay.checked) if want else ()
+            self.facts = _jaxpr.facts(first.jaxpr, first.jaxpr.invars[:1])  # downstream of θ
+        self.batching = batching(self.facts, first.jaxpr)
+        m = p.stencil.evals_per_probe
+        plan = Plan(kind, m, self._chunk(p.lay.n, num_probes + 1), self.batching, p.stencil.complex)
+        self._plain = lambda: p.runner(plan, key, project)
+        self._plain_runner = None
+        self.routes = self._routes() if self.traced_loss is not None else []
+
+    @property
+    def runner(self) -> Runner:
+        """The plain engine: the whole function per probe (compiled on first use)."""
+        if self._plain_runner is None:
+            self._plain_runner = self._plain()
+        return self._plain_runner
+
+    def _chunk(self, n: int, num_probes: int) -> int:
+        if self.chunk_size is not None:
+            return -(-self.chunk_size // self.devices) * self.devices
+        return chunk_size(n, num_probes, self.problem.stencil.evals_per_probe, self.devices)
+
+    def _routes(self):
+        """Runners for the leaves on the partial and sparse paths: (first coordinate, end, runner)."""
+        p, traced = self.problem, self.traced_loss
+        assert traced is not None
+        lay = p.lay
+        leaves = [(k, i) for k, i in enumerate(lay.checked_index) if traced.paths[i] in (_partial.PARTIAL, _partial.SPARSE)]
+        if not leaves:
+            return []
+        spec = _partial.Base(p.fun.ref, lay, p.static, traced.sig, traced)
+        base = p.call(("base", spec), spec, list(traced.closed.consts))  # the args' values flow in
+        routes, m = [], p.stencil.evals_per_probe
+        for k, i in leaves:
+            o, s = lay.offsets[k], lay.sizes[k]
+            plan = Plan(_probes.COORDS, m, self._chunk(s, s), self.batching)
+            if traced.paths[i] == _partial.PARTIAL:
+                fun = _partial.LeafFun(p.fun.ref, lay, p.static, k, traced.sig, traced)
+                body = chunk_function(fun, plan)
+            else:
+                fun = _partial.EntryFun(p.fun.ref, lay, p.static, k, traced.sig, traced)
+                body = entry_chunk_function(fun, plan, lay.shapes[i], np.dtype(lay.dtypes[i]))
+            program = _jit.program(("leaf", fun, plan), body)
+            theta_k = to_device(p.theta_x[o : o + s])
+            routes.append((o, o + s, Runner(program, plan, theta_k, base)))
+        return routes
+
+    def run(self, probes: _probes.Probes, offsets, repeat=None):
+        """(values, h, proj, spread, evals) for every probe, each on the runner of its leaf's path
+        (see `Runner.run`; `repeat` marks the probes whose chunk is evaluated twice)."""
+        if not self.routes or probes.kind != _probes.COORDS:
+            return self.runner.run(probes, offsets, repeat)
+        start = np.asarray(probes.start)
+        marks = np.zeros(start.shape, bool) if repeat is None else np.asarray(repeat, bool)
+        taken = np.zeros(start.shape, bool)
+        parts, spread, evals = [], 0.0, 0
+        for lo, hi, runner in self.routes:
+            rows = np.flatnonzero((start >= lo) & (start < hi))
+            taken[rows] = True
+            if rows.size:
+                sub = probes.take(rows)
+                sub = dataclasses.replace(sub, start=np.asarray(sub.start) - lo)
+                *vals, s, e = runner.run(sub, offsets, marks[rows])
+                parts.append((rows, vals))
+                spread, evals = max(spread, float(s)), evals + e
+        rows = np.flatnonzero(~taken)
+        if rows.size:
+            *vals, s, e = self.runner.run(probes.take(rows), offsets, marks[rows])
+            parts.append((rows, vals))
+            spread, evals = max(spread, float(s)), evals + e
+        first = parts[0][1]
+        out = [np.zeros((start.size,) + np.shape(x)[1:], np.asarray(x).dtype) for x in first]
+        for rows, vals in parts:
+            for o, v in zip(out, vals, strict=True):
+                o[rows] = v
+        return (*out, np.asarray(spread, np.real(out[0]).dtype), evals)

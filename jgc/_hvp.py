@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _check, _layers, _pipeline, _probes, _tree, _validate
+from . import _check, _jit, _layers, _pipeline, _probes, _tree, _validate
 from ._problem import AUTOGRAD, GRADIENT, Problem
 from ._result import HVPCheck
 from ._typing import PyTree
@@ -23,17 +23,18 @@ from ._typing import PyTree
 
 def _hvp(loss_fn, hvp_fn, grad_fn, params, args, options, eps, tol, key):
     kind, fn, name = (AUTOGRAD, loss_fn, "loss_fn") if grad_fn is None else (GRADIENT, grad_fn, "grad_fn")
-    problem = Problem(fn, params, args, options.method, tol, kind=kind, name=name)
-    lay, xp = problem.lay, problem.xp
+    make = lambda params, args: Problem(fn, params, args, options.method, tol, kind=kind, name=name)  # noqa: E731
+    lay = _tree.layout(params)
+    traced = _jit.is_traced((params, args))
+    xp = jnp if traced else np
     if options.num == 0:  # every coordinate: the whole Hessian
-        probes = _probes.Probes(xp.arange(lay.n, dtype=np.int32), xp.zeros(lay.n, problem.dtype))
+        probes = _probes.Probes(xp.arange(lay.n, dtype=np.int32), xp.zeros(lay.n, lay.dtype))
     else:
         probes = _probes.blocks(np.zeros(options.num), np.full(options.num, lay.n), 0.0)
-        if problem.traced:
+        if traced:
             probes = jax.tree_util.tree_map(jnp.asarray, probes)
-    return _layers.vector_check(
-        problem, probes, hvp_fn, "hvp_fn", ("params", "parameter"), len(probes), 1, HVPCheck, options, eps, key
-    )
+    like = ("params", "parameter")
+    return _layers.vector_check(make, params, args, probes, hvp_fn, "hvp_fn", like, len(probes), 1, HVPCheck, options, eps, tol, key)
 
 
 def check_hvp(
@@ -88,9 +89,9 @@ def check_hvp(
     _check.validate(loss_fn, grad_fn, method, eps, tol, chunk_size)
     _validate.callable_("hvp_fn", hvp_fn)
     if key is not None:
-        _validate.key(key)
+        _validate.key(key, where="check_hvp")
         _validate.count("num_vectors", num_vectors)
     params = _check.prepare(params)
     _tree.layout(params)
     options = dataclasses.replace(_pipeline.Options(method, chunk_size), num=0 if key is None else int(num_vectors))
-    return _pipeline.check(_hvp, (loss_fn, hvp_fn, grad_fn), params, args, options, eps, tol, key)
+    return _jit.check(_hvp, (loss_fn, hvp_fn, grad_fn), params, args, options, eps, tol, key)

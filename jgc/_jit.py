@@ -7,6 +7,11 @@ are held by weak reference where Python allows it, so an entry — and with it i
 executables — goes when the user's function is garbage-collected, or when the LRU drops
 it. Nothing is kept by a module-level `jit` with the functions as static arguments (that
 would keep every executable for the life of the process).
+
+The cache is shared by every thread: a lock guards it, so checks may run concurrently (a
+sweep in a thread pool). A program is a `jax.jit` object, itself safe to call from many
+threads; two threads asking for one key get the same object, hence the same executables
+and bit-identical results.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import inspect
+import threading
 import weakref
 from collections.abc import Callable, Hashable
 
@@ -144,39 +150,93 @@ class Programs:
     """An LRU of compiled programs keyed on hashable descriptions that may hold `Ref`s.
 
     An entry whose functions are gone is dropped at the next lookup (with its executables).
+    Every operation holds the cache's lock (reentrant: a key's `==` may call a user's `__eq__`).
     """
 
     def __init__(self, size: int = MAX_PROGRAMS):
         self.size = size
         self._entries: collections.OrderedDict = collections.OrderedDict()
+        self._lock = threading.RLock()
 
     def get(self, key: Hashable, build: Callable[[], Callable]) -> Callable:
-        self._drop_dead()
-        try:
-            program = self._entries.pop(key)
-        except KeyError:
-            program = build()
-        self._entries[key] = program
-        while len(self._entries) > self.size:
-            self._entries.popitem(last=False)
-        return program
+        with self._lock:
+            self._drop_dead()
+            program = self._entries.pop(key, None)
+            if program is None:
+                program = build()  # a `jax.jit` object: cheap, compiles on its first call
+            self._entries[key] = program
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+            return program
 
     def _drop_dead(self):
+        """Drop the entries whose functions were garbage-collected (call it holding the lock)."""
         dead = [k for k in self._entries if not all(r.alive for r in refs(k))]
         for k in dead:
-            del self._entries[k]
+            self._entries.pop(k, None)
 
     def __len__(self):
-        self._drop_dead()
-        return len(self._entries)
+        with self._lock:
+            self._drop_dead()
+            return len(self._entries)
 
     def clear(self):
-        self._entries.clear()
+        with self._lock:
+            self._entries.clear()
 
 
 PROGRAMS = Programs()
 
 
+class Program:
+    """A jgc program (`jax.jit` of a check's step), called with `jax_debug_nans` and `jax_debug_infs`
+    off for the call (thread-local, restored after it): NaN or inf at a probe point is data for
+    the verdict (the report lists the non-finite values by leaf), and the programs mask 0/0 of
+    their own (null probes, empty groups) that the flags would stop at. Under the caller's own
+    `jax.jit` the flags apply to that program's outputs, as JAX defines them."""
+
+    __slots__ = ("jitted",)
+
+    def __init__(self, jitted: Callable):
+        self.jitted = jitted
+
+    def __call__(self, *args):
+        with jax.debug_nans(False), jax.debug_infs(False):
+            return self.jitted(*args)
+
+
 def program(key: Hashable, fn: Callable, **jit_kwargs) -> Callable:
     """`jax.jit(fn, **jit_kwargs)`, cached on `key` (which must identify `fn` completely)."""
-    return PROGRAMS.get(key, lambda: jax.jit(fn, **jit_kwargs))
+    return PROGRAMS.get(key, lambda: Program(jax.jit(fn, **jit_kwargs)))
+
+
+# ---------------------------------------------------------------- a check on the host or inside one jit
+
+
+@dataclasses.dataclass(frozen=True)
+class Traced:
+    """A check called on traced inputs: `body` inside one jit (inlined under the caller's jit;
+    under `vmap` alone, one compiled program instead of op-by-op execution)."""
+
+    body: Callable  # a module-level function: body(*fns, params, args, options, eps, tol, key)
+    fns: tuple  # Refs of the user's functions (None where not given)
+    static: tuple
+    options: object
+
+    def __call__(self, dynamic, eps, tol, key):
+        params, args = combine(dynamic, self.static)
+        fns = [None if f is None else f() for f in self.fns]
+        return self.body(*fns, params, args, self.options, eps, tol, key)
+
+
+def check(body: Callable, fns: tuple, params, args, options, eps=None, tol=None, key=None):
+    """`body(*fns, params, args, options, eps, tol, key)` on the host, or inside one jit when
+    any input is traced."""
+    dynamic, static = partition((params, args))
+    if is_traced((dynamic, eps, tol, key)):
+        from . import _validate
+
+        _validate.step(eps, _tree.layout(params), None, getattr(options, "method", "central"))  # eps is concrete here only
+        spec = Traced(body, tuple(None if f is None else Ref(f) for f in fns), static, options)
+        return program(("traced", spec), spec)(dynamic, eps, tol, key)
+    return body(*fns, params, args, options, eps, tol, key)

@@ -19,10 +19,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _check, _jit, _pipeline, _probes, _tree, _validate, _verdict
-from ._measure import Session
+from . import _check, _jit, _pipeline, _probes, _tree, _validate
+from ._engine import Engine
 from ._problem import OUTPUT, Problem
-from ._result import JVPCheck, Noise, VJPCheck
+from ._result import JVPCheck, VJPCheck
 from ._typing import PyTree, Tracer
 
 # ---------------------------------------------------------------- shared
@@ -118,45 +118,27 @@ def pair_layout(lay: _tree.Layout, out_lay: _tree.Layout, per_group: int, probe_
     return _tree.Layout(treedef, tuple(paths), tuple(shapes), tuple(dtypes), (True,) * len(paths)), order
 
 
-def vector_check(
-    problem: Problem, probes, rule, rule_name: str, like: tuple, per_group: int, probe_groups: int, result, options, eps, key
-):
-    """The engine on a vector-valued function of θ along `probes`, against `rule`, per (group, output leaf)."""
-    xp = problem.xp
-    assert problem.out_lay is not None
-    session = Session(problem, probes.kind, len(probes), eps=eps, key=key, chunk_size=options.chunk_size)
+def vector_check(make, params, args, probes, rule, rule_name: str, like: tuple, per_group: int, probe_groups: int, result, options, eps, tol, key):
+    """The pipeline on a vector-valued function of θ along `probes`, against `rule`, per
+    (group, output leaf). `make(params, args) -> Problem` sets up the function of θ (again in
+    float64 for a float64 re-check); the rule's values along every probe are its analytic side."""
     like_name, noun = like
-    spec = Rule(_jit.Ref(rule), rule_name, like_name, noun, problem.lay, problem.out_lay, problem.static, result is JVPCheck)
-    analytic = problem.call(("rule", spec), spec, key, probes)  # directions do not depend on the step
-    measured, probes = session.first(probes, analytic, top_k=max(1, len(probes) // 4) if len(probes) > 64 else None)
+
+    def build(params, args):
+        p = make(params, args)
+        spec = Rule(_jit.Ref(rule), rule_name, like_name, noun, p.lay, p.out_lay, p.static, result is JVPCheck)
+        pr = probes if p.traced else jax.tree_util.tree_map(np.asarray, probes)
+        return p, _pipeline.Side(None, p.call(("rule", spec), spec, key, pr))  # directions do not depend on the step
+
+    def engine_of(p, side, n):
+        return Engine(p, probes.kind, n, options.chunk_size, False, key)
+
+    problem, side = build(params, args)
+    assert problem.out_lay is not None
     layout, order = pair_layout(problem.lay, problem.out_lay, per_group, probe_groups, "out")
-    flat = lambda x: x.reshape(-1)[order]  # noqa: E731
-    seg = layout.segments
-    floor = xp.max(session.floor)
-    numeric, analytic, bound, kink, known = (
-        flat(getattr(measured, f)) for f in ("numeric", "analytic", "bound", "kink", "known")
-    )
-    doubled = flat(
-        xp.broadcast_to(
-            measured.doubled.reshape(measured.doubled.shape + (1,) * (measured.numeric.ndim - 1)), measured.numeric.shape
-        )
-    )
-    final = layout.low_dtype == np.float64
-    decision = _verdict.decide(
-        xp, numeric, analytic, bound, kink, known, seg, layout.k, layout.sizes, session.tol, floor, True, final
-    )
-    center = xp.max(xp.abs(xp.real(session.center)))
-    noise = Noise(
-        bound,
-        kink,
-        known,
-        doubled,
-        xp.max(session.level),
-        xp.asarray(session.rel_level).max(),
-        xp.stack([center, center]),
-        xp.asarray(True),
-    )
-    return _pipeline.result(result, problem, session, decision, numeric, analytic, noise, layout, options.method)
+    grouping = _pipeline.Grouping(layout.segments, layout.k, layout.sizes, order, problem.out_lay.n)
+    engine, state, evals = _pipeline.execute(problem, side, probes, grouping, engine_of, build, options, eps, tol, key)
+    return _pipeline.result(result, problem, engine, state, grouping, layout, evals)
 
 
 # ---------------------------------------------------------------- VJP
@@ -172,7 +154,8 @@ class CotangentLoss:
     def __call__(self, primals, cotangent):
         out = _validate.trace("f", self.f(), *primals)
         prods = [
-            jnp.vdot(c, o) for c, o in zip(jax.tree_util.tree_leaves(cotangent), jax.tree_util.tree_leaves(out), strict=True)
+            jnp.vdot(c, o, precision=jax.lax.Precision.HIGHEST)  # jgc's own product: full precision whatever the flag
+            for c, o in zip(jax.tree_util.tree_leaves(cotangent), jax.tree_util.tree_leaves(out), strict=True)
         ]
         return sum(prods[1:], prods[0])
 
@@ -249,21 +232,21 @@ def check_vjp(
     """
     params = validate_layer(f, "vjp_fn", vjp_fn, primals, key, method, eps, tol, chunk_size)
     options = _pipeline.Options(method, chunk_size, result=VJPCheck, loss_name="f", grad_name="vjp_fn")
-    return _pipeline.check(_vjp, (f, vjp_fn), params, (), options, eps, tol, key)
+    return _jit.check(_vjp, (f, vjp_fn), params, (), options, eps, tol, key)
 
 
 # ---------------------------------------------------------------- JVP
 
 
 def _jvp(f, jvp_fn, primals, args, options, eps, tol, key):
-    problem = Problem(f, primals, (), options.method, tol, kind=OUTPUT, name="f")
-    lay = problem.lay
+    make = lambda params, args: Problem(f, params, args, options.method, tol, kind=OUTPUT, name="f")  # noqa: E731
+    lay = _tree.layout(primals, name="primals")
     num = options.num
     probes = _probes.leaf_blocks(lay.offsets, lay.sizes, num, 0.0)
-    if problem.traced:
+    if _jit.is_traced(primals):
         probes = jax.tree_util.tree_map(jnp.asarray, probes)
     like = ("the output of f", "output")
-    return vector_check(problem, probes, jvp_fn, "jvp_fn", like, num, lay.k, JVPCheck, options, eps, key)
+    return vector_check(make, primals, (), probes, jvp_fn, "jvp_fn", like, num, lay.k, JVPCheck, options, eps, tol, key)
 
 
 def check_jvp(
@@ -311,4 +294,4 @@ def check_jvp(
     params = validate_layer(f, "jvp_fn", jvp_fn, primals, key, method, eps, tol, chunk_size)
     _validate.count("num_tangents", num_tangents)
     options = dataclasses.replace(_pipeline.Options(method, chunk_size), num=int(num_tangents))
-    return _pipeline.check(_jvp, (f, jvp_fn), params, (), options, eps, tol, key)
+    return _jit.check(_jvp, (f, jvp_fn), params, (), options, eps, tol, key)

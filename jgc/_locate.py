@@ -1,11 +1,16 @@
 """`jgc.locate`: find the wrong coordinates by adaptive group testing on random directions.
 
 A block of coordinates is tested with a few random directions supported on it (the
-probes of `check_directions`), through the one verdict with each block as a group; a
-block that fails is split in halves, recursively, and a block of at most 2·num
-coordinates is resolved coordinate by coordinate. With k wrong coordinates among n this
-costs O(k·log n) loss evaluations. The recursion is data-dependent, so it is a host-side
-loop over calls of one compiled probe program; `locate` is not meant to run under jit/vmap.
+probes of `check_directions`). Each level is one pass of the pipeline with each block as a
+group — measure, decide, and settle: blocks the differences cannot resolve are re-measured
+(in float64 for a float32 check) and failures are confirmed at a second step, exactly as in
+`check_grad`. A block that fails is split in halves, recursively, and a block of at most
+2·num coordinates is resolved coordinate by coordinate. A block that stays unresolved cannot
+be cleared: it is split like a failing one, and a coordinate that stays unresolved makes
+the location incomplete (it is listed), so `complete` is never claimed with a bug left
+where the differences could not look. With k wrong coordinates among n this costs
+O(k·log n) loss evaluations. The recursion is data-dependent, so it is a host-side loop over
+calls of one compiled probe program; `locate` is not meant to run under jit/vmap.
 """
 
 from __future__ import annotations
@@ -16,8 +21,9 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
-from . import _check, _probes, _validate, _verdict
-from ._measure import Session
+from . import _check, _pipeline, _probes, _resolve, _validate, _verdict
+from ._engine import Engine
+from ._measure import measure
 from ._problem import Problem
 from ._report import Coordinate
 from ._typing import PyTree, Tracer
@@ -40,21 +46,31 @@ class Location:
         largest |numeric − analytic| first.
       num_evals: loss evaluations spent.
       levels: rounds of probes (batched engine calls) it took.
-      complete: False when more than `max_wrong` blocks failed at some level and only the
-        `max_wrong` worst were followed (the error is spread over many coordinates: run
-        `check_grad` on the failing leaf instead).
+      complete: False when more than `max_wrong` blocks failed or stayed unresolved at some
+        level and only the `max_wrong` worst were followed (the error is spread over many
+        coordinates: run `check_grad` on the failing leaf instead), or when some coordinates
+        stayed unresolved (`unresolved`).
+      unresolved: coordinates the finite differences could not resolve (path, index), even
+        after re-measurement.
+      resolve_evals: of num_evals, those spent re-measuring blocks the differences could not
+        resolve and confirming failing ones at a second step.
     """
 
     wrong: tuple[Coordinate, ...]
     num_evals: int
     levels: int
     complete: bool
+    unresolved: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    resolve_evals: int = 0
 
     def __str__(self) -> str:
         head = f"jgc locate: {len(self.wrong)} wrong coordinate(s) in {self.num_evals:,} loss evaluations, {self.levels} levels"
         if not self.complete:
-            head += " (incomplete: too many failing blocks, followed the worst)"
+            head += " (incomplete: " + (
+                f"{len(self.unresolved)} coordinate(s) the differences cannot resolve" if self.unresolved else "too many failing blocks, followed the worst"
+            ) + ")"
         rows = [f"  {c.path}{list(c.index)}: numeric {c.numeric:.6e}, analytic {c.analytic:.6e}" for c in self.wrong]
+        rows += [f"  unresolved {path}{list(index)}" for path, index in self.unresolved[:20]]
         return "\n".join([head, *rows])
 
 
@@ -114,22 +130,31 @@ def locate(
     if any(isinstance(x, Tracer) for x in jax.tree_util.tree_leaves((params, args, key))):
         raise TypeError(_UNDER_JIT)
     params = _check.prepare(params)
-    problem = Problem(loss_fn, params, args, method, tol)
+    options = _pipeline.Options(method, chunk_size, mode=_pipeline.DIRECTIONS, partial=False)
+
+    def build(params, args):
+        p = Problem(loss_fn, params, args, method, tol)
+        analytic, _, host, scale = p.gradient(grad_fn)
+        return p, _pipeline.Side(analytic, None, None, host, scale)
+
+    def engine_of(p, side, n):
+        return Engine(p, _probes.BLOCKS, n, chunk_size, False, key, project=side.vector)
+
+    problem, side = build(params, args)
     lay = problem.lay
-    analytic, _, _ = problem.gradient(grad_fn)
-    analytic = np.asarray(analytic)
+    analytic = np.asarray(side.vector)
     small = 2 * num
-    # the probe program is sized for the first level (num directions per leaf)
-    session = Session(problem, _probes.BLOCKS, num * lay.k, eps=eps, key=key, project=analytic, chunk_size=chunk_size)
     theta = problem.theta_x
+    engine = engine_of(problem, side, num * lay.k)  # the probe program is sized for the first level
+    float64 = cal = None
 
     # A block is (start, size, parent); blocks of one coordinate are coordinate checks.
-    blocks = [(o, s, -1) for o, s in zip(lay.offsets, lay.sizes, strict=True) if s]
-    wrong, levels, complete = [], 0, True
+    blocks = [(o, s, -1, 0) for o, s in zip(lay.offsets, lay.sizes, strict=True) if s]  # (start, size, parent, parent failed)
+    wrong, unresolved, levels, complete, evals, redone = [], [], 0, True, 0, 0
     while blocks:
         # probes, and the verdict's groups: one per block, one per coordinate of a small block
         starts, lens, group, sizes = [], [], [], []
-        for start, size, _ in blocks:
+        for start, size, _, _ in blocks:
             if size <= small:
                 starts += range(start, start + size)
                 lens += [1] * size
@@ -140,72 +165,74 @@ def locate(
                 lens += [size] * num
                 group += [len(sizes)] * num
                 sizes.append(size)
-        groups = len(sizes)
         ident = levels * _LEVEL + np.arange(len(starts))
-        if levels == 0:  # with the noise probe (which sets eps and the fail floor)
-            m, _ = session.first(_probes.blocks(starts, lens, 0.0, ident))
+        probes = _probes.blocks(starts, lens, 0.0, ident)
+        grouping = _pipeline.Grouping(np.asarray(group, np.int32), len(sizes), tuple(sizes))
+        if cal is None:  # with the noise probe (which sets eps and tol)
+            recheck = lay.low_dtype == np.float32
+            cal, m, probes, e = _pipeline.calibrated(problem, engine, side, probes, eps, tol, recheck)
+            float64 = _pipeline.float64_for(problem, side, cal, build, engine_of, engine)
         else:
-            m = session.measure(_probes.blocks(starts, lens, float(session.eps), ident))
-        seg = np.asarray(group, np.int32)
-        dec = _verdict.decide(
-            np,
-            m.numeric,
-            m.analytic,
-            m.bound,
-            m.kink,
-            m.known,
-            seg,
-            groups,
-            sizes,
-            float(session.tol),
-            float(session.floor),
-            True,
-            False,
-        )
+            probes = _probes.blocks(starts, lens, float(cal.eps), ident)
+            m, e = measure(engine, cal, probes)
+        evals += int(e)
+        opts = _pipeline.Options(method, chunk_size)
+        state = _pipeline.first_state(problem, grouping, m, cal, opts)
+        state = _resolve.settle(_pipeline.passes(problem, engine, side, cal, grouping, probes, float64), state)
+        evals += state.resolve_evals + state.confirm_evals
+        redone += state.resolve_evals + state.confirm_evals
+        m, dec = state.measured, state.decision
         failed = np.asarray(dec.groups.failed)
-        disc = _verdict.segment_sum(np, (np.asarray(m.numeric) - np.asarray(m.analytic)) ** 2, seg, groups)
+        open_ = _resolve.open_groups(dec)
+        seg = grouping.seg
+        disc = _verdict.segment_sum(np, (np.asarray(m.numeric) - np.asarray(m.analytic)) ** 2, seg, grouping.k)
         levels += 1
-        failing, found = {}, set()  # failing block -> discrepancy; blocks with a wrong coordinate
+        follow, found = {}, set()  # block to split -> priority; blocks with a wrong coordinate
         g = 0
-        for b, (start, size, _) in enumerate(blocks):
+        for b, (start, size, _, _) in enumerate(blocks):
             if size <= small:
                 for j in range(size):
+                    i = start + j
+                    row = int(np.flatnonzero(np.asarray(starts) == i)[0])
                     if failed[g + j]:
-                        i = start + j
-                        h = float(m.step[np.flatnonzero(np.asarray(starts) == i)[0]])
-                        t = theta[i]
+                        h = float(m.step[row])
+                        t = np.float64(theta[i]) if state.in64[row] else theta[i]  # the precision it was measured in
                         d = float(((t + np.asarray(h, t.dtype)) - t) / h) if h else 1.0
-                        row = int(np.flatnonzero(np.asarray(starts) == i)[0])
                         path, index = lay.locate(i)
                         wrong.append(Coordinate(None, path, index, float(m.numeric[row]) / d, float(analytic[i])))
                         found.add(b)
+                    elif open_[g + j]:
+                        unresolved.append(lay.locate(i))
                 g += size
             else:
                 if failed[g]:
-                    failing[b] = float(disc[g])
+                    follow[b] = (2, float(disc[g]))
+                elif open_[g]:  # not cleared: it may hide a wrong coordinate
+                    follow[b] = (1, float(disc[g]))
                 g += 1
         # A failing parent whose halves all passed: follow the half with the larger discrepancy.
         parents: dict[int, list[int]] = {}
-        for b, (_, _, parent) in enumerate(blocks):
-            if parent >= 0:
+        for b, (_, _, parent, parent_failed) in enumerate(blocks):
+            if parent >= 0 and parent_failed:
                 parents.setdefault(parent, []).append(b)
         group_of = {}
         g = 0
-        for b, (_, size, _) in enumerate(blocks):
+        for b, (_, size, _, _) in enumerate(blocks):
             group_of[b] = g
             g += size if size <= small else 1
         for children in parents.values():
             big = [c for c in children if blocks[c][1] > small]
-            if big and not any(c in failing or c in found for c in children):
+            if big and not any(c in follow or c in found for c in children):
                 c = max(big, key=lambda c: disc[group_of[c]])
-                failing[c] = float(disc[group_of[c]])
-        if len(failing) > max_wrong:
+                follow[c] = (2, float(disc[group_of[c]]))
+        if len(follow) > max_wrong:
             complete = False
-            failing = dict(sorted(failing.items(), key=lambda kv: -kv[1])[:max_wrong])
+            follow = dict(sorted(follow.items(), key=lambda kv: kv[1], reverse=True)[:max_wrong])
         halves = []
-        for parent, b in enumerate(sorted(failing)):
-            start, size, _ = blocks[b]
-            halves += [(start, size // 2, parent), (start + size // 2, size - size // 2, parent)]
+        for parent, b in enumerate(sorted(follow)):
+            start, size, _, _ = blocks[b]
+            failing = follow[b][0] == 2
+            halves += [(start, size // 2, parent, failing), (start + size // 2, size - size // 2, parent, failing)]
         blocks = halves
     wrong.sort(key=lambda c: -abs(c.numeric - c.analytic))
-    return Location(tuple(wrong), int(session.evals) + 1, levels, complete)
+    return Location(tuple(wrong), evals, levels, complete and not unresolved, tuple(unresolved), redone)

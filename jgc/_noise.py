@@ -1,4 +1,4 @@
-"""How wrong can a finite difference be? The loss's rounding level, truncation, kinks.
+"""How wrong can a finite difference be? The loss's rounding level, truncation, kinks, determinism.
 
 The error of a stencil's derivative D(h) has two parts:
 
@@ -6,8 +6,13 @@ The error of a stencil's derivative D(h) has two parts:
   which the stencil turns into ≈ ε_J·‖w‖₂/h. ε_J is measured, not assumed from the
   parameters' dtype: `level` estimates it from the loss at 9 equally spaced points a tiny
   step apart (the finite-difference table of Moré & Wild's ECnoise: the k-th differences
-  of a smooth function vanish, those of noise do not), so a float64 check of a loss that
-  computes in float32 inside sees float32 noise;
+  of a smooth function vanish, those of noise do not). It is measured along several
+  coordinates — the ones the gradient says matter most, the largest |θ_j| (large
+  arguments), the middle of the largest leaf — and the *largest* estimate is kept, so a
+  coordinate the loss does not depend on (a dead unit) cannot hide the rounding of the
+  rest. Each coordinate is also read at a 32× larger spacing: a staircase coarser than the
+  near spacing (a saturating term, bfloat16 inside) shows there as noise, and the wide
+  table counts where it reads as noise (its orders agree) or the near one is all ties;
 - truncation: D(h) − g ≈ c·h^p; the same stencil at 2h gives D(2h) − D(h) ≈ (2^p − 1)·c·h^p
   (Richardson), measured where it can change a verdict.
 
@@ -15,7 +20,13 @@ A probe's *bound* b = κ·(rounding std) + 2·(truncation estimate) is what the 
 difference alone may account for. A *kink* (the loss is not differentiable within the
 stencil: ReLU at 0, max, abs) shows as one-sided derivatives (each extrapolated from h and
 2h so that curvature cancels) that disagree beyond their noise; an analytic value between
-them is a valid subgradient.
+them is a valid subgradient. A loss whose jaxpr holds no non-smooth operation
+(`jgc/_jaxpr.py`) has no kinks: there a disagreement of the one-sided derivatives widens
+the bound instead.
+
+Determinism is read from identical evaluations: the first chunk of probes is evaluated
+twice by the same compiled program, which on CPU gives bit-identical values for a
+deterministic loss; any difference is randomness (`spread`).
 
 All functions take `xp` (NumPy on the host, jax.numpy under a trace) and arrays whose
 leading axis is the probe; vector-valued functions (JVP/HVP checks) add a trailing
@@ -26,6 +37,7 @@ from __future__ import annotations
 
 import math
 
+import jax
 import numpy as np
 
 from ._stencils import Stencil
@@ -43,6 +55,11 @@ EC_POINTS = {
     4: ((1.0, -1.0), (1.0, 2.0, 3.0, 4.0)),
 }
 
+# The noise table is read at two spacings: δ and WIDE·δ (for a staircase seen from too close).
+WIDE = 32.0
+# A table is a staircase when at least this share of its consecutive differences is exactly 0.
+TIES = 0.25
+
 
 def ec_layout(m: int):
     """(bases, offsets, the t of every (probe, offset) value) for a stencil with m offsets."""
@@ -51,47 +68,86 @@ def ec_layout(m: int):
     return np.asarray(bases), np.asarray(offsets), t
 
 
-def ec_step(dtype, eps) -> float:
-    """The base step of the noise probe: tiny for the function's smooth part (its 3rd differences
-    ~δ³), large against ulp(θ), and a quarter of the stencil's step, so that a loss computing
-    at a lower precision than θ (float32 inside) shows the rounding the stencil will see."""
-    return float(max(np.sqrt(np.finfo(dtype).eps), np.asarray(eps) / 4))
+def ec_step(u: float, eps) -> float:
+    """The base step δ of the noise probe: tiny for the function's smooth part (its 3rd
+    differences ~δ³), large against the rounding unit u of the precision the loss computes
+    in, and a quarter of the stencil's step, so that a loss computing at a lower precision
+    than θ shows the rounding the stencil will see."""
+    return float(max(np.sqrt(u), np.asarray(eps) / 4))
+
+
+def _table(xp, table, t, center):
+    """The values at t = −4..4 (J(θ) at 0) in order, real part: (9, …)."""
+    flat = table.reshape((-1,) + table.shape[2:])
+    order = np.argsort(t)
+    split = int(np.searchsorted(t[order], 0))
+    rows = [flat[int(i)] for i in order[:split]] + [center] + [flat[int(i)] for i in order[split:]]
+    return xp.real(xp.stack(rows))
+
+
+def _ec(xp, f, orders, consistent=False):
+    """ECnoise on the ordered values f (points, …): the median-ish of √(γ_k · mean((Δ^k f)²)) over
+    `orders`; with `consistent`, also whether the orders agree within a factor 4 (Moré & Wild's test
+    that the table is noise: a smooth part's k-th differences fall off with k)."""
+    ests = []
+    d = f
+    for k in range(1, max(orders) + 1):
+        d = d[1:] - d[:-1]
+        if k in orders:
+            gamma = math.factorial(k) ** 2 / math.factorial(2 * k)
+            ests.append(xp.sqrt(gamma * xp.mean(d * d, axis=0)))
+    ests = xp.sort(xp.stack(ests), axis=0)
+    n = len(orders)
+    est = 0.5 * (ests[(n - 1) // 2] + ests[n // 2])
+    if not consistent:
+        return est
+    return est, ests[-1] <= 4 * ests[0]
 
 
 def level(xp, table, t, center):
-    """Noise std of the loss from values at points t·δ, t ∈ {±1..±4} (with J(θ) at t = 0).
+    """(noise std estimate, share of tied neighbours, whether the table reads as noise) from values
+    at t·δ, t ∈ {±1..±4}.
 
     Args:
       table: (probes, offsets[, out]) values at t (flattened as `t` says).
       t: the multiple of δ for each flattened value (NumPy).
       center: J(θ) ([out]).
 
-    Returns the median over k = 3..6 of √(γ_k · mean((Δ^k f)²)), γ_k = (k!)²/(2k)!: for
-    noise of std σ each is an estimate of σ; the smooth part's k-th differences are ~δ^k.
+    The estimate is ECnoise's: the median over k = 3..6 of √(γ_k · mean((Δ^k f)²)),
+    γ_k = (k!)²/(2k)!: for noise of std σ each is an estimate of σ; the smooth part's k-th
+    differences are ~δ^k. A kink at θ itself (a ReLU whose pre-activation is exactly 0) makes
+    every difference across t = 0 large; each half of the table (t = −4..0 and 0..4, k = 3, 4)
+    is smooth then, so the estimate is the smaller of the whole table's and the larger half's.
     """
-    flat = table.reshape((-1,) + table.shape[2:])
-    order = np.argsort(t)
-    t_sorted = t[order]
-    split = int(np.searchsorted(t_sorted, 0))
-    rows = [flat[int(i)] for i in order[:split]] + [center] + [flat[int(i)] for i in order[split:]]
-    f = xp.real(xp.stack(rows))
-    ests = []
-    for k in range(1, 7):
-        f = f[1:] - f[:-1]
-        if k >= 3:
-            gamma = math.factorial(k) ** 2 / math.factorial(2 * k)
-            ests.append(xp.sqrt(gamma * xp.mean(f * f, axis=0)))
-    ests = xp.sort(xp.stack(ests), axis=0)
-    return 0.5 * (ests[1] + ests[2])
+    f = _table(xp, table, t, center)
+    first = f[1:] - f[:-1]
+    ties = xp.mean((first == 0).astype(f.dtype), axis=0)
+    whole, noise_like = _ec(xp, f, (3, 4, 5, 6), consistent=True)
+    halves = xp.maximum(_ec(xp, f[:5], (3, 4)), _ec(xp, f[4:], (3, 4)))
+    return xp.minimum(whole, halves), ties, noise_like
+
+
+def combine_levels(xp, per_coordinate, wide: bool = True):
+    """ε_J from the (near, wide) `level`s of each probed coordinate: the near table's, or, where
+    `wide` allows it, the wide table's where that is larger and reads as noise (a staircase coarser
+    than the near spacing — a term that saturates, a lower precision inside — shows only there) or
+    where the near table is itself a staircase; the largest over the coordinates is kept. `wide`
+    is off for a loss that may have kinks and computes in θ's precision: at the wide spacing its
+    kinks, which read like noise to ECnoise, would be taken for rounding."""
+    picks = []
+    for (near, near_ties, _), (far, _, far_noise) in per_coordinate:
+        picks.append(xp.where(((near_ties >= TIES) | far_noise) & wide, xp.maximum(near, far), near))
+    return xp.max(xp.stack(picks), axis=0)
 
 
 def derivative(xp, stencil: Stencil, values, center, h, scale: float = 1.0):
     """D at step scale·h: (Σ w_k g(o_k·scale·h) + c·g(0)) / (scale·h); values (P, m[, out])."""
     w = np.asarray(stencil.weights)
+    full = {} if xp is np else {"precision": "highest"}  # not at a lowered jax_default_matmul_precision
     if stencil.complex:
-        total = xp.real(xp.tensordot(values, w.astype(values.dtype), axes=([1], [0])))
+        total = xp.real(xp.tensordot(values, w.astype(values.dtype), axes=([1], [0]), **full))
     else:
-        total = xp.tensordot(xp.real(values), w.astype(xp.real(values).dtype), axes=([1], [0]))
+        total = xp.tensordot(xp.real(values), w.astype(xp.real(values).dtype), axes=([1], [0]), **full)
         total = total + stencil.center * _row(xp, xp.real(center), total)
     return total / _col(xp, scale * h, total)
 
@@ -123,14 +179,22 @@ def truncation(xp, stencil: Stencil, D, D2):
     return xp.abs(D2 - D) / (2**stencil.order - 1)
 
 
-def kinks(xp, stencil: Stencil, v1, v2, center, h, A, D, bound, eps_j, floor, scale):
-    """Per probe: the loss is not differentiable within the stencil and A is a valid subgradient.
+def kinks(xp, stencil: Stencil, v1, v2, center, h, A, D, bound, eps_j, tol, scale, smooth: bool, trunc=None):
+    """Per probe: (kink, rough, bound), from the one-sided derivatives, each extrapolated from h
+    and 2h (so that curvature cancels), with their noise margin.
 
-    Returns (kink, bound): kink where the one-sided derivatives, each extrapolated from h
-    and 2h, differ beyond twice their noise margin (and beyond the verdict's relative
-    floor) and A lies between them within the margin; the bound of a kink entry is the
-    rounding of the one-sided derivatives alone (the Richardson "truncation" across a
-    kink measures the jump, not an error of A, which is a valid subgradient).
+    For a loss that may have kinks, an analytic value between the one-sided derivatives
+    (within the margin) is consistent with a subgradient, so nothing about it is proven: its
+    bound widens to the discrepancy. Where the one-sided derivatives also *disagree* (beyond
+    twice their margin and beyond what matters at `tol`) it is a `kink`: A is a valid
+    subgradient (the bound is then the one-sided derivatives' rounding: the Richardson
+    "truncation" across a kink measures the jump, not an error of A). A outside disagreeing
+    one-sided derivatives is `rough`: the stencil may straddle several kinks, so what it says
+    about A is proven only once re-measured at another step — unless D(h) and D(2h) agree within
+    their rounding (`trunc` small): a single kink at θ itself, whose one-sided derivatives are
+    exact, and then A's distance from them (beyond the margin) is proven. For a `smooth` loss a
+    disagreement is an error of the finite differences themselves: the bound grows by half
+    the jump, and there are no kinks.
     """
     g = {}
     for off, vals in ((stencil.offsets, v1), (stencil.doubled, v2)):
@@ -144,7 +208,38 @@ def kinks(xp, stencil: Stencil, v1, v2, center, h, A, D, bound, eps_j, floor, sc
     # each side keeps √(4 + 2.25 + 0.25) ≈ 2.55 of the values' rounding, per 1/h
     one_sided = KAPPA * 2.55 * _row(xp, eps_j, D) / hh
     margin = bound + one_sided
-    matters = floor * (xp.abs(D) + xp.abs(A) + scale)
+    matters = _row(xp, tol, D) * (xp.abs(D) + xp.abs(A) + scale)
+    apart = xp.abs(jump) > 2 * margin + matters
+    if smooth:
+        no = xp.zeros(D.shape, bool)
+        return no, no, xp.where(apart, xp.maximum(bound, 0.5 * xp.abs(jump)), bound)
     lo, hi = xp.minimum(right, left) - margin, xp.maximum(right, left) + margin
-    kink = (xp.abs(jump) > 2 * margin + matters) & (A >= lo) & (A <= hi)
-    return kink, one_sided
+    inside = (A >= lo) & (A <= hi)
+    kink = apart & inside
+    widened = xp.where(inside, xp.maximum(bound, 0.5 * xp.abs(D - A)), bound)
+    outside = apart & ~inside
+    if trunc is not None:  # a single kink at θ: D(h) = D(2h) up to rounding, the one-sided slopes are exact
+        single = outside & (trunc <= bound - 2 * trunc)
+        far = xp.maximum(lo - A, A - hi)  # beyond the one-sided derivatives and their margin
+        widened = xp.where(single, xp.maximum(0.5 * (xp.abs(D - A) - far), 0), widened)
+        outside = outside & ~single
+    return kink, outside, xp.where(kink, one_sided, widened)
+
+
+def spread_limit(xp, values):
+    """How far two evaluations of the same point by the same program may differ: nothing on
+    CPU (XLA:CPU is deterministic for one program), a few ulps of the largest value elsewhere
+    (GPU reductions may use atomics)."""
+    v = xp.abs(xp.real(values))
+    if jax.default_backend() == "cpu" or v.size == 0:
+        return xp.zeros((), v.dtype)
+    return 8 * float(np.finfo(v.dtype).eps) * xp.max(v)
+
+
+def spread(xp, a, b):
+    """The largest difference between two evaluations of the same points (inf where only one is
+    finite or NaN; 0 where both are the same NaN)."""
+    same = (a == b) | (xp.isnan(a) & xp.isnan(b))
+    both = xp.isfinite(a) & xp.isfinite(b)
+    d = xp.where(same, 0, xp.where(both, xp.abs(a - b), xp.inf))
+    return xp.max(xp.real(d)) if d.size else xp.zeros((), xp.real(d).dtype)

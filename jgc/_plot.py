@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._report import _batch_shape, _is_traced, _order, _select, _verdict
+from ._report import batch_shape, is_traced, order, select, verdict_line
 
 _PASS, _FAIL, _OPEN, _TOL = "#4c9a6a", "#c8423b", "#d9a441", "#333333"
 
@@ -38,7 +38,7 @@ def _pick_leaf(lay, rel, ok, leaf):
         if not lay.checked[i] or len(lay.shapes[i]) != 2:
             raise ValueError(f"leaf={leaf!r} has shape {lay.shapes[i]} ({lay.dtypes[i]}); a heatmap needs a checked 2-D leaf.")
         return i
-    for i in _order(rel, ok):
+    for i in order(rel, ok):
         if lay.checked[i] and not ok[i] and len(lay.shapes[i]) == 2:
             return int(i)
     return None
@@ -48,19 +48,19 @@ def plot(res, leaf: str | None = None):
     """The figure of `GradCheck.plot`; see there."""
     from matplotlib.figure import Figure
 
-    if _is_traced(res):
+    if is_traced(res):
         raise TypeError("plot() needs concrete values: call it on the result returned from jit/vmap.")
     title_prefix = ""
-    if _batch_shape(res):
+    if batch_shape(res):
         passed = np.asarray(res.passed).reshape(-1)
         rel_all = np.asarray(res.rel_error, dtype=float).reshape(-1)
-        seed = int(_order(rel_all, passed)[0])
+        seed = int(order(rel_all, passed)[0])
         title_prefix = f"worst of {passed.size} seeds (seed {seed}) — "
-        res = _select(res, seed)
+        res = select(res, seed)
     lay, rel, ok, failed, numeric, analytic = _leaf_data(res)
     heat = _pick_leaf(lay, rel, ok, leaf)
 
-    checked = [i for i in _order(rel, ok) if lay.checked[i]][::-1]  # worst at the top
+    checked = [i for i in order(rel, ok) if lay.checked[i]][::-1]  # worst at the top
     height = max(3.2, 0.32 * len(checked) + 1.6)
     fig = Figure(figsize=(12 if heat is not None else 7.5, height), layout="constrained")
     if heat is not None:
@@ -113,7 +113,7 @@ def plot(res, leaf: str | None = None):
         ax_heat.set_xlabel("column")
         ax_heat.set_ylabel("row")
         fig.colorbar(im, ax=ax_heat, shrink=0.9, label="|numeric − analytic|")
-    verdict, _, details = _verdict(res).partition(" (")
+    verdict, _, details = verdict_line(res).partition(" (")
     title = f"{title_prefix}jgc {res.kind} {verdict}\n({details}"
     fig.suptitle(title, fontsize=10, color=_TOL if bool(res.passed) else _FAIL if bool(res.failed) else _OPEN)
     return fig

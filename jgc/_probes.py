@@ -49,13 +49,6 @@ class Probes:
         return jax.tree_util.tree_map(lambda x: x[rows], self)
 
 
-def coordinates(index, base) -> Probes:
-    """One-hot probes e_j for j in `index`, with base steps `base` (broadcast)."""
-    index = np.asarray(index, np.int32) if not isinstance(index, jax.Array) else index.astype(jnp.int32)
-    xp = np if isinstance(index, np.ndarray) and not isinstance(base, jax.Array) else jnp
-    return Probes(index, xp.broadcast_to(xp.asarray(base), index.shape))
-
-
 def blocks(start, length, base, ident=None) -> Probes:
     """Random unit directions on blocks; `ident` numbers the probes (default 0, 1, …)."""
     start, length = np.asarray(start, np.int32), np.asarray(length, np.int32)
@@ -101,8 +94,35 @@ def coordinate_step(theta_j, base):
     return (theta_j + h) - theta_j
 
 
+def as_jax(probes: Probes) -> Probes:
+    """The probe arrays as jax arrays, so a traced index can take from them: inside a compiled
+    program they already are; under `jax.disable_jit()` the programs run eagerly and receive
+    the host's NumPy arrays, which cannot be indexed by a tracer (of the chunk's `vmap`)."""
+    return jax.tree_util.tree_map(jnp.asarray, probes)
+
+
+def _threefry(key):
+    """A threefry key for the directions: `key` itself when it is one, else one derived from its data.
+
+    The "rbg" and "unsafe_rbg" implementations do not promise the same bits under `vmap` as
+    unbatched, and the engine draws a probe's direction inside its chunk's vmap while a rule
+    (a JVP or HVP check) draws it in a loop: derived threefry bits are the same in both."""
+    if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+        impl, data = str(jax.random.key_impl(key)), jax.random.key_data(key)
+    else:  # a legacy raw key: of the default implementation
+        impl, data = str(jax.config.jax_default_prng_impl), key
+    if "threefry" in impl:
+        return key
+    out = jax.random.key(0, impl="threefry2x32")
+    words = jnp.ravel(data)
+    for w in range(words.shape[0]):
+        out = jax.random.fold_in(out, words[w])
+    return out
+
+
 def direction(probes: Probes, i, theta: jax.Array, key=None):
     """Probe i (a traced scalar index into the arrays) as (direction d, shape (n,); step h)."""
+    probes = as_jax(probes)
     base = jnp.asarray(probes.base[i], theta.dtype)
     start = probes.start[i]
     if probes.kind == COORDS:
@@ -112,7 +132,9 @@ def direction(probes: Probes, i, theta: jax.Array, key=None):
     pos = jnp.arange(n)
     size = probes.length[i]
     inside = (pos >= start) & (pos < start + size)
-    z = jnp.where(inside, jax.random.normal(jax.random.fold_in(key, probes.ident[i]), (n,), theta.dtype), 0)
+    # drawn in float32 whatever θ's dtype, so a float64 re-check measures along the same direction
+    z = jax.random.normal(jax.random.fold_in(_threefry(key), probes.ident[i]), (n,), jnp.float32).astype(theta.dtype)
+    z = jnp.where(inside, z, 0)
     z = jnp.where(z[start] < 0, -z, z)
     v = z / jnp.sqrt(jnp.sum(z * z))
     rms = jnp.sqrt(jnp.sum(jnp.where(inside, theta * theta, 0)) / size.astype(theta.dtype))
@@ -124,5 +146,48 @@ def direction(probes: Probes, i, theta: jax.Array, key=None):
 def project(probes: Probes, i, vector: jax.Array, theta: jax.Array, key=None):
     """⟨vector, d_i⟩: the analytic directional derivative along probe i."""
     if probes.kind == COORDS:
-        return vector[probes.start[i]]
-    return jnp.vdot(vector, direction(probes, i, theta, key)[0])
+        return vector[as_jax(probes).start[i]]
+    # jgc's own product: at full precision whatever jax_default_matmul_precision says
+    return jnp.vdot(vector, direction(probes, i, theta, key)[0], precision=jax.lax.Precision.HIGHEST)
+
+
+# ---------------------------------------------------------------- sampled coordinates
+
+
+def allocate(sizes: tuple[int, ...], k: int) -> tuple[int, ...]:
+    """How many of k coordinates each leaf gets: equal shares, capped by the leaf's size,
+    the surplus of small leaves shared among the others (water filling). Every leaf of
+    nonzero size gets at least one; the total is max(min(k, n), number of such leaves).
+
+    Examples:
+      >>> allocate((1000, 10, 3), 30)
+      (17, 10, 3)
+    """
+    counts = [0] * len(sizes)
+    live = [i for i in range(len(sizes)) if sizes[i]]
+    left, open_ = max(k, len(live)), sorted(live, key=lambda i: sizes[i])
+    while open_:
+        share = left // len(open_)
+        i = open_[0]
+        if sizes[i] <= share:  # the smallest leaf is fully checked
+            counts[i] = sizes[i]
+            left -= sizes[i]
+            open_.pop(0)
+            continue
+        extra = left - share * len(open_)
+        for r, i in enumerate(open_):  # the largest leaves take the remainder
+            counts[i] = share + (r >= len(open_) - extra)
+        break
+    return tuple(max(1, c) if s else 0 for c, s in zip(counts, sizes, strict=True))
+
+
+def draw(xp, key, *, lay, counts: tuple[int, ...]):
+    """Flat θ indices: counts[k] distinct coordinates of leaf k, drawn uniformly, leaf after leaf."""
+    parts = []
+    for k, (offset, size, m) in enumerate(zip(lay.offsets, lay.sizes, counts, strict=True)):
+        if m == size:
+            parts.append(xp.arange(offset, offset + size, dtype=np.int32))
+        else:
+            pick = jax.random.choice(jax.random.fold_in(key, k), size, (m,), replace=False)
+            parts.append((offset + xp.sort(xp.asarray(pick))).astype(np.int32))
+    return xp.concatenate(parts)

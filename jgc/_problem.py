@@ -18,8 +18,9 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.extend import core as jcore
 
-from . import _engine, _jit, _stencils, _tree, _validate
+from . import _engine, _jaxpr, _jit, _stencils, _tree, _validate
 from ._typing import PyTree
 
 LOSS, OUTPUT, GRADIENT, AUTOGRAD = "loss", "output", "gradient", "autograd"
@@ -30,8 +31,6 @@ _COMPLEX_MSG = (
     "jnp.real/jnp.abs on the parameters' path), or another method: method='central' "
     "(the default) or method='five_point'."
 )
-
-_HOST_GRAD = "grad_fn ran on the host (it cannot be traced: NumPy); J(θ) and the numeric side were compiled"
 
 _HOST_GRAD_TRACED = (
     " grad_fn is called on the host, outside jit, only when the inputs are concrete; inside "
@@ -59,11 +58,12 @@ class Fun:
                 try:
                     out = _validate.trace(self.name, fn, p, *args)
                 except (TypeError, ValueError) as e:  # any failure: the loss is not complex-safe
+                    e = e.__cause__ if isinstance(e, _validate.CallError) and e.__cause__ is not None else e
                     first = str(e).splitlines()[0][:300] if str(e) else ""
                     raise TypeError(_COMPLEX_MSG.format(problem=f"but loss_fn raised {type(e).__name__}: {first}")) from e
             else:
                 out = _validate.trace(self.name, fn, p, *args)
-            _validate.scalar_output(out, self.name)
+            out = _validate.loss_output(out, self.name, complex_params=jnp.iscomplexobj(theta))
             if jnp.iscomplexobj(theta) and not jnp.iscomplexobj(out):
                 raise TypeError(
                     _COMPLEX_MSG.format(
@@ -76,8 +76,7 @@ class Fun:
 
             def loss(t):
                 out = _validate.trace(self.name, fn, _tree.unravel(self.lay, t, params), *args)
-                _validate.scalar_output(out, self.name)
-                return out
+                return _validate.loss_output(out, self.name)
 
             return jax.grad(loss)(theta)
         p = _tree.unravel(self.lay, theta, params)
@@ -94,9 +93,11 @@ class Fun:
 class Gradient:
     """The analytic side of a gradient check, as one program of (θ, dynamic).
 
-    Returns (analytic gradient (n,) or None, J(θ) from this trace, `jax.grad` (n,) or None):
+    Returns (analytic gradient (n,) or None, `jax.grad` (n,) or None, the loss's term scale):
     the hand-written gradient when `grad` is set, `jax.grad` of the loss when it is None or
-    `autodiff` asks for the cross-check (`value_only`: J(θ) alone, for a host-side grad_fn).
+    `autodiff` asks for the cross-check (`auto_only`: `jax.grad` alone, beside a host-side
+    grad_fn); the term scale is what rounding one intermediate can move J by
+    (`_jaxpr.term_scale`: a rounding level built from the terms' magnitudes).
     """
 
     grad: _jit.Ref | None  # grad_fn; None: jax.grad of the loss
@@ -104,7 +105,7 @@ class Gradient:
     lay: _tree.Layout
     static: tuple
     autodiff: bool = False
-    value_only: bool = False
+    auto_only: bool = False
     grad_name: str = "grad_fn"
     loss_name: str = "loss_fn"
 
@@ -113,26 +114,23 @@ class Gradient:
 
         def loss(t):
             out = _validate.trace(self.loss_name, self.loss(), _tree.unravel(self.lay, t, params), *args)
-            _validate.scalar_output(out, self.loss_name)
+            out = _validate.loss_output(out, self.loss_name)
             return jnp.real(out).astype(theta.dtype)
 
-        if self.value_only and not self.autodiff:
-            return None, loss(theta), None
-        if self.grad is None or self.autodiff:
-            value, auto = jax.value_and_grad(loss)(theta)
-        else:
-            value, auto = loss(theta), None
-        if self.grad is None or self.value_only:
-            return (auto if self.grad is None else None), value, (auto if self.autodiff else None)
+        auto = jax.grad(loss)(theta) if self.grad is None or self.autodiff else None
+        scale = _jaxpr.term_scale(Fun(LOSS, self.loss, self.lay, self.static, None, self.loss_name), theta, dynamic)
+        if self.grad is None or self.auto_only:
+            return (auto if self.grad is None else None), (auto if self.autodiff else None), scale
         grad = _validate.trace(self.grad_name, self.grad(), _tree.unravel(self.lay, theta, params), *args)
         _validate.like_params(self.lay, grad, self.grad_name)
-        return _tree.ravel(self.lay, grad).astype(theta.dtype), value, auto
+        return _tree.ravel(self.lay, grad).astype(theta.dtype), auto, scale
 
 
 class Problem:
     """What a check starts from (validated inputs → θ, data, stencil, tol)."""
 
     def __init__(self, fn, params: PyTree, args: tuple, method: str, tol=None, *, kind: str = LOSS, name: str = "loss_fn"):
+        _validate.live_inputs(params, args, ("primals", "args") if kind == OUTPUT else ("params", "args"))
         self.lay = lay = _tree.layout(params)
         self.params, self.args = params, args
         dynamic, self.static = _jit.partition((params, args))
@@ -145,9 +143,9 @@ class Problem:
             self.theta = self.theta_x = _tree.ravel(lay, params)
         else:  # built on the host (NumPy): no eager JAX op, so nothing compiles for a new shape
             self.data = _engine.place(self.data)
-            leaves = lay.treedef.flatten_up_to(params)
+            leaves = _engine.to_host(lay.treedef.flatten_up_to(params), "the params to the host")
             self.theta_x = np.concatenate([np.ravel(np.asarray(leaves[i])).astype(self.dtype) for i in lay.checked_index])
-            self.theta = jax.device_put(self.theta_x)
+            self.theta = _engine.to_device(self.theta_x, "θ to the device")
         self.stencil = _stencils.get(method)
         self.method = method
         self.tol = tol
@@ -155,7 +153,51 @@ class Problem:
         self.fn, self.kind, self.name = fn, kind, name
         self.out_lay = None if kind == LOSS else self._out_layout()
         self.fun = Fun(kind, _jit.Ref(fn), lay, self.static, self.out_lay, name)
-        self.notes: list[str] = []
+
+    # -------------------------------------------------------------- leaves the loss does not read
+
+    def unread(self) -> np.ndarray:
+        """Per checked leaf (k,): the loss has no data dependence on it (a constant loss, an unused
+        parameter), so each of its directional derivatives is exactly 0. From the loss's jaxpr (shapes
+        only); a loss with side effects is taken to read everything."""
+        lay = self.lay
+        leaves = lay.treedef.flatten_up_to(self.params)
+
+        def of_checked(*xs):
+            new = list(leaves)
+            for i, x in zip(lay.checked_index, xs, strict=True):
+                new[i] = x
+            return self.fn(jax.tree_util.tree_unflatten(lay.treedef, new), *self.args)
+
+        specs = [jax.ShapeDtypeStruct(lay.shapes[i], lay.dtypes[i]) for i in lay.checked_index]
+        jaxpr = jax.make_jaxpr(of_checked)(*specs).jaxpr
+        if jaxpr.effects:
+            return np.zeros(lay.k, bool)
+        out = jaxpr.outvars[0]
+        unread = []
+        for invar in jaxpr.invars:  # sub-jaxprs are taken whole: an equation that reads the leaf reads it
+            _, dep = _jaxpr.downstream(jaxpr, [invar])
+            unread.append(not (isinstance(out, jcore.Var) and out in dep))
+        return np.asarray(unread, bool)
+
+    def exact_zeros(self, start, numeric):
+        """Probes (by first coordinate `start`) whose numeric value is exactly 0 on a leaf the loss does
+        not read: their derivative is 0 with no finite-difference error (bound 0). None when no probe
+        is such (on the host the loss is traced for it only when some leaf's values are all 0)."""
+        if self.kind != LOSS:
+            return None
+        seg = self.lay.segments
+        if not self.traced:
+            zero = np.asarray(numeric) == 0
+            leaf = seg[np.asarray(start)]
+            if not any(zero[leaf == g].all() for g in np.unique(leaf)):
+                return None
+        unread = self.unread()
+        if not unread.any():
+            return None
+        if self.traced:
+            return jnp.asarray(unread)[jnp.asarray(seg)[start]] & (numeric == 0)
+        return unread[seg[np.asarray(start)]] & (numeric == 0)
 
     def _out_layout(self) -> _tree.Layout:
         params = self.params
@@ -181,13 +223,13 @@ class Problem:
         """`fn(θ, data, *args)`: compiled and cached on `key` on the host, inline under a trace."""
         if self.traced:
             return fn(self.theta, self.data, *args)
-        out = _jit.program(key, fn)(self.theta, self.data, *args)
+        out = _jit.program(key, fn)(self.theta, self.data, *_engine.to_device(args))
         # host values: no eager JAX op (and compile) on them; PRNG keys (a dropout key in the base
         # values of partial evaluation) have no NumPy form and stay device arrays
-        return jax.tree_util.tree_map(lambda x: x if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else np.asarray(x), out)
+        return _engine.to_host(out)
 
     def gradient(self, grad_fn, autodiff: bool = False, grad_name: str = "grad_fn"):
-        """(analytic (n,), J(θ) from a second trace, autodiff (n,) or None).
+        """(analytic (n,), autodiff (n,) or None, whether grad_fn ran on the host, the loss's term scale).
 
         A `grad_fn` that cannot be traced (a NumPy backward pass) runs on the host when the
         inputs are concrete; the report says so.
@@ -196,7 +238,8 @@ class Problem:
         grad = None if grad_fn is None else _jit.Ref(grad_fn)
         spec = Gradient(grad, self.fun.ref, self.lay, self.static, autodiff=autodiff, grad_name=grad_name, loss_name=self.name)
         try:
-            return self.call(("gradient", spec), spec)
+            analytic, auto, scale = self.call(("gradient", spec), spec)
+            return analytic, auto, False, scale
         except _validate.Untraceable as e:
             if e.name != grad_name or grad_fn is None:
                 raise
@@ -207,7 +250,6 @@ class Problem:
         _validate.like_params(self.lay, grad, grad_name)
         leaves = self.lay.treedef.flatten_up_to(grad)
         analytic = np.concatenate([np.ravel(np.asarray(leaves[i], self.dtype)) for i in self.lay.checked_index])
-        rest = dataclasses.replace(spec, grad=None, value_only=True)
-        _, value, auto = self.call(("gradient", rest), rest)
-        self.notes.append(_HOST_GRAD)
-        return analytic, value, auto
+        rest = dataclasses.replace(spec, auto_only=True)
+        _, auto, scale = self.call(("gradient", rest), rest)
+        return analytic, auto, True, scale

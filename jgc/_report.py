@@ -7,7 +7,7 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-from . import _diagnose
+from . import _diagnose, _resolve, _stencils
 from ._typing import Tracer
 
 
@@ -21,21 +21,21 @@ class Coordinate(NamedTuple):
     analytic: float
 
 
-def _is_traced(res) -> bool:
+def is_traced(res) -> bool:
     return isinstance(res.rel_error, Tracer)
 
 
-def _batch_shape(res) -> tuple[int, ...]:
+def batch_shape(res) -> tuple[int, ...]:
     return np.shape(res.rel_error)
 
 
-def _select(res, seed: int):
+def select(res, seed: int):
     """The `seed`-th check of a batched result (batch axes flattened)."""
-    nb = len(_batch_shape(res))
+    nb = len(batch_shape(res))
     return jax.tree_util.tree_map(lambda x: np.asarray(x).reshape((-1,) + np.shape(x)[nb:])[seed], res)
 
 
-def _order(rel: np.ndarray, passed: np.ndarray) -> np.ndarray:
+def order(rel: np.ndarray, passed: np.ndarray) -> np.ndarray:
     """Indices, failing first, then by decreasing error, NaN counted as the worst."""
     key = np.where(np.isnan(rel), np.inf, rel)
     return np.lexsort((-key, passed))
@@ -46,9 +46,9 @@ def _status(res) -> str:
 
 
 def summary_line(res) -> str:
-    if _is_traced(res):
+    if is_traced(res):
         return "traced; call .report() on the value returned from jit/vmap"
-    batch = _batch_shape(res)
+    batch = batch_shape(res)
     if batch:
         passed = np.asarray(res.passed).reshape(-1)
         failed = np.asarray(res.failed).reshape(-1)
@@ -56,7 +56,7 @@ def summary_line(res) -> str:
             f"{int(failed.sum())} of {passed.size} checks failed, {int((~passed & ~failed).sum())} inconclusive, "
             f"worst rel_error {np.nanmax(np.asarray(res.rel_error)):.2e}"
         )
-    return _verdict(res)
+    return verdict_line(res)
 
 
 def _paths(res, mask) -> str:
@@ -65,7 +65,7 @@ def _paths(res, mask) -> str:
     return ", ".join(paths[:6]) + (f" and {len(paths) - 6} more" if len(paths) > 6 else "")
 
 
-def _verdict(res) -> str:
+def verdict_line(res) -> str:
     g = res.groups
     tol = float(res.tol)
     failed, passed = np.asarray(g.failed, bool), np.asarray(g.passed, bool)
@@ -95,8 +95,9 @@ def _verdict(res) -> str:
 
 
 def _nonfinite_leaves(res) -> np.ndarray:
-    num, ana = np.asarray(res.numeric_flat), np.asarray(res.analytic_flat)
-    bad = ~(np.isfinite(num) & np.isfinite(ana))
+    """Leaves with a non-finite analytic value (a failure; a non-finite numeric one is unresolved)."""
+    ana = np.asarray(res.analytic_flat)
+    bad = ~np.isfinite(ana)
     seg = _entry_groups(res)
     out = np.zeros(res.layout.k, bool)
     np.logical_or.at(out, seg[bad], True)
@@ -173,22 +174,99 @@ def _scope(res) -> str:
 
 
 _NONDETERMINISTIC = (
-    "the loss is not deterministic: two evaluations at the same θ gave {a!r} and {b!r}, so "
-    "finite differences measure noise. Draw randomness (dropout masks, sampling) from a PRNG key "
-    "passed in *args, e.g. loss_fn(params, x, key) with jax.random.bernoulli(key, ...), never from "
-    "state that changes between calls."
+    "the loss is not deterministic: the same compiled program evaluated at the same points twice gave values "
+    "differing by up to {spread:.3g} (J(θ) = {center:.6g}), so finite differences measure noise. Draw randomness "
+    "(dropout masks, sampling) from a PRNG key passed in *args, e.g. loss_fn(params, x, key) with "
+    "jax.random.bernoulli(key, ...), never from state that changes between calls (NumPy's random functions, "
+    "a counter)."
+)
+
+_RETRACED = (
+    "the loss is not deterministic: traced twice, it gave two different programs (it draws random numbers "
+    "or reads changing state when it is traced, e.g. NumPy's global RNG), so every compiled program — the "
+    "finite differences, grad_fn's — sees another loss. Draw randomness (dropout masks, sampling) from a PRNG "
+    "key passed in *args, e.g. loss_fn(params, x, key) with jax.random.bernoulli(key, ...)."
 )
 
 _INCONCLUSIVE = "inconclusive: {why} To resolve it: {remedy}"
+
+_RECHECK = {
+    _resolve.NOT_FLOAT64: "loss_fn does not return float64 for float64 inputs",
+    _resolve.OTHER_FUNCTION: (
+        "in float64 the loss evaluates another function (J(θ) or the gradient differ from their float32 values "
+        "beyond float32's rounding: randomness or constants drawn by dtype, e.g. a dropout mask drawn with the "
+        "params' dtype)"
+    ),
+    _resolve.NOT_TRACEABLE: "loss_fn or grad_fn cannot be traced with float64 inputs",
+    _resolve.LOWER_PRECISION: "the loss computes in a lower precision inside, which float64 parameters do not make more precise",
+}
+
+
+def _flagged(res, flag) -> np.ndarray:
+    return (np.asarray(res.run.how).astype(int) & flag) > 0
+
+
+def notes(res) -> list[str]:
+    """What the check did beyond the plain recipe, from its codes (one unbatched result)."""
+    out = []
+    run, g = res.run, res.groups
+    if bool(np.asarray(run.host_grad)):
+        out.append("grad_fn ran on the host (it cannot be traced: NumPy); the loss was compiled")
+    precision = int(np.asarray(run.precision))
+    theta = _stencils.PRECISIONS.index(res.layout.low_dtype.name) if res.layout.low_dtype.name in _stencils.PRECISIONS else 0
+    if precision > theta:
+        name = _stencils.PRECISIONS[precision]
+        out.append(
+            f"the loss rounds like {name} (relative rounding level {float(np.asarray(res.noise.rel_level)):.1e}): "
+            f"{name} steps and tolerance"
+        )
+    recheck = int(np.asarray(run.recheck))
+    rechecked = _flagged(res, _resolve.FLOAT64)
+    if recheck == _resolve.RAN and rechecked.any():
+        out.append(f"float64 re-check of {_paths(res, rechecked)}")
+    elif recheck in _RECHECK:
+        out.append(f"no float64 re-check: {_RECHECK[recheck]}; tol {float(res.tol):.0e}")
+    steps = _flagged(res, _resolve.STEPS)
+    if steps.any():
+        out.append(f"unresolved entries of {_paths(res, steps)} re-measured with adapted steps")
+    confirmed = _flagged(res, _resolve.CONFIRMED) & np.asarray(g.failed, bool)
+    if confirmed.any():
+        out.append(f"the failure of {_paths(res, confirmed)} was confirmed at a second step")
+    withdrawn = _flagged(res, _resolve.WITHDRAWN) & ~np.asarray(g.failed, bool)
+    if withdrawn.any():
+        out.append(
+            f"the discrepancy of {_paths(res, withdrawn)} at the first step did not persist at a second step "
+            "(truncation or a kink within the stencil): not a failure"
+        )
+    below = (np.asarray(g.lower, float) > 0) & ~np.asarray(g.failed, bool)
+    if below.any():
+        out.append(
+            f"{_paths(res, below)}: a discrepancy of up to {np.nanmax(np.asarray(g.lower, float)[below]):.1e} is proven, "
+            f"below tol {float(res.tol):.1e}: not a failure"
+        )
+    rough = np.asarray(res.noise.rough, bool) & ~np.asarray(res.noise.known, bool)
+    if rough.any():
+        out.append(
+            f"{int(rough.sum())} entries may straddle kinks (their one-sided derivatives disagree): under jit/vmap "
+            "they cannot be re-measured, so they prove nothing"
+        )
+    evals = int(np.asarray(run.resolve_evals)) + int(np.asarray(run.confirm_evals))
+    if evals:
+        out.append(
+            f"re-measurement cost {int(np.asarray(run.resolve_evals)):,} loss evaluations (unresolved leaves) and "
+            f"{int(np.asarray(run.confirm_evals)):,} (confirming failures), included in the total"
+        )
+    return out
 
 
 def _extra_lines(res) -> list[str]:
     """Lines after the verdict: non-determinism, what was unresolved and why, kinks, notes."""
     lines = []
     noise = res.noise
-    if not bool(np.asarray(noise.deterministic)):
-        a, b = (float(v) for v in np.asarray(noise.loss_values))
-        lines.append(_NONDETERMINISTIC.format(a=a, b=b))
+    if not bool(np.asarray(noise.same_trace)):
+        lines.append(_RETRACED)
+    elif not bool(np.asarray(noise.deterministic)):
+        lines.append(_NONDETERMINISTIC.format(spread=float(np.asarray(noise.spread)), center=float(np.asarray(noise.center))))
     g = res.groups
     open_ = ~np.asarray(g.passed, bool) & ~np.asarray(g.failed, bool)
     if open_.any():
@@ -199,17 +277,23 @@ def _extra_lines(res) -> list[str]:
             f"{float(res.tol):.1e} from none."
         )
         if unknown.any():
-            why += f" {int(unknown.sum())} coordinates needed a truncation estimate that a traced check does not take."
-        rechecked = any("float64 re-check" in note for note in res.notes)
-        if res.layout.low_dtype.name == "float32" and not rechecked and not getattr(res, "resolve_evals", 0):
+            why += f" {int(unknown.sum())} entries have no known bound (a traced check cannot re-measure them)."
+        recheck = int(np.asarray(res.run.recheck))
+        redone = int(np.asarray(res.run.resolve_evals)) + int(np.asarray(res.run.confirm_evals))
+        if res.layout.low_dtype.name == "float32" and recheck == _resolve.NOT_NEEDED and not redone:
             remedy = (
                 "call the check outside jax.jit/vmap (unresolved leaves are then re-measured with better steps and "
                 "in float64), or check in float64: check_grad(..., x64=True)."
             )
-        elif any("no float64 re-check" in note for note in res.notes):
+        elif recheck in (_resolve.NOT_FLOAT64, _resolve.NOT_TRACEABLE):
             remedy = (
                 "make loss_fn and grad_fn follow their inputs' dtype (then unresolved leaves are re-checked in "
                 "float64), or pass a larger tol."
+            )
+        elif recheck == _resolve.OTHER_FUNCTION:
+            remedy = (
+                "draw randomness and constants in a fixed dtype (then float64 evaluates the same function and can "
+                "re-check), or pass a larger tol."
             )
         else:
             remedy = (
@@ -228,7 +312,7 @@ def _extra_lines(res) -> list[str]:
             "stencil there and the analytic value lies between the one-sided derivatives (a valid "
             "subgradient), so they are not failures"
         )
-    for note in res.notes:
+    for note in notes(res):
         lines.append(f"note: {note}")
     return lines
 
@@ -246,7 +330,7 @@ def _hint_text(res, k: int, num, ana) -> str:
         d = np.asarray(num, float) - np.asarray(ana, float)
         d = d.reshape(shape[0], -1) if code == _diagnose.ROWS else d.reshape(-1, shape[-1]).T
         e = np.sum(d * d, axis=1)
-        rows = [int(j) for j in np.flatnonzero(e > _diagnose._SHARE * e.sum())]
+        rows = [int(j) for j in np.flatnonzero(e > _diagnose.SHARE * e.sum())]
     return "hint: " + _diagnose.describe(code, param, rows)
 
 
@@ -338,25 +422,31 @@ def _leaf_eval_rows(res) -> list[str]:
     return [row]
 
 
-_COLUMNS = (
-    "  (rel_error: ‖numeric − analytic‖/(‖numeric‖ + ‖analytic‖) per leaf; proven: the part of it beyond twice "
-    "the noise; possible: the largest it can be; ± bound: the error the finite difference may carry at the worst index)"
-)
+def _check_max_leaves(max_leaves) -> None:
+    expected = "report(max_leaves=...) must be a non-negative int or None (None shows every leaf)"
+    if max_leaves is None:
+        return
+    if isinstance(max_leaves, bool) or not isinstance(max_leaves, (int, np.integer)):
+        raise TypeError(f"{expected}; received {type(max_leaves).__name__}: {max_leaves!r}.")
+    if max_leaves < 0:
+        raise ValueError(f"{expected}; received {max_leaves!r}.")
 
 
 def format_report(res, max_leaves: int | None = 40) -> str:
     """The text report of a (possibly batched) check."""
-    if _is_traced(res):
+    if is_traced(res):
         return f"{type(res).__name__}({summary_line(res)})"
+    _check_max_leaves(max_leaves)
+    res = jax.device_get(res)  # one explicit transfer of a result that lives on the device (jit/vmap)
     lines = []
-    batch = _batch_shape(res)
+    batch = batch_shape(res)
     if batch:
         passed = np.asarray(res.passed).reshape(-1)
         failed = np.asarray(res.failed).reshape(-1)
         rel = np.asarray(res.rel_error, dtype=float).reshape(-1)
         bad = np.flatnonzero(failed)
         open_ = np.flatnonzero(~passed & ~failed)
-        worst_seed = int(_order(np.where(failed, np.inf, rel), passed)[0]) if not failed.any() else int(bad[np.argmax(rel[bad])])
+        worst_seed = int(order(np.where(failed, np.inf, rel), passed)[0]) if not failed.any() else int(bad[np.argmax(rel[bad])])
         listing = lambda ix: ", ".join(map(str, ix[:20])) + (" …" if ix.size > 20 else "")  # noqa: E731
         parts = []
         if bad.size:
@@ -369,8 +459,8 @@ def format_report(res, max_leaves: int | None = 40) -> str:
             + f"; rel_error min {np.nanmin(rel):.2e}, max {np.nanmax(rel):.2e}"
         )
         lines.append(f"worst seed {worst_seed}:")
-        res = _select(res, worst_seed)
-    lines.append(f"jgc {res.kind} " + _verdict(res))
+        res = select(res, worst_seed)
+    lines.append(f"jgc {res.kind} " + verdict_line(res))
     lines += _autodiff_lines(res)
     lines += _extra_lines(res)
     lines += _leaf_rows(res, max_leaves)
@@ -379,11 +469,12 @@ def format_report(res, max_leaves: int | None = 40) -> str:
 
 def worst(res, k: int = 5) -> list[Coordinate]:
     """The k coordinates with the largest |numeric − analytic|, non-finite ones first."""
-    if _is_traced(res):
+    if is_traced(res):
         raise TypeError("worst() needs concrete values: call it on the result returned from jit/vmap.")
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
         raise ValueError(f"worst(k) needs a non-negative int k; received {k!r}.")
-    batch = _batch_shape(res)
+    res = jax.device_get(res)
+    batch = batch_shape(res)
     nb = len(batch)
     n_seeds = int(np.prod(batch)) if batch else 1
     lay = res.layout

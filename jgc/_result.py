@@ -38,25 +38,82 @@ class Noise:
         standard deviations of the measured rounding level, plus twice the truncation
         estimate where it was measured; at a kink, the one-sided derivatives' margin).
       kink: per entry, a kink with the analytic value a valid subgradient.
-      known: per entry, False where the bound lacks a truncation estimate it needed (only
-        inside a trace, beyond the static number of re-evaluated probes).
+      known: per entry, False where the bound is not known: it lacks a truncation estimate it
+        needed (inside a trace, beyond the static number of re-evaluated probes), or the
+        stencil may straddle kinks and nothing could re-measure it.
       doubled: per entry, the stencil was also evaluated at step 2h (its discrepancy exceeded
         the rounding bound, so truncation or a kink could explain it).
-      level: ε_J, the absolute rounding noise of the loss values (per output for a
-        vector-valued function).
-      rel_level: ε_J relative to |J(θ)|.
-      loss_values: J(θ) from the probe program and from a second trace (the determinism check).
-      deterministic: the two agree.
+      rough: per entry, the one-sided derivatives disagree and the analytic value is not
+        between them (several kinks within the stencil, or a wrong subgradient).
+      level: ε_J, the absolute rounding noise of the loss values (the largest over the
+        outputs of a vector-valued function).
+      rel_level: ε_J relative to max(1, |J(θ)|).
+      center: J(θ) (the largest |output| of a vector-valued function).
+      spread: the largest difference between two evaluations of the same points by the same
+        compiled program (0 for a deterministic loss on CPU).
+      deterministic: the spread is within what one program may differ by (nothing on CPU), and
+        the loss traced twice gave the same program.
+      same_trace: the loss traced twice gave the same program (False: it draws random numbers
+        or reads changing state when it is traced, so every compiled program sees another loss).
     """
 
     bound: Array
     kink: Array
     known: Array
     doubled: Array
+    rough: Array
     level: Array
     rel_level: Array
-    loss_values: Array
+    center: Array
+    spread: Array
     deterministic: Array
+    same_trace: Array
+
+
+# How each checked leaf's probes were evaluated (`Run.paths`), by code.
+PATHS = ("", "plain: little to hoist", "plain: traced", "plain: side effects", "plain: stencil", "partial", "sparse")
+
+
+def path_codes(layout: Layout, paths: tuple[str, ...]) -> np.ndarray:
+    """Per checked leaf, the code (in PATHS) of the path its probes took ("" when partial
+    evaluation was off: the plain engine)."""
+    out = []
+    for i in layout.checked_index:
+        name = paths[i] if i < len(paths) else ""
+        out.append(PATHS.index(name) if name in PATHS else 0)
+    return np.asarray(out, np.int8)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """What the check did beyond the plain recipe, as codes (the report makes the text).
+
+    Attributes:
+      paths: per checked leaf, how its probes were evaluated (a code of `PATHS`: plain, partial
+        — only the part of the loss downstream of the leaf —, sparse — only the entries a
+        one-entry change touches —; 0: the plain engine with partial evaluation off).
+      how: per group (leaf), bit flags of what decided it beyond the first measurement: 1 its
+        entries were re-measured in float64, 2 with adapted steps, 4 a failure confirmed at a
+        second step, 8 a failure at the first step withdrawn (it did not persist).
+      recheck: the float64 re-check of a float32 check: 0 not needed, 1 ran, 2 loss_fn does not
+        return float64 for float64 inputs, 3 float64 evaluates another function (J(θ) or the
+        gradient differ beyond float32's rounding: randomness or constants drawn by dtype),
+        4 the functions cannot be traced in float64, 5 the loss computes in float16/bfloat16
+        inside (float64 cannot make it more precise).
+      precision: the precision the loss rounds like (0 float64, 1 float32, 2 float16, 3 bfloat16).
+      resolve_evals: loss evaluations spent re-measuring unresolved leaves (host only).
+      confirm_evals: loss evaluations spent confirming failures at a second step (host only).
+      host_grad: grad_fn ran on the host (a NumPy backward pass).
+    """
+
+    paths: Array
+    how: Array
+    recheck: Array
+    precision: Array
+    resolve_evals: Array
+    confirm_evals: Array
+    host_grad: Array
 
 
 @jax.tree_util.register_dataclass
@@ -109,24 +166,19 @@ class GradCheck:
         coordinates (0 when both are 0).
       tol: the relative error a pass guarantees.
       eps: the base step (coordinate j is stepped by eps·max(1, |θ_j|)).
-      num_evals: loss evaluations the check performed.
-      resolve_evals: of num_evals, those spent re-measuring unresolved leaves (adapted
-        steps, a float64 re-check; on concrete inputs only, 0 under a trace).
+      num_evals: loss evaluations the check performed (with what resolution and confirmation
+        cost: `run.resolve_evals`, `run.confirm_evals`).
       numeric_flat, analytic_flat: the values per entry (flat; `numeric`/`analytic` are
         the pytree views).
       groups: the verdict per leaf (`rel_error`, `lower`, `upper`, `noise`, `passed`,
         `failed`; see `jgc/_verdict.py`), flat over the checked leaves.
       noise: `jgc.Noise`: bounds, kinks, the loss's rounding level, determinism.
+      run: `jgc.Run`: what the check did beyond the plain recipe (paths per leaf, float64
+        re-check, confirmation of failures, their costs), as codes.
       diagnosis: `jgc.Diagnosis` hints per leaf (full checks), or None.
       autodiff: `jgc.Autodiff` with `check_grad(..., autodiff=True)`, else None.
       layout: static description of the params (paths, shapes, dtypes, checked).
       method: the finite-difference stencil.
-      notes: what the check did beyond the plain recipe (host-side grad_fn, steps adapted
-        for some coordinates, a float64 re-check, partial evaluation…), for the report.
-      leaf_eval: per leaf of the params, how its probes were evaluated: "partial" (only the
-        part of the loss downstream of the leaf), "sparse" (only the entries a one-entry
-        change touches), "plain: <reason>" (the whole loss), "" (not checked); empty when
-        partial evaluation was off.
     """
 
     passed: Array
@@ -139,13 +191,11 @@ class GradCheck:
     analytic_flat: Array
     groups: Groups
     noise: Noise
+    run: Run
     diagnosis: Diagnosis | None
     autodiff: Autodiff | None
     layout: Layout = dataclasses.field(metadata=dict(static=True))
     method: str = dataclasses.field(metadata=dict(static=True))
-    notes: tuple[str, ...] = dataclasses.field(default=(), metadata=dict(static=True))
-    leaf_eval: tuple[str, ...] = dataclasses.field(default=(), metadata=dict(static=True))
-    resolve_evals: int = dataclasses.field(default=0, metadata=dict(static=True))
 
     kind: ClassVar[str] = "check_grad"  # the check that made it (the report's title)
     evaluates: ClassVar[str] = "loss"  # what num_evals counts
@@ -189,6 +239,37 @@ class GradCheck:
     def leaf_failed(self) -> PyTree:
         """One bool per leaf: a proven discrepancy (False on leaves not checked)."""
         return self.per_leaf(self.groups.failed, fill=False)
+
+    @property
+    def resolve_evals(self) -> jax.Array:
+        """Loss evaluations spent re-measuring unresolved leaves and confirming failures."""
+        return self.run.resolve_evals + self.run.confirm_evals
+
+    @property
+    def leaf_eval(self) -> tuple[str, ...]:
+        """Per leaf of the params, how its probes were evaluated ("partial", "sparse", "plain…",
+        "" not checked) — host-side, from `run.paths` (unbatched)."""
+        codes = np.asarray(self.run.paths).reshape(-1, self.layout.k)[0]
+        if not codes.any():  # partial evaluation was off
+            return ()
+        out = [""] * len(self.layout.shapes)
+        for k, i in enumerate(self.layout.checked_index):
+            out[i] = PATHS[int(codes[k])]
+        return tuple(out)
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """What the check did beyond the plain recipe, as the report's note lines (host-side; for a
+        batched result, every note of any of its checks, in order)."""
+        from ._report import notes, select
+
+        batch = int(np.prod(np.shape(self.passed)))
+        if not np.ndim(self.passed):
+            return tuple(notes(self))
+        out: list[str] = []
+        for i in range(batch):
+            out += [n for n in notes(select(self, i)) if n not in out]
+        return tuple(out)
 
     @property
     def kink(self) -> PyTree:

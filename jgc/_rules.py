@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _signs, _tree, _validate
-from ._adjoint import AdjointCheck, _xp, check_adjoint
+from ._adjoint import AdjointCheck, xp_of, check_adjoint
 from ._typing import Array, PyTree, Tracer
 
 _TOL = {"float64": 1e-6, "float32": 1e-3}
@@ -396,7 +396,7 @@ class RuleCheck:
     @property
     def _np(self):
         """NumPy for a result of concrete inputs, jax.numpy under a trace."""
-        return _xp(self.tol, self.primal_error, self.vmap_jvp)
+        return xp_of(self.tol, self.primal_error, self.vmap_jvp)
 
     def _jvp_pair(self, field: str):
         """(in, out) array of a per-leaf field of the JVP check ("failed"/"passed")."""
@@ -549,7 +549,9 @@ def check_rule(
       >>> @jax.custom_jvp
       ... def softplus(x):
       ...     return jnp.logaddexp(x, 0.0)
-      >>> softplus.defjvp(lambda p, t: (softplus(p[0]), jax.nn.sigmoid(p[0]) * t[0]))
+      >>> @softplus.defjvp
+      ... def softplus_jvp(p, t):
+      ...     return softplus(p[0]), jax.nn.sigmoid(p[0]) * t[0]
       >>> bool(jgc.check_rule(softplus, jnp.linspace(-2.0, 2.0, 5), key=jax.random.key(0)).passed)
       True
     """

@@ -10,7 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _check, _engine, _jit, _stencils, _validate
+from . import _check, _engine, _jit, _stencils, _tree, _validate
+from ._locate import locate
 from ._result import GradCheck
 from ._typing import PyTree
 
@@ -31,17 +32,17 @@ class _Batched:
         grad_fn = None if self.grad_fn is None else self.grad_fn()
 
         def one(x):
-            params = x if self.init_fn is None else self.init_fn()(x)
+            params = x if self.init_fn is None else _validate.trace("init_fn", self.init_fn(), x)
             return self.check()(self.loss_fn(), grad_fn, params, *args, **dict(self.options), **arrays)
 
-        return jax.vmap(one)(batch)
+        return _validate.vmapped("loss_fn", jax.vmap(one), batch)
 
 
 def _default_chunk(init_fn, batch, size: int, method: str) -> int:
     """The engine's default chunk with its memory budget shared by the points: the vmap over
     `size` points multiplies a chunk's memory by `size`, so the perturbed copies of θ of
     all points together stay within one check's budget (benchmarks/seeds.py)."""
-    one = jax.tree_util.tree_map(lambda x: x[0], batch)
+    one = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(np.shape(x)[1:], x.dtype), batch)  # shapes only: no op
     params = jax.eval_shape(init_fn, one) if init_fn is not None else one
     floats = [x for x in jax.tree_util.tree_leaves(params) if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.floating)]
     n = max(1, sum(math.prod(x.shape) for x in floats))
@@ -49,9 +50,22 @@ def _default_chunk(init_fn, batch, size: int, method: str) -> int:
     return _engine.chunk_size(n * size, n, m)
 
 
-def _run(check, loss_fn, grad_fn, init_fn, batch, size, args, check_kwargs):
+_HOST_SIDE = (
+    "{caller}(check=jgc.locate): locate is host-side (its recursion depends on the values it measures), "
+    "so it cannot run under the vmap over {points}. Run {caller} with check=jgc.check_grad (the default) "
+    "or check=jgc.check_directions, then jgc.locate on the params of a failing {point}{how}."
+)
+
+
+def _run(check, loss_fn, grad_fn, init_fn, batch, size, args, check_kwargs, caller="check_seeds"):
     check = _check.check_grad if check is None else check
     _validate.callable_("check", check)
+    if check is locate:
+        seeds = caller == "check_seeds"
+        how = " (init_fn(keys[i]) for seed i)" if seeds else " (jax.tree.map(lambda x: x[i], stacked_params))"
+        points, point = ("seeds", "seed") if seeds else ("snapshots", "snapshot")
+        raise TypeError(_HOST_SIDE.format(caller=caller, points=points, point=point, how=how))
+    _validate.live(tuple(args), "args")
     _validate.callable_("loss_fn", loss_fn)
     _validate.callable_("grad_fn", grad_fn, allow_none=True)
     if check_kwargs.get("chunk_size") is None:
@@ -69,17 +83,30 @@ def _run(check, loss_fn, grad_fn, init_fn, batch, size, args, check_kwargs):
     spec = _Batched(_jit.Ref(check), _jit.Ref(loss_fn), ref(grad_fn), ref(init_fn), static, options)
     if _jit.is_traced((batch, dynamic, arrays)):
         return spec(batch, dynamic, arrays)
-    return _jit.program(("seeds", spec), spec)(batch, dynamic, arrays)
+    # host (NumPy) arrays go to the device explicitly, once (jax_transfer_guard)
+    return _jit.program(("seeds", spec), spec)(*_engine.to_device((batch, dynamic, arrays)))
 
 
 def _stacked_size(name: str, tree) -> int:
-    leaves = jax.tree_util.tree_leaves(tree)
-    sizes = {int(np.shape(x)[0]) if np.ndim(x) else -1 for x in leaves}
-    if not leaves or -1 in sizes or len(sizes) != 1 or 0 in sizes:
-        shapes = [np.shape(x) for x in leaves]
+    keyed = jax.tree_util.tree_flatten_with_path(tree)[0]
+    leaves = [x for _, x in keyed]
+    for path, x in keyed:  # a leaf without a leading axis: a Python number, a string, a scalar
+        if not _tree.is_array(x) or np.ndim(x) == 0:
+            what = f"a {type(x).__name__} ({x!r})" if not _tree.is_array(x) else f"a scalar array ({_tree.dtype_name(x)})"
+            others = [np.shape(y)[0] for y in leaves if _tree.is_array(y) and np.ndim(y)]
+            n = others[0] if others else "n"
+            raise ValueError(
+                f"check_snapshots: {name}{jax.tree_util.keystr(path)} is {what}, with no leading snapshot axis; every "
+                f"leaf of {name} must be an array stacked along a leading axis of the same length (here {n}). "
+                f"Stack it (e.g. jnp.full(({n},), value)) or, if it is the same for every snapshot, pass it in args."
+            )
+    sizes = {int(np.shape(x)[0]) for x in leaves}
+    if not leaves or len(sizes) != 1 or 0 in sizes:
+        shapes = {jax.tree_util.keystr(p): np.shape(x) for p, x in keyed}
         raise ValueError(
             f"{name} must be stacked along a leading axis of the same nonzero length on every leaf; received leaf shapes {shapes}."
         )
+    _validate.live(tree, name)
     return sizes.pop()
 
 
@@ -120,7 +147,7 @@ def check_seeds(
       ((4,), True)
     """
     _validate.callable_("init_fn", init_fn)
-    size = _validate.keys(keys)
+    size = _validate.keys(keys, where="check_seeds")
     return _run(check, loss_fn, grad_fn, init_fn, keys, size, args, check_kwargs)
 
 
@@ -146,4 +173,4 @@ def check_snapshots(
       [True, True]
     """
     size = _stacked_size("stacked_params", stacked_params)
-    return _run(check, loss_fn, grad_fn, None, stacked_params, size, args, check_kwargs)
+    return _run(check, loss_fn, grad_fn, None, stacked_params, size, args, check_kwargs, caller="check_snapshots")

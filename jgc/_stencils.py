@@ -64,14 +64,24 @@ def get(method: str) -> Stencil:
     return STENCILS[method]
 
 
-# Nominal defaults, per dtype and stencil: (eps, tol). `tol` is the relative error a firm
-# pass guarantees (the differences must resolve it); a failure needs a discrepancy beyond
-# the estimated noise. These tolerances are what finite differences in that precision can
-# resolve on their own (inside a trace, or for a loss that rounds like float32 whatever its
-# parameters); a float32 check on the host, where unresolved leaves can be re-checked in
-# float64, guarantees RECHECKED_TOL instead. eps is raised when the loss rounds more than
-# its parameters' dtype (`defaults`). The values come from sweeps over the bug corpus
-# (docs/verdicts.md).
+# The precisions a loss can round like, most precise first (codes: their positions).
+PRECISIONS = ("float64", "float32", "float16", "bfloat16")
+
+
+def unit(dtype) -> float:
+    """The machine epsilon of a float dtype (by name or dtype): the spacing of floats at 1."""
+    return float(jnp.finfo(jnp.dtype(dtype)).eps)
+
+
+# Nominal defaults, per precision and stencil: (eps, tol). `tol` is the relative error a firm
+# pass guarantees (the differences must resolve it) and the bar a proven error must clear to
+# fail. These tolerances are what finite differences in that precision can resolve on their
+# own (inside a trace, or for a loss that rounds like float32 whatever its parameters); a
+# float32 check on the host, where unresolved leaves can be re-checked in float64,
+# guarantees RECHECKED_TOL instead. eps is raised when the loss rounds more than its
+# precision's unit (`defaults`). float64/float32 come from sweeps over the bug corpus
+# (docs/verdicts.md); float16/bfloat16 (a float32 loss computing partly in them) from the
+# optimal central step (3u)^(1/3) and its error ~1.5·u^(2/3), with a margin.
 _DEFAULTS = {
     ("float64", "central"): (1e-6, 1e-6),
     ("float64", "forward"): (1e-8, 1e-5),
@@ -81,6 +91,14 @@ _DEFAULTS = {
     ("float32", "forward"): (1e-3, 2e-2),
     ("float32", "five_point"): (3e-2, 1e-2),
     ("float32", "complex_step"): (1e-4, 1e-4),
+    ("float16", "central"): (1e-1, 5e-2),
+    ("float16", "forward"): (3e-2, 1e-1),
+    ("float16", "five_point"): (2e-1, 5e-2),
+    ("float16", "complex_step"): (1e-4, 1e-2),
+    ("bfloat16", "central"): (2e-1, 1e-1),
+    ("bfloat16", "forward"): (1e-1, 2e-1),
+    ("bfloat16", "five_point"): (3e-1, 1e-1),
+    ("bfloat16", "complex_step"): (1e-4, 5e-2),
 }
 
 
@@ -89,53 +107,66 @@ _DEFAULTS = {
 RECHECKED_TOL = 1e-4
 
 
-def nominal_eps(dtype, method: str) -> float:
-    return _DEFAULTS[(jnp.dtype(dtype).name, method)][0]
+def _name(precision) -> str:
+    return precision if isinstance(precision, str) else jnp.dtype(precision).name
 
 
-def default_tol(dtype, method: str) -> float:
-    return _DEFAULTS[(jnp.dtype(dtype).name, method)][1]
+def nominal_eps(precision, method: str) -> float:
+    return _DEFAULTS[(_name(precision), method)][0]
 
 
-# A loss whose measured relative rounding level exceeds this many ulps of a dtype computes
-# at a lower precision than that dtype (e.g. float64 parameters, float32 inside).
+def default_tol(precision, method: str) -> float:
+    return _DEFAULTS[(_name(precision), method)][1]
+
+
+# A loss whose measured relative rounding level exceeds this many units of its precision
+# rounds worse than that precision (cancellation, long sums): its step grows.
 _ULPS = 64
 
 
-def lower_precision(theta_dtype, rel_level, xp=np):
-    """Whether a loss of float64 parameters rounds like float32 or worse (bool; traced under jit).
+def precision(theta_dtype, inside, rel_level, xp=np, callback: bool = False):
+    """The code (in PRECISIONS) of the precision a loss rounds like.
 
-    Its relative rounding level is nearer float32's unit roundoff than float64's on a log
-    scale: above √(u₃₂·u₆₄) ≈ 5e-12. A float64 loss that is small by cancellation rounds at
-    many float64 ulps of its value (1e-14 … 1e-12) and stays float64; a loss computed in
-    float32 inside rounds at ~1e-8.
+    θ's dtype, unless the loss's measured relative rounding level is nearer (on a log scale)
+    to a less precise dtype's unit than to θ's: float32 for a float64 loss (float32 inside,
+    or a NumPy loss that computes in float32), and float16/bfloat16 — only where the jaxpr
+    computes in that dtype (`inside`) or calls back into Python (`callback`: what it computes
+    in cannot be read). A loss that is small by cancellation of large terms rounds at many ulps
+    of its value and keeps its precision (its step grows instead).
     """
-    if jnp.dtype(theta_dtype).name != "float64":
-        return xp.asarray(False)
-    u32, u64 = float(jnp.finfo(jnp.float32).eps), float(jnp.finfo(jnp.float64).eps)
-    return xp.asarray(rel_level > np.sqrt(u32 * u64))
+    theta = _name(theta_dtype)
+    code = xp.asarray(PRECISIONS.index(theta), np.int32)
+    lower = inside in ("float32", "float16", "bfloat16") or callback
+    candidates = ["float32"] if theta == "float64" and lower else []
+    if inside in ("float16", "bfloat16"):
+        candidates.append(inside)
+    previous = theta
+    for low in candidates:
+        split = np.sqrt(unit(low) * unit(previous))
+        code = xp.where(rel_level > split, PRECISIONS.index(low), code).astype(np.int32)
+        previous = low
+    return code
 
 
-def defaults(theta_dtype, method: str, rel_level, xp=np, recheck: bool = False):
-    """(eps, tol) for a loss of measured relative rounding level `rel_level`.
+def defaults(precision_code, method: str, rel_level, xp=np, recheck: bool = False):
+    """(eps, tol) for a loss that rounds like `PRECISIONS[precision_code]`, at measured relative
+    rounding level `rel_level`.
 
-    The nominal values of the loss's real precision: θ's dtype, or float32 when a loss of
-    float64 parameters rounds like float32. Where the loss rounds worse than that
-    precision's expected level, the step grows like rel_level^(1/(order+1)) (where rounding,
-    ∝ 1/h, and truncation, ∝ h^order, meet), calibrated to meet the float32 nominal step.
-    `recheck`: unresolved leaves can be re-checked in float64 (a float32 check on the host),
-    so the tolerance is RECHECKED_TOL.
+    Where the loss rounds worse than that precision's unit, the step grows like
+    rel_level^(1/(order+1)) (where rounding, ∝ 1/h, and truncation, ∝ h^order, meet),
+    calibrated to meet the float32 nominal step. `recheck`: unresolved leaves can be
+    re-checked in float64 (a float32 check on the host), so the tolerance is RECHECKED_TOL.
     """
-    name = jnp.dtype(theta_dtype).name
-    low = lower_precision(theta_dtype, rel_level, xp)
-    eps = xp.where(low, nominal_eps("float32", method), nominal_eps(name, method))
-    tol = xp.where(low, default_tol("float32", method), default_tol(name, method))
-    if recheck and name == "float32":
-        tol = xp.minimum(tol, RECHECKED_TOL)
+    code = xp.asarray(precision_code)
+    pick = lambda values: xp.asarray(np.asarray(values, np.float64))[code]  # noqa: E731
+    eps = pick([nominal_eps(n, method) for n in PRECISIONS])
+    tol = pick([default_tol(n, method) for n in PRECISIONS])
+    if recheck:
+        tol = xp.where(code == PRECISIONS.index("float32"), xp.minimum(tol, RECHECKED_TOL), tol)
     stencil = STENCILS[method]
     if not stencil.complex:
-        u = xp.where(low, float(jnp.finfo(jnp.float32).eps), float(jnp.finfo(name).eps))
+        u = pick([unit(n) for n in PRECISIONS])
         p = stencil.order + 1
-        c = nominal_eps("float32", method) / float(jnp.finfo(jnp.float32).eps) ** (1 / p)
+        c = nominal_eps("float32", method) / unit("float32") ** (1 / p)
         eps = xp.where(rel_level > _ULPS * u, xp.maximum(eps, c * xp.asarray(rel_level) ** (1 / p)), eps)
     return eps, tol

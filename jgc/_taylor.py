@@ -484,7 +484,9 @@ def taylor_test(
     rounding noise measured alongside; the verdict reads the rates, rung by rung, through
     what the rungs can prove (`jgc/_taylor.py`, docs/rules.md): 2 (3) for right terms,
     1 (2) for a wrong last term. The number of loss evaluations does not depend on the
-    number of parameters: `num_rungs` + 17. Pure: works under `jax.jit` and `jax.vmap`.
+    number of parameters: `num_rungs` + 25 (33 by default), twice the ladder for float64
+    parameters without `eps0` (57: a float32 ladder alongside, used when the loss rounds
+    like float32 inside). Pure: works under `jax.jit` and `jax.vmap`.
 
     Args:
       loss_fn: `loss_fn(params, *args) -> scalar`.

@@ -11,21 +11,25 @@ with S = ‖D‖ + ‖A‖ its own scale:
 - **upper** = ‖d + b‖ / S: the largest relative error the analytic values can have;
 - **noise** = ‖b‖ / S.
 
-A group **fails** when lower > floor: a discrepancy beyond the noise, significant against
-its own gradient (floor: `tol` when the user sets it, else a relative floor of the loss's
-precision, u^(2/3), below which the analytic side's own rounding could explain it). It
+`tol` is both bars. A group **fails** when lower > tol: an error beyond what the finite
+differences may carry and beyond the tolerance (a proven error below tol is reported,
+never a failure). A group whose own gradient is negligible against the whole gradient
+is measured against the whole gradient's per-coordinate scale instead: its proven error
+must also exceed tol of that scale (rounding of a ~0 leaf is not a failure). It
 **passes** when it does not fail and upper ≤ tol: the differences resolve the tolerance.
 A group whose true gradient is ~0 cannot be resolved against its own scale; once nothing
-more precise can be tried (float64), or when neither the loss nor the analytic values
+more precise can be tried (`final`), or when neither the loss nor the analytic values
 moved at all (a structural zero), it passes when its possible error is below tol of the
-whole gradient's root-mean-square scale. Otherwise the group is **inconclusive**.
+whole gradient's scale. Otherwise the group is **inconclusive**.
 
-The check fails if a group fails, a value is not finite or the loss is not
-deterministic; it passes when every group passes; else it is inconclusive. The classic
+The check fails if a group fails, an analytic value is not finite or the loss is not
+deterministic (a numeric value that is not finite — the loss is not finite at θ ± h —
+leaves its entry unresolved); it passes when every group passes; else it is inconclusive. The classic
 `rel_error` ‖D − A‖ / (‖D‖ + ‖A‖) is reported beside (overall and per group).
 
 Written once for NumPy (host) and jax.numpy (under a trace); arrays may carry leading
-batch axes, entries on the last axis.
+batch axes, entries on the last axis. On concrete inputs the pipeline decides a failure
+only after it was confirmed by a second measurement (`jgc/_resolve.py`).
 """
 
 from __future__ import annotations
@@ -80,37 +84,27 @@ class Decision:
     groups: Groups
 
 
-def decide(
-    xp,
-    numeric,
-    analytic,
-    bound,
-    kink,
-    known,
-    seg: np.ndarray,
-    k: int,
-    sizes,
-    tol,
-    floor,
-    deterministic,
-    final: bool,
-    group_floor=None,
-):
+def decide(xp, m, seg: np.ndarray, k: int, sizes, tol, final, deterministic) -> Decision:
     """The verdict (see the module docstring).
 
     Args:
-      numeric, analytic, bound: (..., e) entries in group order; kink, known: (..., e) bool.
+      m: the `Measured` entries (numeric, analytic, bound: (..., e); kink, known: (..., e) bool),
+        in group order.
       seg: (e,) group of each entry (sorted); k: number of groups.
       sizes: (k,) coordinates each group stands for (its share of the whole gradient when
         only some of them were probed); counts are taken from `seg`.
-      tol: pass bar; floor: fail floor (relative); deterministic: bool (...).
-      final: nothing more precise can be tried (the RMS clause for groups whose gradient is ~0).
-      group_floor: (k,) fail floor per group, replacing `floor` (host only: groups re-measured
-        in float64 have float64's floor).
+      tol: the bar for a pass and for a failure (relative), per check (...).
+      final: bool, or (k,) per group: nothing more precise can be tried (the RMS clause for
+        groups whose gradient is ~0).
+      deterministic: bool (...).
     """
+    numeric, analytic, bound, kink, known = m.numeric, m.analytic, m.bound, m.kink, m.known
     dtype = numeric.dtype
     counts = np.bincount(seg, minlength=k).astype(np.float64)
+    # a non-finite analytic value is a failure; a non-finite numeric one (the loss is not finite
+    # at θ ± h) leaves its entry's bound unknown
     finite = xp.isfinite(numeric) & xp.isfinite(analytic)
+    known = known & xp.isfinite(numeric)
     zero = xp.zeros_like(numeric)
     D, A = xp.where(finite, numeric, zero), xp.where(finite, analytic, zero)
     b = xp.where(finite, bound, zero)
@@ -122,7 +116,7 @@ def decide(
         xp.where(known, xp.maximum(d - 2 * b, 0), zero) ** 2,
         xp.where(known, (d + b) ** 2, xp.inf),
         b * b,
-        (~finite).astype(dtype),
+        (~xp.isfinite(analytic)).astype(dtype),
     ]
     # one segment sum for all of them: the program stays small whatever the number of groups
     sums = segment_sum(xp, xp.stack(cols, axis=-2), seg, k)
@@ -134,13 +128,14 @@ def decide(
     w = xp.asarray(np.asarray(sizes, np.float64) / np.maximum(counts, 1), dtype)
     norm = xp.sqrt(xp.sum(w * n2, axis=-1)) + xp.sqrt(xp.sum(w * a2, axis=-1))
     rms = norm / np.sqrt(max(1.0, float(np.sum(sizes))))
-    fl = xp.asarray(floor, dtype)[..., None] if group_floor is None else xp.asarray(group_floor, dtype)
-    failed_g = (lower > fl) | bad
-    own = upper <= xp.asarray(tol, dtype)[..., None]
-    negligible = xp.sqrt(up2) <= xp.asarray(tol, dtype)[..., None] * rms[..., None] * xp.asarray(np.sqrt(counts), dtype)
+    tol = xp.asarray(tol, dtype)[..., None]
+    share = tol * rms[..., None] * xp.asarray(np.sqrt(counts), dtype)  # tol of the whole gradient, for this group
+    failed_g = ((lower > tol) & (xp.sqrt(ex2) > share)) | bad
+    own = upper <= tol
+    negligible = xp.sqrt(up2) <= share
     # a group where neither the loss nor the analytic values moved at all is structurally zero
     still = (n2 == 0) & (a2 == 0)
-    own = own | (negligible & (final | still))
+    own = own | (negligible & (xp.asarray(final) | still))
     passed_g = own & ~failed_g
     deterministic = xp.asarray(deterministic)
     failed = xp.any(failed_g, axis=-1) | ~deterministic

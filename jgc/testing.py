@@ -13,6 +13,7 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
+from . import _jit, _validate
 from ._check import check_grad, raise_unless_passed
 from ._hvp import check_hvp
 from ._layers import check_jvp, check_vjp
@@ -37,10 +38,14 @@ def assert_passed(res: GradCheck) -> GradCheck:
     return raise_unless_passed(res)
 
 
-def _seed_keys(key, n_seeds: int, name: str = "n_seeds"):
+def _seed_keys(key, n_seeds: int, caller: str, name: str = "n_seeds"):
     if isinstance(n_seeds, bool) or not isinstance(n_seeds, (int, np.integer)) or n_seeds < 1:
         raise ValueError(f"{name} must be a positive int; received {n_seeds!r}.")
-    return jax.random.split(jax.random.key(0) if key is None else key, int(n_seeds))
+    n = int(n_seeds)
+    if key is None:  # in one compiled program: no eager op, no transfer (jax_transfer_guard)
+        return _jit.program(("seed_keys", n), lambda: jax.random.split(jax.random.key(0), n))()
+    _validate.key(key, where=f"jgc.testing.{caller}")
+    return _jit.program(("seed_keys", n, "given"), lambda k: jax.random.split(k, n))(key)
 
 
 def assert_grad_seeds(
@@ -76,15 +81,15 @@ def assert_grad_seeds(
       (4,)
     """
     __tracebackhide__ = True
-    keys = _seed_keys(key, n_seeds)
-    res = jax.vmap(lambda k: check_grad(loss_fn, grad_fn, init_fn(k), *args, **kwargs))(keys)
+    keys = _seed_keys(key, n_seeds, "assert_grad_seeds")
+    res = _validate.vmapped("loss_fn", jax.vmap(lambda k: check_grad(loss_fn, grad_fn, init_fn(k), *args, **kwargs)), keys)
     return assert_passed(res)
 
 
 def assert_vjp(f, vjp_fn, *primals, key: jax.Array | None = None, n_seeds: int = 1, **kwargs) -> GradCheck:
     """`jgc.check_vjp` with `n_seeds` random cotangents (vmapped when more than one)."""
     __tracebackhide__ = True
-    keys = _seed_keys(key, n_seeds)
+    keys = _seed_keys(key, n_seeds, "assert_vjp")
     if n_seeds == 1:
         return assert_passed(check_vjp(f, vjp_fn, *primals, key=keys[0], **kwargs))
     return assert_passed(jax.vmap(lambda k: check_vjp(f, vjp_fn, *primals, key=k, **kwargs))(keys))
@@ -93,7 +98,7 @@ def assert_vjp(f, vjp_fn, *primals, key: jax.Array | None = None, n_seeds: int =
 def assert_jvp(f, jvp_fn, *primals, key: jax.Array | None = None, n_seeds: int = 1, **kwargs) -> GradCheck:
     """`jgc.check_jvp` with `n_seeds` sets of random tangents (vmapped when more than one)."""
     __tracebackhide__ = True
-    keys = _seed_keys(key, n_seeds)
+    keys = _seed_keys(key, n_seeds, "assert_jvp")
     if n_seeds == 1:
         return assert_passed(check_jvp(f, jvp_fn, *primals, key=keys[0], **kwargs))
     return assert_passed(jax.vmap(lambda k: check_jvp(f, jvp_fn, *primals, key=k, **kwargs))(keys))

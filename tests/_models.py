@@ -93,20 +93,43 @@ def mlp_loss_bug(p, x, y, bug):
     return mlp_loss(p, x, y)
 
 
-def evals(res, m=2, second_trace=1):
-    """The loss evaluations of a check on the engine: the noise probe (24: three coordinates,
-    eight points each), J(θ) (a null probe: m), m per probe, m again per probe evaluated at
-    step 2h, J(θ) once more from a second trace (the determinism check), and what resolving
-    unresolved leaves cost (`resolve_evals`: adapted steps, a float64 re-check)."""
+def _first_chunk(res, m, chunk):
+    """Probes of the first engine call's first chunk (evaluated twice: the determinism check): the
+    noise probe (8·bases + 1: four coordinates, two spacings, and J(θ)), followed by the check's
+    own probes where the stencil shares the noise probe's offsets (central, forward)."""
+    import numpy as np
+
+    import jgc
+
+    probes = np.shape(res.noise.doubled)[-1]
+    q = 8 * len(jgc._noise.EC_POINTS[m][0]) + 1
+    merged = res.method in ("central", "forward")
+    if chunk is None:
+        chunk = jgc._engine.chunk_size(res.layout.n, probes + 1, m)
+    return min(chunk, q + probes if merged else q)
+
+
+def fixed_evals(res, m=2, chunk=None):
+    """What every check spends besides its probes: the noise probe (64 evaluations), J(θ) (m) and
+    the first chunk once more (the determinism check)."""
+    return 64 + m + m * _first_chunk(res, m, chunk)
+
+
+def evals(res, m=2, chunk=None):
+    """The loss evaluations of a check on the engine: the noise probe and J(θ), the first chunk
+    once more (`fixed_evals`), m per probe, m again per probe evaluated at step 2h, and what
+    resolving unresolved leaves and confirming failures cost (`resolve_evals`)."""
     import numpy as np
 
     doubled = np.asarray(res.noise.doubled)
     probes = doubled.shape[-1]
-    exact = 24 + m + m * probes + m * doubled.sum(axis=-1) + second_trace + res.resolve_evals
-    if res.resolve_evals == 0:
+    base = fixed_evals(res, m, chunk) + m * probes
+    redone = np.asarray(res.resolve_evals)
+    exact = base + m * doubled.sum(axis=-1) + redone
+    if not np.any(redone):
         return exact
     # resolution re-measured some probes and replaced their `doubled` flags: stage 1's own count is
     # only known to lie between every probe without and every probe with the doubled step
-    low = 24 + m + m * probes + second_trace + res.resolve_evals
+    low = base + redone
     got = np.asarray(res.num_evals)
     return np.where((got >= low) & (got <= low + m * probes), got, exact)

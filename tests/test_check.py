@@ -3,6 +3,8 @@
 import functools
 import re
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -27,15 +29,15 @@ def test_correct_gradient_passes(dtype, transform):
     assert res.passed.all(), res.report()
     assert (res.rel_error < (1e-8 if dtype == jnp.float64 else 1e-3)).all()
     n = 3 * 4 + 4 + 4 * 2 + 2
-    # the noise probe, J(θ) twice, 2n, 2 more where 2h was needed, and what resolution cost
+    # the noise probe, J(θ), the first chunk twice, 2n, 2 more where 2h was needed, and what resolution cost
     assert (res.num_evals == evals(res)).all()
-    assert (res.num_evals - res.resolve_evals < 4 * n).all()  # the doubled step only where it can change the verdict
+    assert (res.noise.doubled.sum(axis=-1) < n).all()  # the doubled step only where it can change the verdict
     # float32 on concrete inputs aims at tol 1e-4: what stays unresolved is re-measured (in float64,
     # else with adapted steps), counted, and the report says so; in float64 and under a trace nothing is
     resolved = [n for n in res.notes if "re-measured" in n or "float64 re-check" in n]
-    assert (res.resolve_evals > 0) == bool(resolved), res.notes
+    assert bool((res.resolve_evals > 0).any()) == bool(resolved), res.notes
     if dtype == jnp.float64 or transform.name != "plain":
-        assert res.resolve_evals == 0
+        assert (res.resolve_evals == 0).all()
     assert res.rel_error.dtype == dtype
 
 
@@ -95,7 +97,9 @@ def test_vmap_matches_python_loop():
         batched = jax.vmap(lambda p: jgc.check_grad(mlp_loss, mlp_grad, p, x, y))(params)
         for i in range(4):
             single = jgc.check_grad(mlp_loss, mlp_grad, jax.tree_util.tree_map(lambda v, i=i: v[i], params), x, y)
-            for a, b in zip(jax.tree_util.tree_leaves(single), jax.tree_util.tree_leaves(batched)):
+            # what each run did (which path the probes took: "traced" under vmap) is compared apart
+            strip = lambda r: dataclasses.replace(r, run=dataclasses.replace(r.run, paths=r.run.how))  # noqa: E731
+            for a, b in zip(jax.tree_util.tree_leaves(strip(single)), jax.tree_util.tree_leaves(strip(batched))):
                 if np.asarray(a).dtype == bool:
                     np.testing.assert_array_equal(np.asarray(b)[i], np.asarray(a))
                 else:
@@ -140,12 +144,13 @@ def test_chunk_size_does_not_change_the_answer():
         p = jax.tree_util.tree_map(lambda v: v[0], params)
         ref = jgc.numeric_grad(mlp_loss, p, x, y)
         # n = 26: chunks of 3 → 9 equal chunks of 3 (one padding probe), chunks of 7 → 4 of 7 (two);
-        # padding is not counted, so num_evals does not depend on the chunking
+        # padding is not counted, so num_evals depends on the chunking only through the determinism
+        # check (the first chunk evaluated twice)
         counts = set()
         for chunk in (1, 3, 7, 1000):
             res = jgc.check_grad(mlp_loss, mlp_grad, p, x, y, chunk_size=chunk)
-            assert int(res.num_evals) == evals(res)
-            counts.add(int(res.num_evals))
+            assert int(res.num_evals) == evals(res, chunk=chunk)
+            counts.add(int(res.num_evals) - 2 * min(chunk, 33 + 26))
             got = jgc.numeric_grad(mlp_loss, p, x, y, chunk_size=chunk)
             # another batch shape lets XLA sum the loss in another order: one ulp of J, over 2h
             atol = 8 * np.finfo(np.float64).eps * max(1.0, abs(float(mlp_loss(p, x, y)))) / (2 * float(res.eps))

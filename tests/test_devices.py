@@ -86,7 +86,9 @@ def test_same_results_as_one_device(results, mode):
 def test_locate_same_coordinates_as_one_device(results):
     one, four = results
     assert [c[:2] for c in four["locate"][:-1]] == [c[:2] for c in one["locate"][:-1]]
-    assert four["locate"][-1] == one["locate"][-1]  # evaluations spent
+    # evaluations spent: the same, but for the determinism check's repeated first chunk, whose size is a
+    # multiple of the number of devices (at most 3 probes × 2 evaluations more on 4 devices)
+    assert 0 <= four["locate"][-1] - one["locate"][-1] <= 3 * 2
     np.testing.assert_allclose([c[2:] for c in four["locate"][:-1]], [c[2:] for c in one["locate"][:-1]], rtol=1e-8, atol=1e-8)
 
 

@@ -4,6 +4,7 @@ import re
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 import jgc
@@ -137,3 +138,129 @@ def test_errors_also_raise_under_jit_and_vmap():
     batched = jax.tree_util.tree_map(lambda x: jnp.stack([x, x]), P)
     with pytest.raises(ValueError, match=re.escape("grad_fn output ['a']: shape (3, 2) != parameter shape (2, 3).")):
         jax.vmap(lambda p: jgc.check_grad(loss, bad, p))(batched)
+
+
+# ---------------------------------------------------------------- the last bad inputs (issue 19)
+
+ZERO = {"a": jnp.zeros((2, 3)), "b": jnp.zeros(3)}
+
+
+@pytest.mark.parametrize("constant", [1.5, np.float64(1.5), jnp.float32(1.5)], ids=["python", "numpy", "jax"])
+def test_constant_loss_gets_a_verdict(constant):
+    # its gradient is 0, known from the loss's structure: no finite-difference error to bound
+    assert jgc.check_grad(lambda p: constant, lambda p: ZERO, P).status == "passed"
+    assert jgc.check_grad(lambda p: constant, None, P).status == "passed"
+    res = jgc.check_grad(lambda p: constant, lambda p: {**ZERO, "b": jnp.ones(3)}, P)
+    assert res.status == "failed" and np.asarray(res.leaf_failed["b"]) and not np.asarray(res.leaf_failed["a"])
+
+
+def test_a_leaf_the_loss_does_not_read():
+    unused = lambda p: jnp.sum(p["a"] ** 2)  # noqa: E731
+    assert jgc.check_grad(unused, lambda p: {"a": 2 * p["a"], "b": jnp.zeros(3)}, P).status == "passed"
+    res = jgc.check_grad(unused, lambda p: {"a": 2 * p["a"], "b": jnp.ones(3)}, P)
+    assert res.status == "failed" and np.asarray(res.leaf_failed["b"]) and not np.asarray(res.leaf_failed["a"])
+
+
+def test_args_of_the_wrong_shape_name_loss_fn_and_the_argument():
+    expected = "loss_fn raised TypeError: dot_general requires contracting dimensions to have the same shape, got (3,) and (4,)."
+    with pytest.raises(TypeError, match=re.escape(expected)) as e:
+        jgc.check_grad(lambda p, x: jnp.sum(jnp.dot(p["a"], x)) + jnp.sum(p["b"]), None, P, jnp.ones(4))
+    assert "It was called as loss_fn(params, args[0]) with" in str(e.value)
+    assert "args[0]: float32[4]" in str(e.value) and "(4,) is the shape of args[0]" in str(e.value)
+    with pytest.raises(TypeError, match=re.escape(expected)):
+        jgc.numeric_grad(lambda p, x: jnp.sum(jnp.dot(p["a"], x)) + jnp.sum(p["b"]), P, jnp.ones(4))
+
+
+def test_eps_whose_step_rounds_to_zero():
+    expected = "eps=1e-30 is too small for float32: the step of ['a'][0, 0] (θ = 1.0) is eps·max(1, |θ|) = 1e-30"
+    with pytest.raises(ValueError, match=re.escape(expected)) as e:
+        jgc.check_grad(loss, grad, P, eps=1e-30)
+    assert "eps ≥ 1.2e-07 (machine epsilon)" in str(e.value)
+    with pytest.raises(ValueError, match=re.escape("eps=1e-30 is too small for float32: the step of a coordinate at |θ| = 1")):
+        jax.jit(lambda p: jgc.check_grad(loss, grad, p, eps=1e-30))(P)
+
+
+@pytest.mark.parametrize("key", [jax.random.key(0), jax.random.PRNGKey(0)], ids=["typed", "raw"])
+def test_a_single_key_to_check_seeds(key):
+    with pytest.raises(ValueError, match=re.escape("check_seeds: keys is a single PRNG key")) as e:
+        jgc.check_seeds(loss, grad, lambda k: P, key)
+    assert "jax.random.split(jax.random.key(0), 16)" in str(e.value)
+
+
+def test_deleted_and_donated_arrays_are_named():
+    p = {"a": jnp.ones((2, 3)), "b": jnp.zeros(3)}
+    p["b"].delete()
+    with pytest.raises(ValueError, match=re.escape("params['b'] is an array that has been deleted: it was donated")):
+        jgc.check_grad(loss, grad, p)
+    x = jnp.ones(3)
+    jax.jit(lambda v: v * 2, donate_argnums=0)(x)
+    if x.is_deleted():  # backends that honour donation (CPU, GPU, TPU)
+        with pytest.raises(ValueError, match=re.escape("args[0] is an array that has been deleted")):
+            jgc.check_grad(lambda q, v: loss(q) + jnp.sum(v), grad, P, x)
+    key = jax.random.split(jax.random.key(0), 2)
+    key.delete()
+    with pytest.raises(ValueError, match=re.escape("keys is an array that has been deleted")):
+        jgc.check_seeds(loss, grad, lambda k: P, key)
+
+
+def _ordered_loss(p):
+    from jax.experimental import io_callback
+
+    total = io_callback(lambda a: np.float32(np.sum(a**2)), jax.ShapeDtypeStruct((), jnp.float32), p, ordered=True)
+    return total
+
+
+def test_ordered_io_callback_in_the_loss():
+    # evaluated in a compiled loop (JAX cannot vmap an ordered callback): a verdict
+    assert jgc.check_grad(_ordered_loss, lambda p: 2 * p, jnp.ones(3)).status == "passed"
+    with pytest.raises(ValueError, match=re.escape("loss_fn raised ValueError: IO callbacks do not support JVP.")) as e:
+        jgc.check_grad(_ordered_loss, None, jnp.ones(3))
+    assert "Pass the gradient under test as grad_fn" in str(e.value)
+    with pytest.raises(ValueError, match=re.escape("loss_fn raised ValueError: Cannot `vmap` ordered IO callback.")) as e:
+        jgc.check_snapshots(_ordered_loss, lambda p: 2 * p, jnp.ones((2, 3)))
+    assert "Check one point at a time" in str(e.value)
+
+
+def test_check_seeds_with_locate():
+    expected = "check_seeds(check=jgc.locate): locate is host-side (its recursion depends on the values it measures)"
+    with pytest.raises(TypeError, match=re.escape(expected)):
+        jgc.check_seeds(loss, grad, lambda k: P, jax.random.split(jax.random.key(0), 2), check=jgc.locate)
+
+
+def test_a_python_float_leaf_in_check_snapshots():
+    expected = "check_snapshots: stacked_params['s'] is a float (2.0), with no leading snapshot axis"
+    with pytest.raises(ValueError, match=re.escape(expected)) as e:
+        jgc.check_snapshots(lambda p: p["s"] * jnp.sum(p["w"] ** 2), None, {"s": 2.0, "w": jnp.ones((2, 3))})
+    assert "jnp.full((2,), value)" in str(e.value)
+
+
+def test_an_int_key_to_assert_vjp():
+    import jgc.testing
+
+    expected = "jgc.testing.assert_vjp: key must be a PRNG key, e.g. jax.random.key(0); received int: 0."
+    with pytest.raises(TypeError, match=re.escape(expected)) as e:
+        jgc.testing.assert_vjp(jnp.sin, lambda pr, c: (jnp.cos(pr[0]) * c,), jnp.ones(3), key=0)
+    assert "is accepted too: uint32 of shape (2,), from jax.random.PRNGKey(0)" in str(e.value)
+
+
+def test_a_string_leaf_to_relative_error():
+    with pytest.raises(TypeError, match=re.escape("relative_error: a['w'] is str: 'x'; expected an array or a number")):
+        jgc.relative_error({"w": "x"}, {"w": jnp.ones(2)})
+
+
+@pytest.mark.parametrize("bad", ["10", 2.5, -1])
+def test_a_bad_max_leaves_to_report(bad):
+    res = jgc.check_grad(loss, grad, P)
+    kind = ValueError if bad == -1 else TypeError
+    with pytest.raises(kind, match=re.escape("report(max_leaves=...) must be a non-negative int or None")):
+        res.report(max_leaves=bad)
+
+
+def test_a_complex_loss_is_refused():
+    # jax.grad refuses complex outputs; checking the real part silently could pass the wrong gradient
+    expected = "loss_fn returned a complex value (complex64) for real parameters; jgc checks the gradient of a real-valued loss"
+    with pytest.raises(TypeError, match=re.escape(expected)) as e:
+        jgc.check_grad(lambda p: jnp.sum(p * (1 + 2j)), lambda p: jnp.ones(3), jnp.ones(3))
+    assert "jnp.real(J)" in str(e.value)
+    with pytest.raises(TypeError, match=re.escape(expected)):
+        jgc.numeric_grad(lambda p: jnp.sum(p * (1 + 2j)), jnp.ones(3))

@@ -1,4 +1,4 @@
-"""Partial evaluation per leaf (jgc/_partial.py) gives the plain engine's numbers.
+"""Partial evaluation per leaf (jgc/_partial/) gives the plain engine's numbers.
 
 Tolerance. Both paths evaluate the same stencil points θ ± h_j e_j with the same steps;
 they differ only in how XLA orders the arithmetic of the loss (a smaller program, other
@@ -27,6 +27,7 @@ from test_corpus import QUICK as CORPUS_QUICK
 
 import jgc
 from jgc import _partial
+from jgc._partial import _cost
 
 _ROUNDING = 16  # multiples of ε·max(1, |J|)/eps allowed between the two paths
 
@@ -38,7 +39,7 @@ def forced(request, monkeypatch):
     `FORCE` is read when a check plans its leaves' paths (every call, on the host); each path
     compiles its own programs, so nothing cached has to be cleared.
     """
-    monkeypatch.setattr(_partial, "FORCE", request.param)
+    monkeypatch.setattr(_cost, "FORCE", request.param)
     yield request.param
 
 
@@ -229,7 +230,7 @@ def test_default_and_plan(monkeypatch):
     res = jgc.check_grad(loss, None, params, *args)
     assert res.leaf_eval == ("plain: little to hoist",) * 6
     # without the compile cost, sparse propagation pays for the first two layers, the last is cheap either way
-    monkeypatch.setattr(_partial, "MIN_FLOPS_SAVED", 0)
+    monkeypatch.setattr(_cost, "MIN_FLOPS_SAVED", 0)
     res = jgc.check_grad(loss, None, params, *args)
     assert res.leaf_eval == ("sparse", "sparse", "sparse", "sparse", "partial", "partial")
     assert "partial evaluation: 2 leaves downstream only, 4 sparse, of 6" in res.report()
@@ -238,7 +239,7 @@ def test_default_and_plan(monkeypatch):
 
 def test_conv_takes_the_sparse_path(dtype, monkeypatch):
     # conv_general_dilated has sparse rules: a kernel entry recomputes one output feature
-    monkeypatch.setattr(_partial, "MIN_FLOPS_SAVED", 0)  # a small model: only the compile cost keeps it plain
+    monkeypatch.setattr(_cost, "MIN_FLOPS_SAVED", 0)  # a small model: only the compile cost keeps it plain
     loss, params, args = _cnn(dtype)
     res = jgc.check_grad(loss, None, params, *args, partial_eval=True)
     assert res.leaf_eval == ("sparse", "sparse", "sparse")  # bias, conv, dense
@@ -359,7 +360,7 @@ def _trees(draw):
 def test_random_pytrees(tree, x64, path):
     shapes, seeds, nested = tree
     with jax.enable_x64(x64), pytest.MonkeyPatch.context() as mp:
-        mp.setattr(_partial, "FORCE", path)
+        mp.setattr(_cost, "FORCE", path)
         dtype = jnp.float64 if x64 else jnp.float32
         leaves = [_normal(jax.random.PRNGKey(s), shape, dtype, 0.7) for s, shape in zip(seeds, shapes, strict=True)]
         params = {"a": leaves[0], "rest": [{"w": v} for v in leaves[1:]]} if nested else leaves

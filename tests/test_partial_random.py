@@ -34,6 +34,7 @@ from jax import lax
 
 import jgc
 from jgc import _partial
+from jgc._partial import _cost
 
 _ROUNDING = 16  # as in tests/test_partial.py
 _MAX_SIZE = 72  # elements of the activation, so that a model checks in a few seconds
@@ -513,7 +514,7 @@ def assert_same(loss, params, args, path, tag=None, plain=None):
     if plain is None:
         plain = jgc.numeric_grad(loss, params, *args, eps=eps, partial_eval=False)
     with pytest.MonkeyPatch.context() as mp:  # FORCE is read when a check plans its leaves' paths
-        mp.setattr(_partial, "FORCE", path)
+        mp.setattr(_cost, "FORCE", path)
         lay = jgc._tree.layout(params)
         assert set(_partial.plan(loss, lay, params, args, jgc._stencils.get("central"))) <= {path, ""}
         part = jgc.numeric_grad(loss, params, *args, eps=eps, partial_eval=True)
@@ -586,7 +587,7 @@ def test_course_network_column_biases(dtype, path):
     expected = jax.grad(loss)(params, *args)
     if path is None:
         with pytest.MonkeyPatch.context() as mp:  # a small model: only the compile cost keeps it plain
-            mp.setattr(_partial, "MIN_FLOPS_SAVED", 0)
+            mp.setattr(_cost, "MIN_FLOPS_SAVED", 0)
             res = jgc.check_grad(loss, None, params, *args, partial_eval=True)
         assert bool(res.passed), res.report()
         assert "sparse" in res.leaf_eval

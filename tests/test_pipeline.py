@@ -76,11 +76,12 @@ def test_other_layouts_compile_only_their_programs():
         assert bool(res.passed)
         # the probe and gradient programs, no verdict program for the new layout; a float32 check
         # whose leaves were re-checked in float64 compiles those two programs in float64 too
-        rechecked = any(n.startswith("float64 re-check") for n in res.notes)
+        rechecked = int(res.run.recheck) == 1  # the float64 re-check ran
         assert c["compiles"] == (4 if rechecked else 2), res.notes
         with jax.enable_x64(True), counting() as c:
             assert bool(jgc.check_grad(f, g, jax.tree.map(lambda x: x.astype(jnp.float64), params)).passed)
-        assert c["compiles"] == 2
+        # the float64 re-check may already have compiled this layout's float64 programs
+        assert c["compiles"] <= 2 if rechecked else c["compiles"] == 2
 
 
 def _maps() -> int:

@@ -3,6 +3,7 @@
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from corpus import MODELS
 
 import jgc
@@ -37,7 +38,7 @@ def test_adapted_steps_resolve_a_step_too_large():
         p = jnp.linspace(-0.3, 1.1, 5)
         res = jgc.check_grad(f, g, p, eps=1e-2)
         assert res.status == "passed", res.report()
-        assert res.notes == ("5 coordinate(s) of unresolved leaves re-measured with adapted steps",)
+        assert res.notes[0] == "unresolved entries of params re-measured with adapted steps", res.notes
         assert res.resolve_evals == 20 and int(res.num_evals) > res.resolve_evals  # 5 probes at h' and 2h'
         assert jax.jit(lambda p: jgc.check_grad(f, g, p, eps=1e-2))(p).status == "inconclusive"
         bad = jgc.check_grad(f, lambda p: g(p) * (1 + 1e-5), p, eps=1e-2)
@@ -51,12 +52,49 @@ def test_no_float64_recheck_when_the_loss_keeps_float32():
     f = lambda p: jnp.sum(p.astype(jnp.float32) ** 2) + 3e3  # noqa: E731
     p = 0.7 * jnp.array([0.31, -0.72, 0.55, 0.93, -0.18, 0.64], jnp.float32)
     res = jgc.check_grad(f, lambda p: 2 * p, p)
-    assert res.notes == (
-        "no float64 re-check of params: loss_fn does not return float64 for float64 inputs",
-        "tol 1e-02: what float32 finite differences resolve on their own",
-        "6 coordinate(s) of unresolved leaves re-measured with adapted steps",
+    assert res.notes[:2] == (
+        "no float64 re-check: loss_fn does not return float64 for float64 inputs; tol 1e-02",
+        "unresolved entries of params re-measured with adapted steps",
     )
+    assert int(res.run.recheck) == 2  # loss_fn does not return float64
     assert res.status == "inconclusive" and res.tol == jnp.float32(1e-2)
     assert "make loss_fn and grad_fn follow their inputs' dtype" in res.report()
     bad = jgc.check_grad(f, lambda p: 2.4 * p, p)  # 20% off: proven whatever the tolerance
     assert bad.status == "failed"
+
+
+def test_vjp_jvp_hvp_and_locate_resolve_like_check_grad():
+    """The vector checks and locate take the same passes: open leaves re-measured in float64,
+    failures confirmed at a second step."""
+    f = lambda W, x: 3e3 + jnp.tanh(W @ x)  # noqa: E731  (the offset's rounding hides 1e-4 from float32)
+    W = jax.random.normal(jax.random.key(0), (3, 4), jnp.float32)
+    x = jax.random.normal(jax.random.key(1), (4,), jnp.float32)
+
+    def jvp(primals, tangents):
+        (W, x), (dW, dx) = primals, tangents
+        return (1 - jnp.tanh(W @ x) ** 2) * (dW @ x + W @ dx)
+
+    def vjp(primals, c):
+        W, x = primals
+        g = c * (1 - jnp.tanh(W @ x) ** 2)
+        return jnp.outer(g, x), W.T @ g
+
+    key = jax.random.key(2)
+    for res in (jgc.check_jvp(f, jvp, W, x, key=key), jgc.check_vjp(f, vjp, W, x, key=key)):
+        assert res.status == "passed", res.report()
+        assert res.tol == jnp.float32(1e-4) and int(res.run.recheck) == 1, res.report()  # float32's tol via float64
+    bad_jvp = lambda p, t: jvp(p, t) * 1.01  # noqa: E731
+    res = jgc.check_jvp(f, bad_jvp, W, x, key=key)
+    assert res.status == "failed" and (np.asarray(res.run.how) & 4).any(), res.report()  # confirmed
+
+    loss = lambda p: jnp.sum(jnp.sin(p["w"]) ** 2) + 3e3  # noqa: E731
+    hvp = lambda p, v: {"w": 2 * jnp.cos(2 * p["w"]) * v["w"]}  # noqa: E731
+    p = {"w": jnp.linspace(0.1, 1.3, 5, dtype=jnp.float32)}
+    res = jgc.check_hvp(loss, hvp, p)
+    assert res.status == "passed" and res.tol == jnp.float32(1e-4), res.report()
+    bad = jgc.check_hvp(loss, lambda p, v: {"w": hvp(p, v)["w"].at[2].multiply(1.01)}, p)
+    assert bad.status == "failed" and (np.asarray(bad.run.how) & 4).any(), bad.report()
+
+    w = jnp.linspace(-1.0, 1.0, 4000, dtype=jnp.float32)
+    found = jgc.locate(lambda p: jnp.sum(jnp.sin(p) * p), lambda p: (jnp.cos(p) * p + jnp.sin(p)).at[1234].add(10.0), w, key=key)
+    assert [c.index for c in found.wrong] == [(1234,)] and found.complete and found.resolve_evals > 0

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import jgc
-from jgc._pipeline import allocate
+from jgc._probes import allocate
 
 
 def loss(p, x):

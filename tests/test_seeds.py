@@ -90,3 +90,21 @@ def test_bad_input():
         jgc.check_seeds(loss, grad, 3, KEYS, x)
     with pytest.raises(ValueError, match=re.escape("stacked_params must be stacked along a leading axis")):
         jgc.check_snapshots(loss, grad, {"W": jnp.zeros((2, 3, 2)), "b": jnp.zeros((3, 2))}, x)
+
+
+def test_snapshots_equal_the_stacked_single_checks():
+    """check_snapshots is the stack of the same check at each point (run as one traced program, like
+    jax.jit(check_grad) per point): every field's structure, verdict and value."""
+    with jax.enable_x64(True):
+        init, x = make_init(jnp.float64), x_of(jnp.float64)
+        snaps = [init(k) for k in KEYS[:3]]
+        # one chunk size for both (check_snapshots' default shares the memory budget among the points)
+        res = jgc.check_snapshots(loss, buggy, jax.tree.map(lambda *s: jnp.stack(s), *snaps), x, chunk_size=8)
+        single = jax.jit(lambda p: jgc.check_grad(loss, buggy, p, x, chunk_size=8))
+        stacked = jax.tree.map(lambda *a: np.stack(a), *[single(p) for p in snaps])
+        assert jax.tree.structure(res) == jax.tree.structure(stacked)
+        for a, b in zip(jax.tree.leaves(res), jax.tree.leaves(stacked), strict=True):
+            if np.asarray(a).dtype.kind in "biu":
+                np.testing.assert_array_equal(np.asarray(a), b)
+            else:  # batched and single evaluations may round the loss differently by an ulp
+                np.testing.assert_allclose(np.asarray(a), b, rtol=1e-6, atol=1e-8)

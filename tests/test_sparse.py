@@ -1,4 +1,4 @@
-"""Each sparse rule (jgc/_sparse.py) against dense evaluation, entry by entry.
+"""Each sparse rule (jgc/_partial/, by family) against dense evaluation, entry by entry.
 
 For a function f of an array x, every entry of x is changed in turn (to a new random
 value) and the output of f, evaluated by `_sparse.point_loss` (the change carried as a
@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from jax import lax
 
-from jgc import _partial, _sparse
+from jgc import _jaxpr
+from jgc._partial import _box, _sparse, _split
 
 
 def _rng_array(key, shape):
@@ -26,13 +27,13 @@ def _rng_array(key, shape):
 def _evaluate_all(f, x):
     """(sparse outputs, dense outputs) for every entry of x changed, and which rules kept a box."""
     closed = jax.make_jaxpr(f)(x)
-    closed = jax.make_jaxpr(lambda *xs: _partial._eval_inlined(closed.jaxpr, closed.consts, xs))(x)
+    closed = jax.make_jaxpr(lambda *xs: _split.eval_inlined(closed.jaxpr, closed.consts, xs))(x)
     jaxpr = closed.jaxpr
     base = dict(zip(jaxpr.constvars, closed.consts, strict=True))
     base[jaxpr.invars[0]] = x
     for eqn in jaxpr.eqns:
-        base.update(zip(eqn.outvars, _sparse._bind(eqn, [_partial._read(base, v) for v in eqn.invars]), strict=True))
-    mark = _partial._downstream(jaxpr, jaxpr.invars[0])
+        base.update(zip(eqn.outvars, _box.bind(eqn, [_split.read(base, v) for v in eqn.invars]), strict=True))
+    mark, _ = _jaxpr.downstream(jaxpr, [jaxpr.invars[0]])
     run = _sparse.point_loss(jaxpr, [e for e, m in zip(jaxpr.eqns, mark, strict=True) if m], jaxpr.invars[0])
     kept = collections.Counter()
     rule = _sparse.rule
@@ -44,7 +45,7 @@ def _evaluate_all(f, x):
 
         def wrapped(r, eqn, reps):
             out = f(r, eqn, reps)
-            kept[name] += out is not None and any(isinstance(o, _sparse.Box) for o in out)
+            kept[name] += out is not None and any(isinstance(o, _box.Box) for o in out)
             return out
 
         return wrapped
@@ -175,3 +176,10 @@ def test_grouped_conv_falls_back_to_dense():
         sparse, dense, kept = _evaluate_all(f, x)
         assert kept["conv_general_dilated"] == 0
         np.testing.assert_allclose(sparse, dense, rtol=0, atol=1e-13 * float(np.max(np.abs(dense))))
+
+
+def test_each_primitive_has_one_rule_family():
+    """The rule table joins the families' tables: a primitive named in two would lose one rule."""
+    names = [name for family in _sparse.FAMILIES for name in family.RULES]
+    assert len(names) == len(set(names)) == len(_sparse.RULES)
+    assert _sparse.rule("dot_general") is _sparse.RULES["dot_general"] and _sparse.rule("while") is None

@@ -11,6 +11,13 @@
   ≥ 1e-2), "moderate" (1e-3 … 1e-2) or "subtle" (< 1e-3), measured by `bug_size`
   in float64 at seed 0 (tests/test_corpus.py checks every tag).
 
+`ALARMS` is a third registry in the same format, kept apart from `MODELS`: the classes of
+false alarms of issue 18 (kink-prone ReLU nets, max-pool, spatial norms, large arguments,
+the classic course network, lower precision inside, a gradient rounded through float32;
+tests/corpus/_alarms.py). Its losses are correct and its bugs planted as in `MODELS`;
+`ALARMS_EXACT_LOSS` names the loss whose `jax.grad` equals a model's hand-written gradient
+where that is not `loss_fn` itself (a loss with casts to bfloat16/float16).
+
 `OPS` is a second registry in the same format: one model per JAX op (jax.numpy, jax.nn,
 jax.scipy, jax.lax), whose correct gradient is `jax.grad` and whose bugs are planted
 on `['w']` (tests/corpus/_ops.py).
@@ -23,7 +30,8 @@ params. Used by tests/test_corpus*.py and benchmarks/verdicts.py (which puts tes
 sys.path); the models are tiny so the whole corpus checks in seconds.
 """
 
-from . import _blocks, _conv, _numerics
+from . import _alarms, _blocks, _conv, _numerics
+from ._alarms import ALARMS as ALARMS
 from ._blocks import BLOCKS
 from ._conv import CONV
 from ._dense import DENSE
@@ -50,11 +58,16 @@ ORIGINAL: list[Model] = DENSE + STRUCTURED
 ADDED: list[Model] = NUMERICS + NORMS + CONV + SEQUENCE + BLOCKS
 MODELS: list[Model] = ORIGINAL + ADDED
 
+ALARMS_EXACT_LOSS = dict(_alarms.EXACT_LOSS)
+ALARMS_NOT_COMPLEX_SAFE: set[str] = set(_alarms.NOT_COMPLEX_SAFE)
 FLOAT64_ONLY: set[str] = set(_numerics.FLOAT64_ONLY)
 NOT_COMPLEX_SAFE: set[str] = _numerics.NOT_COMPLEX_SAFE | _blocks.NOT_COMPLEX_SAFE | _conv.NOT_COMPLEX_SAFE
 
 __all__ = [
     "ADDED",
+    "ALARMS",
+    "ALARMS_EXACT_LOSS",
+    "ALARMS_NOT_COMPLEX_SAFE",
     "Batch",
     "CATEGORIES",
     "FLOAT64_ONLY",
