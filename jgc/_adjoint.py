@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _rounding, _signs, _validate
+from . import _jit, _rounding, _signs, _validate
 from ._typing import Array, PyTree, Tracer
 
 KG = 6.0  # random-sign projection: |⟨e, y⟩| ≤ KG·‖e‖ but for 2·exp(−KG²/2) = 3e-8
@@ -311,6 +311,21 @@ def _side(xp, outs, vs, leaves_of_block, nb_out, conjugate, first: bool):
     return [xp.stack(x, axis=-1) for x in (dots, bounds, sizes, resid)]  # (pair, nb_in, [3,] nb_out)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Evaluate:
+    """`evaluate` as a cacheable program: the operators as `_jit.Ref`s, the static configuration."""
+
+    A: _jit.Ref
+    AT: _jit.Ref
+    xs: Space
+    ys: Space
+    num_pairs: int
+    blocks: bool
+
+    def __call__(self, key):
+        return evaluate(self.A(), self.AT(), self.xs, self.ys, key, self.num_pairs, self.blocks)
+
+
 def evaluate(A, AT, xs: Space, ys: Space, key, num_pairs: int, blocks: bool):
     """Everything that calls the operators, in one program: the random pairs (flat per leaf,
     (pair, size)) and the operators' outputs per leaf (pair, block, part, size)."""
@@ -437,11 +452,13 @@ def check_adjoint(
         passed, failed, rel = verdict(xp, D, S, bound, tol)
         return AdjointCheck(passed, failed, rel, tol, D, S, bound, rho_A, rho_AT, 0, 0, (), (), "")
 
-    run = lambda k: evaluate(A, AT, xs, ys, k, num_pairs, blocks)  # noqa: E731
+    run = _Evaluate(_jit.Ref(A), _jit.Ref(AT), xs, ys, num_pairs, blocks)
     traced = isinstance(key, Tracer) or isinstance(tol_value, Tracer)
-    evaluated = None if traced else jax.jit(run)(key)  # the operators in one compiled program
+    # the operators in one compiled program, cached on them: a second call compiles nothing
+    evaluated = None if traced else _jit.program(("check_adjoint", run), run)(key)
     if traced or any(isinstance(v, Tracer) for v in jax.tree_util.tree_leaves(evaluated)):
-        # under the caller's trace: one jit, so that a vmap over the check compiles once
+        # under the caller's trace (or operators that close over it): one jit, so that a vmap
+        # over the check compiles once
         res = jax.jit(lambda k, t: decide(jnp, run(k), t))(key, tol_value)
     else:  # the statistics on the host
         with np.errstate(all="ignore"):

@@ -47,7 +47,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _rounding, _signs, _tree, _validate
+from . import _jit, _rounding, _signs, _tree, _validate
 from ._typing import Array, PyTree, Tracer
 
 KAPPA = 4.0  # standard deviations of the loss's measured noise per value
@@ -501,7 +501,7 @@ def taylor_test(
         2^-1 with an HVP. Rounded down to a power of two (so every ε·h is exact).
       num_rungs: rungs of the ladder (3 to 16).
       tol: relative error of the last term guaranteed by a pass when fewer than three
-        rungs lie above rounding; None: 1e-6 (float64), 1e-2 (float32).
+        rungs lie above rounding; None: 1e-3 (float64), 1e-2 (float32).
       chunk_size: evaluate the rungs in chunks of this many (`lax.map`) instead of one vmap.
 
     Returns:
@@ -545,29 +545,43 @@ def taylor_test(
     else:
         candidates = (_EPS0[(name, m)],)
     theta_dtype = lay.dtype
-    measure = lambda p, a, k, d: _measure(loss_fn, grad_fn, hvp_fn, p, a, k, d, candidates, num_rungs, chunk_size, lay)  # noqa: E731
-    dynamic = (params, args, key, direction)
-    if _traced(dynamic):  # one jit, so that a vmap over the test compiles once
-        return _jit_run(lambda *d: _decide(jnp, measure(*d), m, num_rungs, tol_value, theta_dtype), dynamic)
-    meas = jax.tree_util.tree_map(np.asarray, _jit_run(measure, dynamic))
+    dynamic, static = _jit.partition((params, args))
+    fns = tuple(None if f is None else _jit.Ref(f) for f in (loss_fn, grad_fn, hvp_fn))
+    measure = _Measure(fns, static, candidates, num_rungs, chunk_size, lay)
+    if _jit.is_traced((dynamic, key, direction, tol_value)):  # one jit, so that a vmap over the test compiles once
+        traced = _Traced(measure, m, num_rungs, theta_dtype)
+        return _jit.program(("taylor_test", "traced", traced), traced)(dynamic, key, direction, tol_value)
+    # the user's functions in one compiled program, cached on them: a second call compiles nothing
+    meas = jax.tree_util.tree_map(np.asarray, _jit.program(("taylor_test", measure), measure)(dynamic, key, direction))
     with np.errstate(all="ignore"):  # the verdict's 0/0 and inf are handled where they arise
         return _decide(np, meas, m, num_rungs, tol_value, theta_dtype)
 
 
-def _traced(tree) -> bool:
-    return any(isinstance(x, Tracer) for x in jax.tree_util.tree_leaves(tree))
+@dataclasses.dataclass(frozen=True)
+class _Measure:
+    """`_measure` as a cacheable program: the user's functions as `_jit.Ref`s, the static configuration."""
+
+    fns: tuple  # Refs of loss_fn, grad_fn, hvp_fn (None where not given)
+    static: tuple  # the non-array leaves of (params, args), from `_jit.partition`
+    candidates: tuple
+    num_rungs: int
+    chunk_size: int | None
+    lay: _tree.Layout
+
+    def __call__(self, dynamic, key, direction):
+        params, args = _jit.combine(dynamic, self.static)
+        loss_fn, grad_fn, hvp_fn = [None if f is None else f() for f in self.fns]
+        return _measure(loss_fn, grad_fn, hvp_fn, params, args, key, direction, self.candidates, self.num_rungs, self.chunk_size, self.lay)
 
 
-def _jit_run(run, dynamic):
-    """One compiled program per call for concrete inputs; non-array leaves stay static."""
-    leaves, treedef = jax.tree_util.tree_flatten(dynamic)
-    is_arr = [_tree.is_array(x) for x in leaves]
-    arrays = [x for x, a in zip(leaves, is_arr, strict=True) if a]
-    others = [x for x, a in zip(leaves, is_arr, strict=True) if not a]
+@dataclasses.dataclass(frozen=True)
+class _Traced:
+    """The measurement and the verdict in one program, for a call under the caller's trace."""
 
-    def program(arrays):
-        it_a, it_o = iter(arrays), iter(others)
-        full = [next(it_a) if a else next(it_o) for a in is_arr]
-        return run(*jax.tree_util.tree_unflatten(treedef, full))
+    measure: _Measure
+    m: int
+    num_rungs: int
+    theta_dtype: object
 
-    return jax.jit(program)(arrays)
+    def __call__(self, dynamic, key, direction, tol):
+        return _decide(jnp, self.measure(dynamic, key, direction), self.m, self.num_rungs, tol, self.theta_dtype)
