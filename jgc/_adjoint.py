@@ -179,7 +179,9 @@ class Space:
         for path, leaf in leaves:
             dtype = getattr(leaf, "dtype", None)
             if dtype is None or not hasattr(leaf, "shape"):
-                raise TypeError(f"{name}{jax.tree_util.keystr(path)} is {type(leaf).__name__}; expected an array or jax.ShapeDtypeStruct.")
+                raise TypeError(
+                    f"{name}{jax.tree_util.keystr(path)} is {type(leaf).__name__}; expected an array or jax.ShapeDtypeStruct."
+                )
             if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.complexfloating)):
                 raise TypeError(
                     f"{name}{jax.tree_util.keystr(path)} has dtype {jnp.dtype(dtype).name}; a linear map acts on "
@@ -201,7 +203,10 @@ class Space:
 
     def size(self) -> int:
         """Real entries of one element (complex leaves count twice)."""
-        return sum(int(np.prod(s, dtype=int)) * (2 if jnp.issubdtype(d, jnp.complexfloating) else 1) for s, d in zip(self.shapes, self.dtypes, strict=True))
+        return sum(
+            int(np.prod(s, dtype=int)) * (2 if jnp.issubdtype(d, jnp.complexfloating) else 1)
+            for s, d in zip(self.shapes, self.dtypes, strict=True)
+        )
 
     def signs(self, bits: jax.Array, batch: int) -> list[jax.Array]:
         """Per leaf (batch, *shape) random signs from `bits` (batch, size()) (complex: re and im each
@@ -210,7 +215,7 @@ class Space:
         for s, d in zip(self.shapes, self.dtypes, strict=True):
             n = int(np.prod(s, dtype=int))
             real = jnp.finfo(d).dtype
-            sign = lambda b: (1 - 2 * (b >> 31).astype(real)).reshape((batch,) + s)  # noqa: E731
+            sign = lambda b, real=real, s=s: (1 - 2 * (b >> 31).astype(real)).reshape((batch,) + s)  # noqa: E731
             if jnp.issubdtype(d, jnp.complexfloating):
                 out.append((sign(bits[:, at : at + n]) + 1j * sign(bits[:, at + n : at + 2 * n])).astype(d))
                 at += 2 * n
@@ -472,4 +477,3 @@ def check_adjoint(
         y_paths=ys.paths if blocks else ("",),
         dtype=jnp.dtype(low).name,
     )
-

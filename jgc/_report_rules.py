@@ -146,7 +146,9 @@ def taylor_line(res) -> str:
         elif not np.all(np.asarray(res.asymptotic)):
             what = f"{rate_txt}: the loss is not in its asymptotic regime on the ladder (its higher differences do not fall)"
         else:
-            what = f"{rate_txt}: neither {p} nor {p - 1} proven; {term} agrees within {bound:.1e} at best (tol {float(res.tol):.1e})"
+            what = (
+                f"{rate_txt}: neither {p} nor {p - 1} proven; {term} agrees within {bound:.1e} at best (tol {float(res.tol):.1e})"
+            )
         what += "; try another eps0 (or float64)"
     return f"{_status(res)}: {what}; {where} ({cost})"
 
@@ -267,7 +269,10 @@ def format_rule(res) -> str:
         )
     zv = np.asarray(res.zero_vjp, float)
     if np.any(~np.isnan(zv)):
-        lines.append("  VJP(0) per input: " + ", ".join(f"{p or 'x'} {_cell(zv[i], tol, zero=True).strip()}" for i, p in enumerate(res.in_paths)))
+        lines.append(
+            "  VJP(0) per input: "
+            + ", ".join(f"{p or 'x'} {_cell(zv[i], tol, zero=True).strip()}" for i, p in enumerate(res.in_paths))
+        )
     subs = []
     if res.jvp is not None:
         subs.append(f"check_jvp {_sub_status(res.jvp)} (rel_error {float(res.jvp.rel_error):.1e}, tol {float(res.jvp.tol):.0e})")

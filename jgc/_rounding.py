@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import math
 
-import jax
 import jax.numpy as jnp
-import numpy as np
 
 
 def unit_roundoff(dtype) -> float:
@@ -93,4 +91,3 @@ def dot(a, b, xp=jnp):
 def norm(x, xp=jnp):
     """‖x‖₂ over the last axis (real arrays), by the tree sum of squares."""
     return xp.sqrt(pairwise_sum(x * x, xp))
-

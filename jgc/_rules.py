@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _signs, _tree, _validate
-from ._adjoint import AdjointCheck, xp_of, check_adjoint
+from ._adjoint import AdjointCheck, check_adjoint, xp_of
 from ._typing import Array, PyTree, Tracer
 
 _TOL = {"float64": 1e-6, "float32": 1e-3}
@@ -111,7 +111,9 @@ def _spec(f, primals: tuple, has_aux: bool) -> Spec:
         else:
             unchecked_in.append((p, f"{_tree.dtype_name(leaf)}: float0 tangent and cotangent, not checked"))
     if not in_paths:
-        raise ValueError("check_rule needs at least one floating-point primal; received only " + ", ".join(p for p, _ in unchecked_in))
+        raise ValueError(
+            "check_rule needs at least one floating-point primal; received only " + ", ".join(p for p, _ in unchecked_in)
+        )
     out = jax.eval_shape(lambda *p: _validate.trace("f", f, *p), *primals)
     if has_aux:
         if not (isinstance(out, tuple) and len(out) == 2):
@@ -685,7 +687,8 @@ class _OutputVJP:
 
     def __call__(self, primals, c):
         spec = self.rules.spec
-        cts = [c if k == self.o else jnp.zeros(s, d) for k, (s, d) in enumerate(zip(spec.out_shapes, spec.out_dtypes, strict=True))]
+        cts = [
+            c if k == self.o else jnp.zeros(s, d) for k, (s, d) in enumerate(zip(spec.out_shapes, spec.out_dtypes, strict=True))
+        ]
         _, pullback = jax.vjp(self.rules.out, *primals)
         return _none_unchecked(self.rules, pullback(self.rules.cotangent(cts)))
-

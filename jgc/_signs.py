@@ -26,7 +26,11 @@ def _fmix(h):
 def bits(key, shape, salt: int = 0) -> jax.Array:
     """uint32 random words: a counter hashed with the key's data (no threefry: a test's only
     randomness is signs, and threefry's unrolled rounds cost more to compile than the test)."""
-    words = jax.random.key_data(key).reshape(-1).astype(jnp.uint32) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key.reshape(-1).astype(jnp.uint32)
+    words = (
+        jax.random.key_data(key).reshape(-1).astype(jnp.uint32)
+        if jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+        else key.reshape(-1).astype(jnp.uint32)
+    )
     seed = jnp.uint32(0x9E3779B9)
     for i in range(words.shape[0]):
         seed = _fmix(seed ^ words[i] + jnp.uint32(i))

@@ -497,7 +497,7 @@ def taylor_test(
       hvp_fn: `hvp_fn(params, v, *args) -> pytree like params` (H·v); the test is then
         of second order.
       direction: h itself, a pytree like params (then ε is in its units).
-      eps0: the top rung; None: 2^-8 (float64) or 2^-3 (float32) for a gradient, 2^-5 or
+      eps0: the top rung; None: 2^-10 (float64) or 2^-3 (float32) for a gradient, 2^-6 or
         2^-1 with an HVP. Rounded down to a power of two (so every ε·h is exact).
       num_rungs: rungs of the ladder (3 to 16).
       tol: relative error of the last term guaranteed by a pass when fewer than three
@@ -571,7 +571,9 @@ class _Measure:
     def __call__(self, dynamic, key, direction):
         params, args = _jit.combine(dynamic, self.static)
         loss_fn, grad_fn, hvp_fn = [None if f is None else f() for f in self.fns]
-        return _measure(loss_fn, grad_fn, hvp_fn, params, args, key, direction, self.candidates, self.num_rungs, self.chunk_size, self.lay)
+        return _measure(
+            loss_fn, grad_fn, hvp_fn, params, args, key, direction, self.candidates, self.num_rungs, self.chunk_size, self.lay
+        )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,12 +3,12 @@ second-order test (rate 3) with a hand-written HVP; hard cases that must never f
 
 import re
 
+import _ode
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import _ode
 import jgc
 
 
