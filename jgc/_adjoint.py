@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _jit, _rounding, _signs, _validate
+from ._report_rules import Outcome
 from ._typing import Array, PyTree, Tracer
 
 KG = 6.0  # random-sign projection: |⟨e, y⟩| ≤ KG·‖e‖ but for 2·exp(−KG²/2) = 3e-8
@@ -49,7 +50,7 @@ def default_tol(dtype) -> float:
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True, repr=False, eq=False)
-class AdjointCheck:
+class AdjointCheck(Outcome):
     """The outcome of `jgc.check_adjoint`: passed, failed or inconclusive.
 
     Arrays gain leading batch axes under `jax.vmap`. Per-pair arrays have shape
@@ -87,10 +88,6 @@ class AdjointCheck:
     kind: ClassVar[str] = "check_adjoint"
 
     @property
-    def inconclusive(self) -> jax.Array:
-        return ~self.passed & ~self.failed
-
-    @property
     def lower(self) -> jax.Array:
         """Proven relative mismatch per pair and block: (|D| − bound)/S, at least 0."""
         xp = xp_of(self.mismatch, self.bound)
@@ -111,25 +108,6 @@ class AdjointCheck:
         """bool (x block, y block): the possible mismatch within tol on every pair."""
         upper = self.upper
         return xp_of(upper, self.tol).all(upper <= _col(self.tol, upper), axis=-3) & ~self.block_failed
-
-    @property
-    def status(self) -> str:
-        if np.ndim(self.passed):
-            raise ValueError("status is for one check; a batched result has one per check (use passed/failed arrays).")
-        return "passed" if bool(self.passed) else "failed" if bool(self.failed) else "inconclusive"
-
-    def report(self) -> str:
-        from ._report_rules import format_adjoint
-
-        return format_adjoint(self)
-
-    def __str__(self) -> str:
-        return self.report()
-
-    def __repr__(self) -> str:
-        from ._report_rules import adjoint_line
-
-        return f"AdjointCheck({adjoint_line(self)})"
 
 
 def xp_of(*arrays):

@@ -39,6 +39,30 @@ def _status(res) -> str:
     return "passed" if bool(res.passed) else "FAILED" if bool(res.failed) else "INCONCLUSIVE"
 
 
+class Outcome:
+    """What the results of check_adjoint, taylor_test and check_rule share (host-side): the
+    third outcome, `status`, and `report()`, `str()` and `repr()` from this module's text."""
+
+    @property
+    def inconclusive(self):
+        return ~self.passed & ~self.failed
+
+    @property
+    def status(self) -> str:
+        if np.ndim(self.passed):
+            raise ValueError("status is for one check; a batched result has one per check (use passed/failed arrays).")
+        return "passed" if bool(self.passed) else "failed" if bool(self.failed) else "inconclusive"
+
+    def report(self) -> str:
+        return _TEXT[self.kind][0](self)
+
+    def __str__(self) -> str:
+        return self.report()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({_TEXT[self.kind][1](self)})"
+
+
 # ---------------------------------------------------------------- check_adjoint
 
 
@@ -292,3 +316,10 @@ def format_rule(res) -> str:
         lines.append(f"  not checked: output {p} ({why})")
     lines.append(f"  exact checks: relative difference, ✗ beyond tol {tol:.0e} (JVP(0), VJP(0): ✗ unless exactly 0)")
     return "\n".join(lines)
+
+
+_TEXT = {
+    "check_adjoint": (format_adjoint, adjoint_line),
+    "taylor_test": (format_taylor, taylor_line),
+    "check_rule": (format_rule, rule_line),
+}

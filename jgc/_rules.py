@@ -38,6 +38,7 @@ import numpy as np
 
 from . import _signs, _tree, _validate
 from ._adjoint import AdjointCheck, check_adjoint, xp_of
+from ._report_rules import Outcome
 from ._typing import Array, PyTree, Tracer
 
 _TOL = {"float64": 1e-6, "float32": 1e-3}
@@ -351,7 +352,7 @@ def _batch(spec: Spec, primals, key):
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True, repr=False, eq=False)
-class RuleCheck:
+class RuleCheck(Outcome):
     """The outcome of `jgc.check_rule`: the sub-checks' results and the exact checks' arrays.
 
     Per-pair arrays are (input leaf, output leaf); NaN marks a check that does not apply.
@@ -479,32 +480,9 @@ class RuleCheck:
         return ok
 
     @property
-    def inconclusive(self) -> jax.Array:
-        return ~self.passed & ~self.failed
-
-    @property
-    def status(self) -> str:
-        if np.ndim(self.tol):
-            raise ValueError("status is for one check; a batched result has one per check (use passed/failed arrays).")
-        return "passed" if bool(self.passed) else "failed" if bool(self.failed) else "inconclusive"
-
-    @property
     def num_evals(self) -> int:
         """f evaluations of the finite-difference sub-checks (host-side, unbatched)."""
         return int(sum(int(np.max(np.asarray(r.num_evals))) for r in (self.jvp, *self.vjp) if r is not None))
-
-    def report(self) -> str:
-        from ._report_rules import format_rule
-
-        return format_rule(self)
-
-    def __str__(self) -> str:
-        return self.report()
-
-    def __repr__(self) -> str:
-        from ._report_rules import rule_line
-
-        return f"RuleCheck({rule_line(self)})"
 
 
 # ---------------------------------------------------------------- the check

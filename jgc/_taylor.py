@@ -48,6 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _jit, _rounding, _signs, _tree, _validate
+from ._report_rules import Outcome
 from ._typing import Array, PyTree, Tracer
 
 KAPPA = 4.0  # standard deviations of the loss's measured noise per value
@@ -77,7 +78,7 @@ def lower_precision(xp, dtype, sigma, center):
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True, repr=False, eq=False)
-class TaylorTest:
+class TaylorTest(Outcome):
     """The outcome of `jgc.taylor_test`: passed, failed or inconclusive.
 
     Arrays gain leading batch axes under `jax.vmap`. Per-rung arrays have one entry per
@@ -139,29 +140,6 @@ class TaylorTest:
     @property
     def expected_rate(self) -> int:
         return self.order + 1
-
-    @property
-    def inconclusive(self) -> jax.Array:
-        return ~self.passed & ~self.failed
-
-    @property
-    def status(self) -> str:
-        if np.ndim(self.passed):
-            raise ValueError("status is for one check; a batched result has one per check (use passed/failed arrays).")
-        return "passed" if bool(self.passed) else "failed" if bool(self.failed) else "inconclusive"
-
-    def report(self) -> str:
-        from ._report_rules import format_taylor
-
-        return format_taylor(self)
-
-    def __str__(self) -> str:
-        return self.report()
-
-    def __repr__(self) -> str:
-        from ._report_rules import taylor_line
-
-        return f"TaylorTest({taylor_line(self)})"
 
 
 # ---------------------------------------------------------------- noise

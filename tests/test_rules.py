@@ -16,9 +16,9 @@ from jax.custom_batching import custom_vmap
 
 import jgc
 
-# check_rule compiles several programs per rule: in the default tier the logsumexp rule runs
-# under vmap (the traced path), the multi-output rule plain (the host path, as do the solve and
-# the bugs); every transform of both in the slow tier
+# check_rule compiles several programs per rule (a float32 JVP check also compiles its float64
+# re-check): the default tier runs the rules plainly (the host path), the slow tier under jit
+# and vmap too (the traced path: everything in one program) and has_aux
 
 # ---------------------------------------------------------------- a safe logsumexp (custom_jvp)
 
@@ -42,7 +42,7 @@ def _lse_batch(dtype):
     return jnp.stack([jnp.linspace(-1.0, 2.0, 5), jnp.linspace(30.0, 31.0, 5)]).astype(dtype)  # 30: exp overflows nothing
 
 
-@pytest.mark.slow_transforms("plain", "jit")
+@pytest.mark.slow_transforms("jit", "vmap")
 def test_logsumexp(transform):
     lse = _lse()
     res = transform(lambda x: jgc.check_rule(lse, x, key=jax.random.key(0)), _lse_batch(jnp.float32))
@@ -196,6 +196,7 @@ def test_wrong_jvp_vjp_pair():
 # ---------------------------------------------------------------- aux, errors
 
 
+@pytest.mark.slow
 def test_has_aux_is_left_out():
     lse = _lse()
 
