@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _signs, _tree, _validate
+from . import _jit, _signs, _tree, _validate
 from ._adjoint import AdjointCheck, check_adjoint, xp_of
 from ._report_rules import Outcome
 from ._typing import Array, PyTree, Tracer
@@ -160,12 +160,14 @@ def _spec(f, primals: tuple, has_aux: bool) -> Spec:
 
 @dataclasses.dataclass(frozen=True)
 class Rules:
-    f: Callable
+    """f (held as a `_jit.Ref`, so the programs of its checks are cached on it) and its structure."""
+
+    f: _jit.Ref
     spec: Spec
 
     def out(self, *primals):
         """f's output with its unchecked leaves (and aux) replaced by None."""
-        y = _validate.trace("f", self.f, *primals)
+        y = _validate.trace("f", self.f(), *primals)
         if self.spec.has_aux:
             y = y[0]
         leaves = self.spec.out_treedef.flatten_up_to(y)  # type: ignore[attr-defined]
@@ -553,21 +555,19 @@ def check_rule(
 
 def _check_rule(f, primals, key, *, has_aux, num_tangents, num_pairs, tol, eps, method) -> RuleCheck:
     spec = _spec(f, primals, has_aux)
-    rules = Rules(f, spec)
+    rules = Rules(_jit.Ref(f), spec)
     jvp_missing, vjp_missing = _available(rules, primals)
     has_jvp, has_vjp = not jvp_missing, not vjp_missing
     if not (has_jvp or has_vjp):
         raise ValueError(f"f has neither a JVP nor a VJP here: jax.jvp raised {jvp_missing}; jax.vjp raised {vjp_missing}.")
     k_jvp, k_vjp, k_adj, k_extra = jax.random.split(key, 4)
-    out_fn = rules.out
+    out_fn = _Out(rules)
 
     jvp_res = None
     if has_jvp:
         from jgc import check_jvp  # the public check
 
-        jvp_res = check_jvp(
-            out_fn, lambda p, t: _jvp_tangent(rules, p, t), *primals, key=k_jvp, num_tangents=num_tangents, eps=eps, method=method
-        )
+        jvp_res = check_jvp(out_fn, _JVPTangent(rules), *primals, key=k_jvp, num_tangents=num_tangents, eps=eps, method=method)
     # the VJP by finite differences where there is no JVP (a custom_vjp), per output when there
     # are several so that a failure names the output; with a JVP, checked above by finite
     # differences, the exact identity ⟨u, J v⟩ = ⟨Jᵀu, v⟩ below decides the VJP block by block
@@ -584,7 +584,7 @@ def _check_rule(f, primals, key, *, has_aux, num_tangents, num_pairs, tol, eps, 
                 for o in range(spec.n_out)
             )
         else:
-            vjp_res = (check_vjp(out_fn, lambda p, c: _vjp_cotangent(rules, p, c), *primals, key=k_vjp, eps=eps, method=method),)
+            vjp_res = (check_vjp(out_fn, _VJPCotangent(rules), *primals, key=k_vjp, eps=eps, method=method),)
     adj = None
     if has_jvp and has_vjp:
         x_like = [jax.ShapeDtypeStruct(s, d) for s, d in zip(spec.in_shapes, spec.in_dtypes, strict=True)]
@@ -600,9 +600,10 @@ def _check_rule(f, primals, key, *, has_aux, num_tangents, num_pairs, tol, eps, 
         )
     dtype = spec.dtype
     tol_value = _TOL.get(jnp.dtype(dtype).name, 1e-3) if tol is None else tol
-    run = lambda p, k: evaluate(rules, p, k, has_jvp, has_vjp)  # noqa: E731
+    run = _Evaluate(rules, has_jvp, has_vjp)
     traced = any(isinstance(x, Tracer) for x in jax.tree_util.tree_leaves((primals, key)))
-    raw = None if traced else jax.jit(run)(primals, k_extra)  # the rules in one compiled program
+    # the rules in one compiled program, cached on f: a second call compiles nothing
+    raw = None if traced else _jit.program(("check_rule", run), run)(primals, k_extra)
     host = not traced and not any(isinstance(v, Tracer) for v in jax.tree_util.tree_leaves(raw))  # f may close over tracers
     if not host:  # under the caller's trace: one jit, so that a vmap over the check compiles once
         ex = jax.jit(lambda p, k: compare(jnp, run(p, k), spec))(primals, k_extra)
@@ -625,17 +626,56 @@ def _check_rule(f, primals, key, *, has_aux, num_tangents, num_pairs, tol, eps, 
     )
 
 
-def _jvp_tangent(rules: Rules, primals, tangents):
+# The functions the sub-checks are given: dataclasses of `Rules` (equal for the same f, so the
+# sub-checks' programs are cached on it), marked as jgc's own wrappers of a user function.
+
+
+@dataclasses.dataclass(frozen=True)
+class _Out:
+    """f's output with its unchecked leaves None."""
+
+    rules: Rules
+    jgc_wrapper = True
+
+    def __call__(self, *primals):
+        return self.rules.out(*primals)
+
+
+@dataclasses.dataclass(frozen=True)
+class _JVPTangent:
     """check_jvp's jvp_fn: its tangents (zeros on unchecked leaves) → the JVP rule's output."""
-    _, t = jax.jvp(rules.out, tuple(primals), tuple(rules.tangents(primals, rules.float_in(tuple(tangents)))))
-    return t
+
+    rules: Rules
+    jgc_wrapper = True
+
+    def __call__(self, primals, tangents):
+        rules = self.rules
+        _, t = jax.jvp(rules.out, tuple(primals), tuple(rules.tangents(primals, rules.float_in(tuple(tangents)))))
+        return t
 
 
-def _vjp_cotangent(rules: Rules, primals, cotangent):
+@dataclasses.dataclass(frozen=True)
+class _VJPCotangent:
     """check_vjp's vjp_fn: a cotangent like f's output → per primal, None on unchecked leaves."""
-    _, pullback = jax.vjp(rules.out, *primals)
-    cts = pullback(cotangent)
-    return _none_unchecked(rules, cts)
+
+    rules: Rules
+    jgc_wrapper = True
+
+    def __call__(self, primals, cotangent):
+        _, pullback = jax.vjp(self.rules.out, *primals)
+        return _none_unchecked(self.rules, pullback(cotangent))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Evaluate:
+    """`evaluate` as a cacheable program."""
+
+    rules: Rules
+    has_jvp: bool
+    has_vjp: bool
+
+    def __call__(self, primals, key):
+        return evaluate(self.rules, primals, key, self.has_jvp, self.has_vjp)
 
 
 def _none_unchecked(rules: Rules, cts):
@@ -651,6 +691,7 @@ class _Output:
 
     rules: Rules
     o: int
+    jgc_wrapper = True
 
     def __call__(self, *primals):
         return self.rules.out_leaves(self.rules.out(*primals))[self.o]
@@ -662,6 +703,7 @@ class _OutputVJP:
 
     rules: Rules
     o: int
+    jgc_wrapper = True
 
     def __call__(self, primals, c):
         spec = self.rules.spec
