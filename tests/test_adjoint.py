@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _compiles import counting
 
 import jgc
 
@@ -107,3 +108,13 @@ def test_errors():
         jgc.check_adjoint(lambda v: v, lambda w: w, jnp.zeros(3, jnp.int32), x, key=jax.random.key(0))
     with pytest.raises(TypeError, match=re.escape("key must be a PRNG key")):
         jgc.check_adjoint(lambda v: v, lambda w: w, x, x, key=0)
+
+
+def test_second_call_compiles_nothing():
+    """The operators' program is cached on them: another key reuses it."""
+    M = jnp.arange(6.0).reshape(2, 3)
+    A, AT, x, y, key = (lambda v: M @ v), (lambda w: M.T @ w), jnp.zeros(3), jnp.zeros(2), jax.random.key(1)
+    assert jgc.check_adjoint(A, AT, x, y, key=jax.random.key(0)).status == "passed"
+    with counting() as c:
+        res = jgc.check_adjoint(A, AT, x, y, key=key)
+    assert res.status == "passed" and c["compiles"] == 0

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _compiles import counting
 from jax.custom_batching import custom_vmap
 
 import jgc
@@ -194,6 +195,18 @@ def test_wrong_jvp_vjp_pair():
 
 
 # ---------------------------------------------------------------- aux, errors
+
+
+@pytest.mark.slow
+def test_second_call_compiles_nothing():
+    """Every program of the check is cached on f: another point of the same shapes reuses them all."""
+    f = _multi()
+    x, y, n = _multi_primals()
+    x2, key = x + 0.1, jax.random.key(1)
+    assert jgc.check_rule(f, x, y, n, key=jax.random.key(0)).status == "passed"
+    with counting() as c:
+        res = jgc.check_rule(f, x2, y, n, key=key)
+    assert res.status == "passed" and c["compiles"] == 0
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _compiles import counting
 
 import jgc
 
@@ -73,6 +74,15 @@ def test_transforms(dtype, transform):
         np.testing.assert_array_equal(right.passed, True)
     np.testing.assert_array_equal(wrong.failed, True)
     assert right.eps.shape[-1] == 8 + 3
+
+
+def test_second_call_compiles_nothing():
+    """The measuring program is cached on the functions: another point of the same shapes reuses it."""
+    w, w2, key = jnp.linspace(0.3, 1.4, 6), jnp.linspace(-1.0, 0.5, 6), jax.random.key(2)
+    assert jgc.taylor_test(_sin_loss, _sin_grad, w, key=jax.random.key(0)).status == "passed"
+    with counting() as c:
+        res = jgc.taylor_test(_sin_loss, _sin_grad, w2, key=key)
+    assert res.status == "passed" and c["compiles"] == 0
 
 
 def test_second_order_rate_three():
