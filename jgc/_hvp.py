@@ -34,7 +34,9 @@ def _hvp(loss_fn, hvp_fn, grad_fn, params, args, options, eps, tol, key):
         if traced:
             probes = jax.tree_util.tree_map(jnp.asarray, probes)
     like = ("params", "parameter")
-    return _layers.vector_check(make, params, args, probes, hvp_fn, "hvp_fn", like, len(probes), 1, HVPCheck, options, eps, tol, key)
+    return _layers.vector_check(
+        make, params, args, probes, hvp_fn, "hvp_fn", like, len(probes), 1, HVPCheck, options, eps, tol, key
+    )
 
 
 def check_hvp(

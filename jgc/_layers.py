@@ -118,7 +118,22 @@ def pair_layout(lay: _tree.Layout, out_lay: _tree.Layout, per_group: int, probe_
     return _tree.Layout(treedef, tuple(paths), tuple(shapes), tuple(dtypes), (True,) * len(paths)), order
 
 
-def vector_check(make, params, args, probes, rule, rule_name: str, like: tuple, per_group: int, probe_groups: int, result, options, eps, tol, key):
+def vector_check(
+    make,
+    params,
+    args,
+    probes,
+    rule,
+    rule_name: str,
+    like: tuple,
+    per_group: int,
+    probe_groups: int,
+    result,
+    options,
+    eps,
+    tol,
+    key,
+):
     """The pipeline on a vector-valued function of θ along `probes`, against `rule`, per
     (group, output leaf). `make(params, args) -> Problem` sets up the function of θ (again in
     float64 for a float64 re-check); the rule's values along every probe are its analytic side."""

@@ -66,9 +66,15 @@ class Location:
     def __str__(self) -> str:
         head = f"jgc locate: {len(self.wrong)} wrong coordinate(s) in {self.num_evals:,} loss evaluations, {self.levels} levels"
         if not self.complete:
-            head += " (incomplete: " + (
-                f"{len(self.unresolved)} coordinate(s) the differences cannot resolve" if self.unresolved else "too many failing blocks, followed the worst"
-            ) + ")"
+            head += (
+                " (incomplete: "
+                + (
+                    f"{len(self.unresolved)} coordinate(s) the differences cannot resolve"
+                    if self.unresolved
+                    else "too many failing blocks, followed the worst"
+                )
+                + ")"
+            )
         rows = [f"  {c.path}{list(c.index)}: numeric {c.numeric:.6e}, analytic {c.analytic:.6e}" for c in self.wrong]
         rows += [f"  unresolved {path}{list(index)}" for path, index in self.unresolved[:20]]
         return "\n".join([head, *rows])
@@ -130,7 +136,6 @@ def locate(
     if any(isinstance(x, Tracer) for x in jax.tree_util.tree_leaves((params, args, key))):
         raise TypeError(_UNDER_JIT)
     params = _check.prepare(params)
-    options = _pipeline.Options(method, chunk_size, mode=_pipeline.DIRECTIONS, partial=False)
 
     def build(params, args):
         p = Problem(loss_fn, params, args, method, tol)

@@ -170,7 +170,9 @@ def top_k(num_probes: int, engine: Engine) -> int:
 # ---------------------------------------------------------------- calibrate + measure
 
 
-def calibrated(problem: Problem, engine: Engine, side: Side, probes, eps=None, tol=None, recheck=False, k=None, doubled=True, rows=None):
+def calibrated(
+    problem: Problem, engine: Engine, side: Side, probes, eps=None, tol=None, recheck=False, k=None, doubled=True, rows=None
+):
     """The noise probe and the first measurement of `probes` (rows `rows` of the check's probe
     set; default all), in one engine call where the offsets allow.
 
@@ -184,7 +186,9 @@ def calibrated(problem: Problem, engine: Engine, side: Side, probes, eps=None, t
     q = len(noise.probes)
     repeat = True if problem.traced else np.arange(q + (len(probes) if merged else 0)) < q
     if merged:
-        values, h, proj, spread, evals = engine.run(_probes.concat_like(noise.probes, nominal, xp), np.asarray(st.offsets), repeat)
+        values, h, proj, spread, evals = engine.run(
+            _probes.concat_like(noise.probes, nominal, xp), np.asarray(st.offsets), repeat
+        )
         stage1 = (values[q:], h[q:], proj[q:])
         values = values[:q]
     else:
@@ -276,7 +280,9 @@ class Float64:
                 if self.code != _resolve.RAN:
                     return None, evals, self.code
                 sub = probes.take(rows)
-                p = dataclasses.replace(sub, base=np.broadcast_to(np.asarray(self.cal.eps, np.float64) * scale, sub.base.shape).copy())
+                p = dataclasses.replace(
+                    sub, base=np.broadcast_to(np.asarray(self.cal.eps, np.float64) * scale, sub.base.shape).copy()
+                )
                 analytic = self.side64.of(rows) if values64 is None else values64(self.side64, rows)
                 m, e = measure(self.engine, self.cal, p, analytic, force=True)
                 return host64(m), evals + int(e), self.code
@@ -284,7 +290,9 @@ class Float64:
         return measure_rows
 
 
-def passes(problem: Problem, engine: Engine, side: Side, cal: Calibration, grouping: Grouping, probes, float64: Float64 | None) -> _resolve.Passes:
+def passes(
+    problem: Problem, engine: Engine, side: Side, cal: Calibration, grouping: Grouping, probes, float64: Float64 | None
+) -> _resolve.Passes:
     """The `Passes` of a probe set on concrete inputs: more measurements in its precision and in float64."""
 
     def measure_here(rows, scale):
@@ -304,14 +312,27 @@ def passes(problem: Problem, engine: Engine, side: Side, cal: Calibration, group
     )
 
 
-def float64_for(problem: Problem, side: Side, cal: Calibration, build: Build | None, engine_of: Callable, engine: Engine) -> Float64 | None:
+def float64_for(
+    problem: Problem, side: Side, cal: Calibration, build: Build | None, engine_of: Callable, engine: Engine
+) -> Float64 | None:
     """The float64 re-check of a float32 check on concrete inputs (None where it cannot apply)."""
     if build is None or problem.traced or problem.lay.low_dtype != np.float32:
         return None
     return Float64(build, engine_of, problem, side, cal, engine.facts)
 
 
-def execute(problem: Problem, side: Side, probes, grouping: Grouping, engine_of: Callable, build: Build | None, options: Options, eps, tol, key):
+def execute(
+    problem: Problem,
+    side: Side,
+    probes,
+    grouping: Grouping,
+    engine_of: Callable,
+    build: Build | None,
+    options: Options,
+    eps,
+    tol,
+    key,
+):
     """Every step after setup: calibrate, measure, decide, and (concrete inputs) settle.
 
     `engine_of(problem, side, num_probes)` makes the engine of a setup; `build` remakes the
@@ -340,7 +361,9 @@ def run(loss_fn: Callable, grad_fn: Callable | None, params, args, options: Opti
 
     def build(params64, args64):
         p = Problem(loss_fn, params64, args64, options.method, tol, name=options.loss_name)
-        return p, gradient_side(p, grad_fn, dataclasses.replace(options, autodiff=False), jax.tree_util.tree_map(np.asarray, probes))
+        return p, gradient_side(
+            p, grad_fn, dataclasses.replace(options, autodiff=False), jax.tree_util.tree_map(np.asarray, probes)
+        )
 
     def engine_of(p, s, n):
         return Engine(p, probes.kind, n, options.chunk_size, options.partial, key, project=s.vector if blocks else None)
@@ -349,13 +372,17 @@ def run(loss_fn: Callable, grad_fn: Callable | None, params, args, options: Opti
     numeric, analytic = cast(problem, state.measured.numeric), cast(problem, state.measured.analytic)
     diagnosis = None
     if options.mode == FULL:
-        hint, param = _diagnose.diagnose(problem.xp, problem.lay, problem.theta_x, numeric, analytic, state.decision.groups.failed)
+        hint, param = _diagnose.diagnose(
+            problem.xp, problem.lay, problem.theta_x, numeric, analytic, state.decision.groups.failed
+        )
         diagnosis = Diagnosis(hint, param)
     autodiff = None
     if options.autodiff:
         autodiff = _autodiff(problem.xp, side.vector, side.auto, numeric if options.mode == FULL else None, state.cal.tol)
     cls = {FULL: options.result, SAMPLED: SampledCheck, DIRECTIONS: DirectionCheck}[options.mode]
-    return result(cls, problem, engine, state, grouping, problem.lay, evals, side.host_grad, diagnosis=diagnosis, autodiff=autodiff, **extra)
+    return result(
+        cls, problem, engine, state, grouping, problem.lay, evals, side.host_grad, diagnosis=diagnosis, autodiff=autodiff, **extra
+    )
 
 
 def first_state(problem: Problem, grouping: Grouping, measured: Measured, cal: Calibration, options: Options) -> _resolve.State:
@@ -380,14 +407,20 @@ def cast(problem: Problem, x):
     return x if problem.traced else np.asarray(x).astype(problem.dtype)
 
 
-def result(cls, problem: Problem, engine: Engine, state: _resolve.State, grouping: Grouping, layout, evals, host_grad=False, **fields):
+def result(
+    cls, problem: Problem, engine: Engine, state: _resolve.State, grouping: Grouping, layout, evals, host_grad=False, **fields
+):
     """The result of any check (`cls`: GradCheck or one of its kinds) from its final state;
     `fields`: what only that kind has (diagnosis, autodiff, sampled indices…)."""
     xp = problem.xp
     fields = {"diagnosis": None, "autodiff": None, **fields}
     m, cal, dec = grouping.measured(state.measured), state.cal, state.decision
     dtype = problem.dtype
-    c = (lambda x: x) if problem.traced else (lambda x: np.asarray(x).astype(dtype) if np.issubdtype(np.asarray(x).dtype, np.floating) else np.asarray(x))
+    c = (
+        (lambda x: x)
+        if problem.traced
+        else (lambda x: np.asarray(x).astype(dtype) if np.issubdtype(np.asarray(x).dtype, np.floating) else np.asarray(x))
+    )
     groups = jax.tree_util.tree_map(c, dec.groups)
     total = evals + state.resolve_evals + state.confirm_evals
     noise = Noise(

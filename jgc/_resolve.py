@@ -136,7 +136,9 @@ def _advance(passes: Passes, state: State, measured: Measured, in64, how, **fiel
     final, and the verdict is decided again."""
     final = state.final | passes.grouping.groups_of(in64, every=True)
     decision = _decide(passes, measured, state.cal, final)
-    return dataclasses.replace(state, measured=measured, decision=decision, final=final, how=np.asarray(how, np.int8), in64=in64, **fields)
+    return dataclasses.replace(
+        state, measured=measured, decision=decision, final=final, how=np.asarray(how, np.int8), in64=in64, **fields
+    )
 
 
 def settle(passes: Passes, state: State) -> State:
@@ -276,7 +278,9 @@ def confirm(passes: Passes, state: State) -> State:
     confirmed[rows] = True
     g = passes.grouping
     touched = g.groups_of_rows(rows)
-    after = _advance(passes, state, measured, in64, state.how, confirmed=confirmed, recheck=code, confirm_evals=state.confirm_evals + evals)
+    after = _advance(
+        passes, state, measured, in64, state.how, confirmed=confirmed, recheck=code, confirm_evals=state.confirm_evals + evals
+    )
     failed = np.asarray(after.decision.groups.failed, bool)
     was = np.asarray(state.decision.groups.failed, bool)
     how = state.how | np.where(touched & failed, CONFIRMED, 0) | np.where(touched & was & ~failed, WITHDRAWN, 0)
@@ -304,7 +308,9 @@ def withdraw_unconfirmed(passes: Passes, state: State) -> State:
 # ---------------------------------------------------------------- float64: the same function?
 
 
-def same_function(cal32: Calibration, cal64: Calibration, vector32=None, vector64=None, grouping=None, facts32=None, facts64=None) -> bool:
+def same_function(
+    cal32: Calibration, cal64: Calibration, vector32=None, vector64=None, grouping=None, facts32=None, facts64=None
+) -> bool:
     """Whether float64 evaluates the function float32 did.
 
     A loss with the same program in both precisions (the same primitives in order, `facts.shape`)

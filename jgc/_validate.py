@@ -222,9 +222,7 @@ def numbers(name: str, tree) -> None:
                 "or a number at every leaf."
             )
         if _tree.is_key(leaf) or _tree.is_array(leaf) and not jnp.issubdtype(leaf.dtype, jnp.number):
-            raise TypeError(
-                f"{name}{jax.tree_util.keystr(path)} has dtype {_tree.dtype_name(leaf)}; expected a numeric array."
-            )
+            raise TypeError(f"{name}{jax.tree_util.keystr(path)} has dtype {_tree.dtype_name(leaf)}; expected a numeric array.")
     live(tree, name)
 
 
@@ -363,9 +361,7 @@ def describe_call(name: str, args: tuple, message: str = "", limit: int = 12) ->
             mentioned.append((shape, by_shape[shape]))
     out = f"  It was called as {name}({', '.join(_labels(name, len(args)))}) with\n" + "\n".join(lines)
     if mentioned:
-        parts = [
-            f"{shape} is the shape of {', '.join(where[:3])}{' …' if len(where) > 3 else ''}" for shape, where in mentioned
-        ]
+        parts = [f"{shape} is the shape of {', '.join(where[:3])}{' …' if len(where) > 3 else ''}" for shape, where in mentioned]
         out += "\n  In the error: " + "; ".join(parts) + "."
     return out
 

@@ -1,9 +1,8 @@
 """check_grad, numeric_grad, relative_error, assert_grad: values, transforms, dtypes."""
 
+import dataclasses
 import functools
 import re
-
-import dataclasses
 
 import jax
 import jax.numpy as jnp

@@ -206,6 +206,7 @@ def _size_here(m, bad_fn, leaf, params, args):
         up = lambda t: jax.tree.map(lambda x: x.astype(jnp.float64) if jnp.issubdtype(x.dtype, jnp.floating) else x, t)  # noqa: E731
         p64, a64 = up(params), up(args)
         true, bad = jax.grad(m.loss_fn)(p64, *a64), bad_fn(p64, *a64)
+
         def pick(tree):
             leaves = {jax.tree_util.keystr(k): x for k, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
             return np.ravel(np.asarray(leaves[leaf], np.float64))

@@ -227,7 +227,7 @@ def test_x64_flipped_between_checks():
         for x64 in (False, True, False, True):
             jax.config.update("jax_enable_x64", x64)
             dtype = jnp.float64 if x64 else jnp.float32
-            p = jax.tree_util.tree_map(lambda v: jnp.asarray(v, dtype), P)
+            p = jax.tree_util.tree_map(lambda v, dtype=dtype: jnp.asarray(v, dtype), P)
             res = [jgc.check_grad(loss, g, p, X.astype(dtype)) for g in (good, bad)]
             assert [r.status for r in res] == ["passed", "failed"]
             assert res[0].numeric_flat.dtype == dtype

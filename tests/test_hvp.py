@@ -6,10 +6,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _models import fixed_evals
 
 import jgc
-
-from _models import fixed_evals
 
 
 def loss(p, x):
@@ -62,7 +61,7 @@ def _run(dtype, transform, bad, mode):
     np.testing.assert_array_equal(_leaf_passed(res, "['W']"), True)
     # 2 gradient evaluations per probe, 2 more where the step 2h was needed, the noise probe, g(θ),
     # the first chunk twice (determinism), and what resolution cost
-    first = jax.tree_util.tree_map(lambda a: np.asarray(a).reshape((-1,) + np.shape(a)[np.ndim(res.passed):])[0], res)
+    first = jax.tree_util.tree_map(lambda a: np.asarray(a).reshape((-1,) + np.shape(a)[np.ndim(res.passed) :])[0], res)
     fixed = fixed_evals(first, chunk=jgc._engine.chunk_size(8, probes + 1, 2))  # θ: 8 coordinates
     spent = int(first.num_evals) - int(first.resolve_evals)
     assert fixed + 2 * probes <= spent <= fixed + 4 * probes, (spent, fixed)

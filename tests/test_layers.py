@@ -6,10 +6,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _models import fixed_evals
 
 import jgc
-
-from _models import fixed_evals
 
 N_PRIMAL = 3 * 2 + 2 + 4 * 3  # the primals' coordinates (W, b, x)
 
@@ -80,7 +79,7 @@ def test_check_jvp(dtype, transform, bad):
     np.testing.assert_array_equal(_leaf(res, "out ← [1]"), True)
     # leaves × tangents × central, the same again where the step 2h was needed, the noise probe and f(θ)
     probes = 3 * 2
-    first = jax.tree_util.tree_map(lambda a: np.asarray(a).reshape((-1,) + np.shape(a)[np.ndim(res.passed):])[0], res)
+    first = jax.tree_util.tree_map(lambda a: np.asarray(a).reshape((-1,) + np.shape(a)[np.ndim(res.passed) :])[0], res)
     fixed = fixed_evals(first, chunk=jgc._engine.chunk_size(N_PRIMAL, probes + 1, 2))
     spent = int(first.num_evals) - int(first.resolve_evals)
     assert fixed + 2 * probes <= spent <= fixed + 4 * probes, (spent, fixed)

@@ -9,7 +9,6 @@ import pytest
 
 import jgc
 
-
 FIXED = 66 + 2 * 9  # the noise probe and J(θ), and the first chunk (9 probes) once more
 
 

@@ -13,7 +13,9 @@ from jgc._measure import Measured
 
 def _measured(D, A, b, kink=None, known=None):
     z = np.zeros(D.shape, bool)
-    return Measured(D, A, b, z if kink is None else kink, ~z if known is None else known, np.ones(D.shape), z, np.zeros(D.shape), z)
+    return Measured(
+        D, A, b, z if kink is None else kink, ~z if known is None else known, np.ones(D.shape), z, np.zeros(D.shape), z
+    )
 
 
 @st.composite
@@ -23,7 +25,9 @@ def entries(draw):
     e = sum(counts)
     floats = st.floats(-10, 10, allow_nan=False, width=64)
     D = np.array(draw(st.lists(floats, min_size=e, max_size=e)))
-    A = D + np.array(draw(st.lists(st.floats(-1, 1, width=64), min_size=e, max_size=e))) * draw(st.sampled_from([0, 1e-9, 1e-4, 1e-1]))
+    A = D + np.array(draw(st.lists(st.floats(-1, 1, width=64), min_size=e, max_size=e))) * draw(
+        st.sampled_from([0, 1e-9, 1e-4, 1e-1])
+    )
     b = np.abs(np.array(draw(st.lists(st.floats(0, 1e-3, width=64), min_size=e, max_size=e))))
     seg = np.repeat(np.arange(k, dtype=np.int32), counts)
     return D, A, b, seg, k, tuple(counts)

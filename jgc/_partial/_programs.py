@@ -42,8 +42,8 @@ class Base:
 
 
 @dataclasses.dataclass(frozen=True)
-class LeafFun:
-    """J of checked leaf k's flat values (the engine's function for a leaf on the partial path)."""
+class _OfLeaf:
+    """What a program for checked leaf k depends on (the loss, the layout, the static params, k, the jaxpr)."""
 
     loss: _jit.Ref
     lay: _tree.Layout
@@ -51,6 +51,11 @@ class LeafFun:
     k: int
     sig: str
     traced: _split.Traced = dataclasses.field(compare=False, hash=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class LeafFun(_OfLeaf):
+    """J of checked leaf k's flat values (the engine's function for a leaf on the partial path)."""
 
     def __call__(self, theta_k, base_list):
         jaxpr = self.traced.closed.jaxpr
@@ -60,15 +65,8 @@ class LeafFun:
 
 
 @dataclasses.dataclass(frozen=True)
-class EntryFun:
+class EntryFun(_OfLeaf):
     """J of (multi-index, new value) of one entry of checked leaf k (the sparse path)."""
-
-    loss: _jit.Ref
-    lay: _tree.Layout
-    static: tuple
-    k: int
-    sig: str
-    traced: _split.Traced = dataclasses.field(compare=False, hash=False)
 
     def __call__(self, idx, value, base_list):
         jaxpr = self.traced.closed.jaxpr

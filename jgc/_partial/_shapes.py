@@ -112,13 +112,20 @@ def _rev(run, eqn, reps):
     return [boxed(starts, bind(eqn, [r.new])[0])]
 
 
-def _concatenate(run, eqn, reps):
+def _joined(reps, shape):
+    """The union of the changed operands' regions over `shape`, and which operands changed (None: none did)."""
     changed = changed_boxes(reps)
     if changed is None:
         return None
-    axis, out_shape = eqn.params["dimension"], eqn.outvars[0].aval.shape
-    reg = [union([region_of(r)[d] for r in changed], n) for d, n in enumerate(out_shape)]
-    where = [i for i, r in enumerate(reps) if r is not None]
+    reg = [union([region_of(r)[d] for r in changed], n) for d, n in enumerate(shape)]
+    return reg, [i for i, r in enumerate(reps) if r is not None]
+
+
+def _concatenate(run, eqn, reps):
+    joined = _joined(reps, eqn.outvars[0].aval.shape)
+    if joined is None:
+        return None
+    (reg, where), axis = joined, eqn.params["dimension"]
     if len(where) == 1 and reps[where[0]].starts[axis] is not None:
         i, r = where[0], reps[where[0]]
         offset = sum(v.aval.shape[axis] for v in eqn.invars[:i])
@@ -134,12 +141,10 @@ def _concatenate(run, eqn, reps):
 
 
 def _stack(run, eqn, reps):
-    changed = changed_boxes(reps)
-    if changed is None:
+    joined = _joined(reps, eqn.invars[0].aval.shape)
+    if joined is None:
         return None
-    axis, shape = eqn.params["axis"], eqn.invars[0].aval.shape
-    reg = [union([region_of(r)[d] for r in changed], n) for d, n in enumerate(shape)]
-    where = [i for i, r in enumerate(reps) if r is not None]
+    (reg, where), axis = joined, eqn.params["axis"]
     starts = [s for s, _ in reg]
     if len(where) == 1:
         new = lax.expand_dims(run.region(eqn.invars[where[0]], reps[where[0]], reg), (axis,))
