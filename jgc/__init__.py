@@ -2,6 +2,8 @@
 
 import importlib.metadata
 
+from ._adjoint import AdjointCheck as AdjointCheck
+from ._adjoint import check_adjoint as check_adjoint
 from ._check import assert_grad as assert_grad
 from ._check import check_grad as check_grad
 from ._check import numeric_grad as numeric_grad
@@ -27,8 +29,12 @@ from ._result import Noise as Noise
 from ._result import Run as Run
 from ._result import SampledCheck as SampledCheck
 from ._result import VJPCheck as VJPCheck
+from ._rules import RuleCheck as RuleCheck
+from ._rules import check_rule as check_rule
 from ._seeds import check_seeds as check_seeds
 from ._seeds import check_snapshots as check_snapshots
+from ._taylor import TaylorTest as TaylorTest
+from ._taylor import taylor_test as taylor_test
 
 try:
     __version__ = importlib.metadata.version("jgc")
@@ -36,6 +42,7 @@ except importlib.metadata.PackageNotFoundError:  # running from a source tree
     __version__ = "0.0.0"
 
 __all__ = [
+    "AdjointCheck",
     "Autodiff",
     "Coordinate",
     "Diagnosis",
@@ -47,15 +54,19 @@ __all__ = [
     "LayerCheck",
     "Location",
     "Noise",
+    "RuleCheck",
     "Run",
     "SampledCheck",
+    "TaylorTest",
     "VJPCheck",
     "assert_grad",
+    "check_adjoint",
     "check_directions",
     "check_grad",
     "check_hvp",
     "check_jvp",
     "check_layer",
+    "check_rule",
     "check_vjp",
     "check_seeds",
     "check_snapshots",
@@ -63,4 +74,5 @@ __all__ = [
     "locate",
     "numeric_grad",
     "relative_error",
+    "taylor_test",
 ]

@@ -49,6 +49,8 @@ def transform(request):
 # the stencils, partial evaluation and the host paths under vmap). The other pairings are in
 # the slow tier (`pytest -m slow`, `nox -s slow`), with the full corpus and the long
 # random-model runs.
+# A test marked `@pytest.mark.slow_transforms("jit", ...)` (a check that compiles large programs)
+# has those transforms in the slow tier too.
 _SLOW_PAIRS = {
     ("dtype", "transform"): {("float64", "vmap"), ("float32", "vmap"), ("float32", "jit"), ("float64", "jit")},
     ("dtype", "forced"): {("float32", "partial"), ("float64", "sparse")},
@@ -76,13 +78,11 @@ _SLOW_TESTS = (
     "tests/test_dropout.py::test_nondeterministic_loss_is_detected[vmap]",
     "tests/test_false_alarms.py::test_alarms_points_are_what_they_claim",
     "tests/test_false_alarms.py::test_case1_relu_networks_not_failed[relu_mlp4-float32-jit]",
-    "tests/test_false_alarms.py::test_case1_relu_networks_not_failed[relu_mlp4-float32-plain]",
     "tests/test_false_alarms.py::test_case2_deterministic_loss_is_deterministic[batchnorm_spatial-seeds1]",
     "tests/test_false_alarms.py::test_case3_random_loss_fails_as_nondeterministic[rel1e-6-float32-check_directions]",
     "tests/test_false_alarms.py::test_case4_classic_net_directions_not_failed[float64]",
     "tests/test_false_alarms.py::test_case4_classic_net_no_kinks_and_not_failed[float32]",
     "tests/test_false_alarms.py::test_case8_locate_finds_one_wrong_coordinate_or_says_incomplete[20000-*",
-    "tests/test_false_alarms.py::test_case8_locate_finds_one_wrong_coordinate_or_says_incomplete[4000-123-float32]",
     "tests/test_hvp.py::test_check_hvp_full[float32-plain-False]",
     "tests/test_hvp.py::test_check_hvp_random_vectors[float32-True]",
     "tests/test_hvp.py::test_check_hvp_random_vectors[float64-False]",
@@ -148,3 +148,6 @@ def pytest_collection_modifyitems(config, items):
         for (a, b), slow in _SLOW_PAIRS.items():
             if (params.get(a), params.get(b)) in slow:
                 item.add_marker(pytest.mark.slow)
+        marker = item.get_closest_marker("slow_transforms")
+        if marker is not None and params.get("transform") in marker.args:
+            item.add_marker(pytest.mark.slow)

@@ -1,8 +1,6 @@
 """The pipeline: what compiles per check, how long executables live, one verdict across modes,
 NumPy backward passes, and the inputs a reliability probe found mishandled."""
 
-import collections
-import contextlib
 import gc
 import os
 import re
@@ -11,30 +9,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax import monitoring
+from _compiles import counting
 
 import jgc
 from jgc import _jit
-
-_EVENTS = {"/jax/core/compile/backend_compile_duration": "compiles", "/jax/core/compile/jaxpr_trace_duration": "traces"}
-_COUNTS = collections.Counter()
-
-
-def _listener(event, duration, **kwargs):
-    if event in _EVENTS:
-        _COUNTS[_EVENTS[event]] += 1
-
-
-monitoring.register_event_duration_secs_listener(_listener)
-
-
-@contextlib.contextmanager
-def counting():
-    """Count XLA compilations and traces in the block (the habit of optax's log_compilations)."""
-    _COUNTS.clear()
-    out = collections.Counter()
-    yield out
-    out.update(_COUNTS)
 
 
 def loss(p, x):
