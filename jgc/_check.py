@@ -9,29 +9,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _engine, _host, _jit, _pipeline, _probes, _stencils, _tree, _validate
+from . import _engine, _host, _jit, _pipeline, _probes, _tree, _validate
 from ._engine import Engine
 from ._problem import Problem
 from ._result import GradCheck, GradCheckError
 from ._typing import PyTree, Tracer
-
-
-def prepare(params):
-    """Python floats in params become arrays of JAX's default float dtype (so they are checked);
-    nothing is mutated. Host (NumPy) arrays: no transfer, no eager op (jax_transfer_guard)."""
-    dtype = jax.dtypes.canonicalize_dtype(np.float64)
-    return jax.tree_util.tree_map(lambda x: np.asarray(x, dtype) if isinstance(x, float) else x, params)
-
-
-def validate(loss_fn, grad_fn, method, eps, tol, chunk_size, grad_name: str | None = "grad_fn") -> None:
-    """The options every gradient check shares."""
-    _validate.callable_("loss_fn", loss_fn)
-    if grad_name is not None:
-        _validate.callable_(grad_name, grad_fn, allow_none=True)
-    _stencils.get(method)
-    _validate.positive("eps", eps)
-    _validate.positive("tol", tol)
-    _validate.count("chunk_size", chunk_size, allow_none=True)
 
 
 def check_grad(
@@ -128,7 +110,7 @@ def check_grad(
       >>> bool(res.passed)
       True
     """
-    validate(loss_fn, grad_fn, method, eps, tol, chunk_size)
+    _validate.options(loss_fn, grad_fn, method, eps, tol, chunk_size)
     _validate.flag("autodiff", autodiff)
     _validate.flag("x64", x64)
     _validate.flag("partial_eval", partial_eval)
@@ -136,7 +118,7 @@ def check_grad(
         options = dict(eps=eps, tol=tol, method=method, chunk_size=chunk_size, autodiff=autodiff, coords=coords, key=key)
         options.update(partial_eval=partial_eval, vectorized=vectorized, host=host)
         return in_x64(check_grad, loss_fn, grad_fn, params, args, options)
-    params = prepare(params)
+    params = _validate.prepare(params)
     _tree.layout(params)  # fail here, before tracing, on an empty or unusable tree
     options = _pipeline.Options(method, chunk_size, autodiff, partial=partial_eval)
     if coords is not None or key is not None:
@@ -201,9 +183,9 @@ def numeric_grad(
       >>> [round(float(v), 2) for v in g]
       [3.0, 12.0]
     """
-    validate(loss_fn, None, method, eps, None, chunk_size, grad_name=None)
+    _validate.options(loss_fn, None, method, eps, None, chunk_size, grad_name=None)
     _validate.flag("partial_eval", partial_eval)
-    params = prepare(params)
+    params = _validate.prepare(params)
     lay = _tree.layout(params)
     options = _pipeline.Options(method, chunk_size, partial=partial_eval)
 

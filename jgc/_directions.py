@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import jax
 
-from . import _check, _host, _jit, _pipeline, _tree, _validate
+from . import _host, _jit, _pipeline, _tree, _validate
 from ._result import DirectionCheck
 from ._typing import PyTree
 
@@ -58,10 +58,10 @@ def check_directions(
       >>> bool(res.failed), bool(res.leaf_passed["w"]), bool(res.leaf_failed["b"])
       (True, True, True)
     """
-    _check.validate(loss_fn, grad_fn, method, eps, tol, chunk_size)
+    _validate.options(loss_fn, grad_fn, method, eps, tol, chunk_size)
     _validate.key(key, where="check_directions")
     _validate.count("num", num)
-    params = _check.prepare(params)
+    params = _validate.prepare(params)
     _tree.layout(params)
     options = dataclasses.replace(_pipeline.Options(method, chunk_size), mode=_pipeline.DIRECTIONS, num=int(num))
 

@@ -1,7 +1,7 @@
 """`jgc.check_hvp`: a hand-written Hessian-vector product, as the JVP check of the gradient.
 
 The gradient g(θ) is a vector-valued function of θ; its JVP along v is H·v. So
-`check_hvp` is `vector_check` (jgc/_layers.py) on g — `grad_fn`, or `jax.grad(loss_fn)`
+`check_hvp` is `vector_check` (jgc/_vector.py) on g — `grad_fn`, or `jax.grad(loss_fn)`
 — along every coordinate (the full Hessian, column by column) or a few random unit
 directions, against `hvp_fn`, compared leaf by leaf of H·v.
 """
@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _check, _jit, _layers, _pipeline, _probes, _tree, _validate
+from . import _jit, _pipeline, _probes, _tree, _validate, _vector
 from ._problem import AUTOGRAD, GRADIENT, Problem
 from ._result import HVPCheck
 from ._typing import PyTree
@@ -34,7 +34,7 @@ def _hvp(loss_fn, hvp_fn, grad_fn, params, args, options, eps, tol, key):
         if traced:
             probes = jax.tree_util.tree_map(jnp.asarray, probes)
     like = ("params", "parameter")
-    return _layers.vector_check(
+    return _vector.vector_check(
         make, params, args, probes, hvp_fn, "hvp_fn", like, len(probes), 1, HVPCheck, options, eps, tol, key
     )
 
@@ -88,12 +88,12 @@ def check_hvp(
       >>> bool(jgc.check_hvp(loss, hvp, {"w": jnp.array([0.5, -1.0])}).passed)
       True
     """
-    _check.validate(loss_fn, grad_fn, method, eps, tol, chunk_size)
+    _validate.options(loss_fn, grad_fn, method, eps, tol, chunk_size)
     _validate.callable_("hvp_fn", hvp_fn)
     if key is not None:
         _validate.key(key, where="check_hvp")
         _validate.count("num_vectors", num_vectors)
-    params = _check.prepare(params)
+    params = _validate.prepare(params)
     _tree.layout(params)
     options = dataclasses.replace(_pipeline.Options(method, chunk_size), num=0 if key is None else int(num_vectors))
     return _jit.check(_hvp, (loss_fn, hvp_fn, grad_fn), params, args, options, eps, tol, key)

@@ -21,7 +21,7 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
-from . import _check, _host, _pipeline, _probes, _resolve, _validate, _verdict
+from . import _host, _pipeline, _probes, _resolve, _validate, _verdict
 from ._engine import Engine
 from ._measure import measure
 from ._problem import Problem
@@ -129,13 +129,13 @@ def locate(
       >>> [(c.path, c.index) for c in found.wrong]
       [("['w']", (123,))]
     """
-    _check.validate(loss_fn, grad_fn, method, eps, tol, chunk_size)
+    _validate.options(loss_fn, grad_fn, method, eps, tol, chunk_size)
     _validate.key(key)
     _validate.count("num", num)
     _validate.count("max_wrong", max_wrong)
     if any(isinstance(x, Tracer) for x in jax.tree_util.tree_leaves((params, args, key))):
         raise TypeError(_UNDER_JIT)
-    params = _check.prepare(params)
+    params = _validate.prepare(params)
 
     def search(loss_fn, on_host):
         """The search with `loss_fn` as given, or (on_host) as a host loss in small chunks."""

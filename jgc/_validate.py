@@ -436,3 +436,23 @@ def vmapped(name: str, fn, *args):
         if isinstance(e, CallError) or "Cannot `vmap` ordered" not in str(e):
             raise
         raise call_error(name, e, None) from e
+
+
+def prepare(params):
+    """Python floats in params become arrays of JAX's default float dtype (so they are checked);
+    nothing is mutated. Host (NumPy) arrays: no transfer, no eager op (jax_transfer_guard)."""
+    dtype = jax.dtypes.canonicalize_dtype(np.float64)
+    return jax.tree_util.tree_map(lambda x: np.asarray(x, dtype) if isinstance(x, float) else x, params)
+
+
+def options(loss_fn, grad_fn, method, eps, tol, chunk_size, grad_name: str | None = "grad_fn") -> None:
+    """The options every gradient check shares."""
+    from . import _stencils
+
+    callable_("loss_fn", loss_fn)
+    if grad_name is not None:
+        callable_(grad_name, grad_fn, allow_none=True)
+    _stencils.get(method)
+    positive("eps", eps)
+    positive("tol", tol)
+    count("chunk_size", chunk_size, allow_none=True)
