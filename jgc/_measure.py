@@ -19,9 +19,10 @@ runs in the same engine call as the first measurement where the offsets allow.
 On the host stage 2 takes exactly the probes that need it; under a trace it takes the
 `top_k` most discrepant (a static number), and any other that needed it is marked
 unknown (the verdict then cannot call its leaf resolved). Nothing can be re-measured under
-a trace, so there a probe whose one-sided derivatives disagree with no valid subgradient
-between them (`rough`: the stencil may straddle kinks) is unknown too (on the host the
-confirmation pass re-measures it, `jgc/_resolve.py`).
+a trace. A probe whose one-sided derivatives disagree with no valid subgradient between
+them (`rough`: the stencil may straddle kinks, or several kinks at θ at once have
+subgradients beyond the one-sided derivatives) is unknown (on the host the resolution pass
+re-measures it at other steps, `jgc/_resolve.py`; still rough there, it stays unknown).
 """
 
 from __future__ import annotations
@@ -281,7 +282,22 @@ def measure(
         if st.one_sided:
             scale = xp.sqrt(xp.mean(xp.where(finite, D * D, 0)))
             k2, rough2, b2 = _noise.kinks(
-                xp, st, v1[rows], v2, cal.center, h[rows], A[rows], D[rows], b2, cal.level, cal.tol, scale, engine.facts.smooth, t
+                xp,
+                st,
+                v1[rows],
+                v2,
+                cal.center,
+                h[rows],
+                A[rows],
+                D[rows],
+                b2,
+                cal.level,
+                cal.tol,
+                scale,
+                engine.facts.smooth,
+                # a kink at θ proves A wrong only along one coordinate: a direction through several
+                # kinks at once has subgradients beyond its one-sided derivatives (a sum of hulls)
+                t if engine.kind == _probes.COORDS else None,
             )
         else:
             k2 = rough2 = xp.zeros(b2.shape, bool)
@@ -297,6 +313,8 @@ def measure(
             bound[rows], kink[rows], rough[rows], measured[rows], trunc[rows] = b2, k2, rough2, True, t
     mcol = measured.reshape(measured.shape + (1,) * (D.ndim - 1))
     known = ~suspicious | mcol
-    if p.traced:  # nothing can be re-measured under a trace: a rough entry proves nothing
-        known = known & ~rough
+    # a rough entry proves nothing at this step (the stencil may straddle kinks, or several kinks at
+    # θ at once have subgradients beyond the one-sided derivatives); a re-measurement at another
+    # step decides (on concrete inputs), else it stays unknown
+    known = known & ~rough
     return Measured(D, A, bound, kink, known, h, measured, trunc, rough), evals

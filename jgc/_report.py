@@ -278,7 +278,12 @@ def _extra_lines(res) -> list[str]:
             f"{float(res.tol):.1e} from none."
         )
         if unknown.any():
-            why += f" {int(unknown.sum())} entries have no known bound (a traced check cannot re-measure them)."
+            rough = int(np.sum(np.asarray(noise.rough, bool) & unknown))
+            why += f" {int(unknown.sum())} entries have no known bound" + (
+                f" ({rough} straddle kinks: their one-sided derivatives disagree at every step tried)."
+                if rough
+                else " (a traced check cannot re-measure them)."
+            )
         recheck = int(np.asarray(res.run.recheck))
         redone = int(np.asarray(res.run.resolve_evals)) + int(np.asarray(res.run.confirm_evals))
         if res.layout.low_dtype.name == "float32" and recheck == _resolve.NOT_NEEDED and not redone:

@@ -416,3 +416,26 @@ def test_random_models_with_correct_gradients_never_fail(model, dtype, jit, seed
         check = lambda p: jgc.check_grad(loss, jax.grad(loss), p, *args)  # noqa: E731
         res = jax.jit(check)(params) if jit else check(params)
         assert not bool(res.failed), f"{widths} {act} {samples} samples, seed {seed}, {dtype}, jit={jit}:\n{res.report()}"
+
+
+def test_directions_through_several_kinks_at_theta_not_failed():
+    """A ReLU network with pre-activations exactly 0 in two units at θ: a direction through both
+    kinks has subgradients beyond its one-sided derivatives (a sum of the two hulls), so an
+    analytic value outside them is no proof (check_directions said FAILED, proven 3.3e-03, on 4
+    of 5 seeds). A planted bug is not passed: along directions that all cross the kinks nothing
+    is proven either way (inconclusive, saying so); check_grad's coordinates still fail it."""
+    from corpus import _dense
+
+    m = _dense.RELU_MLP
+    with jax.enable_x64(True):
+        params, args = m.init(jax.random.key(0), jnp.float64)
+        z = args[0] @ params["W1"] + params["b1"][None]
+        assert int(jnp.sum(z == 0)) >= 2  # the point is what it claims: two kinks at θ
+        key = jax.random.key(1000)
+        right = jgc.check_directions(m.loss_fn, m.grad_fn, params, *args, key=key, num=8)
+        assert right.status != "failed", right.report()
+        bad, leaf = m.bugs["mask_inverted"]
+        wrong = jgc.check_directions(m.loss_fn, bad, params, *args, key=key, num=8)
+        assert wrong.status != "passed" and "straddle kinks" in wrong.report(), wrong.report()
+        coords = jgc.check_grad(m.loss_fn, bad, params, *args)
+        assert coords.status == "failed" and leaf in coords.report().split("\n")[0], coords.report()
