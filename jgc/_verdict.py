@@ -13,10 +13,10 @@ with S = ‖D‖ + ‖A‖ its own scale:
 
 `tol` is both bars. A group **fails** when lower > tol: an error beyond what the finite
 differences may carry and beyond the tolerance (a proven error below tol is reported,
-never a failure). A group whose own gradient is negligible against the whole gradient
-is measured against the whole gradient's per-coordinate scale instead: its proven error
-must also exceed tol of that scale (rounding of a ~0 leaf is not a failure). It
-**passes** when it does not fail and upper ≤ tol: the differences resolve the tolerance.
+never a failure). The bar is the group's own scale whatever the other groups hold: a
+leaf whose gradient is small against the rest (a bias, a regularizer's share) fails on
+a proven error beyond tol of its own values. It **passes** when it does not fail and
+upper ≤ tol: the differences resolve the tolerance.
 A group whose true gradient is ~0 cannot be resolved against its own scale; once nothing
 more precise can be tried (`final`), or when neither the loss nor the analytic values
 moved at all (a structural zero), it passes when its possible error is below tol of the
@@ -129,10 +129,10 @@ def decide(xp, m, seg: np.ndarray, k: int, sizes, tol, final, deterministic) -> 
     norm = xp.sqrt(xp.sum(w * n2, axis=-1)) + xp.sqrt(xp.sum(w * a2, axis=-1))
     rms = norm / np.sqrt(max(1.0, float(np.sum(sizes))))
     tol = xp.asarray(tol, dtype)[..., None]
-    share = tol * rms[..., None] * xp.asarray(np.sqrt(counts), dtype)  # tol of the whole gradient, for this group
-    failed_g = ((lower > tol) & (xp.sqrt(ex2) > share)) | bad
+    failed_g = (lower > tol) | bad
     own = upper <= tol
-    negligible = xp.sqrt(up2) <= share
+    # tol of the whole gradient's per-coordinate scale, for this group's coordinates
+    negligible = xp.sqrt(up2) <= tol * rms[..., None] * xp.asarray(np.sqrt(counts), dtype)
     # a group where neither the loss nor the analytic values moved at all is structurally zero
     still = (n2 == 0) & (a2 == 0)
     own = own | (negligible & (xp.asarray(final) | still))

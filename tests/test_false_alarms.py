@@ -286,6 +286,32 @@ def test_case5_the_leaf_below_tol_next_to_a_wrong_one_does_not_fail():
     assert not bool(res.leaf_failed["W"]), res.report()
 
 
+# ------------------------------------------------------------------ keep what works: bugs on a leaf small against the others
+
+
+@pytest.mark.parametrize(
+    "name,bug,dtype",
+    [
+        ("small_bias_mean", "bias_over_m_minus_1", "float32"),
+        ("small_bias_mean", "bias_over_m_minus_1", "float64"),
+        ("mlp_l2_lam1e-4", "forgot_l2", "float32"),
+    ],
+)
+def test_a_bug_on_a_small_leaf_fails_at_that_leaf(name, bug, dtype):
+    """The fail bar is tol of the leaf's own values, whatever the other leaves hold: a bias
+    gradient 1e-3 of the weights' and off by 1/(2m − 1), or an L2 term forgotten at λ = 1e-4,
+    fails at its leaf (they passed while the bar was tol of the whole gradient); the correct
+    gradient at the same point passes."""
+    m, params, args = _point(name, 0, dtype)
+    fn, leaf = m.bugs[bug]
+    with _x64(dtype):
+        assert jgc.check_grad(m.loss_fn, m.grad_fn, params, *args).status == "passed"
+        res = jgc.check_grad(m.loss_fn, fn, params, *args)
+    failed = {jax.tree_util.keystr(k): bool(v) for k, v in jax.tree_util.tree_flatten_with_path(res.leaf_failed)[0]}
+    assert res.status == "failed" and failed[leaf], res.report()
+    assert sum(failed.values()) == 1, res.report()
+
+
 # ------------------------------------------------------------------ case 6: the float64 re-check checks another function
 
 
