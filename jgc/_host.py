@@ -54,8 +54,12 @@ class Meter:
     error: BaseException | None = None  # the first exception the user's function raised in a callback
 
 
+# The meter of the one check that runs a host loss now. The callback runs on XLA's threads and
+# finds its meter by the loss alone, so checks of the same host loss take turns (a NumPy loss holds
+# the GIL anyway: they would not run in parallel); checks of different losses run concurrently.
 _METERS: dict = {}
 _LOCK = threading.Lock()
+_FREE = threading.Condition(_LOCK)
 
 
 def _copy(x):
@@ -289,7 +293,9 @@ def run(go, loss_fn, params, args, vectorized: bool, name: str = "loss_fn", host
         refuse_traced(name, TypeError("host=True"), (params, args))
     loss = HostLoss(_jit.Ref(loss_fn), name, VECTORIZED if vectorized else SEQUENTIAL)
     meter = Meter()
-    with _LOCK:
+    with _FREE:
+        while loss in _METERS:  # another thread checks the same host loss: its turn first
+            _FREE.wait()
         _METERS[loss] = meter
     try:
         res = go(loss, True)
@@ -298,8 +304,9 @@ def run(go, loss_fn, params, args, vectorized: bool, name: str = "loss_fn", host
             raise
         raise meter.error from e
     finally:
-        with _LOCK:
+        with _FREE:
             _METERS.pop(loss, None)
+            _FREE.notify_all()
     return with_notes(res, [meter_note(name, loss.mode, meter)], first=True)
 
 

@@ -142,6 +142,34 @@ def test_identical_checks_equal_serial(kind):
         _assert_same(r, expected)
 
 
+def _numpy_loss(p, x):
+    return float(np.sum(np.tanh(p["w"] * x)) + np.sum(p["b"] ** 2))  # NumPy: runs on the host
+
+
+def _numpy_grad(wrong):
+    def grad(p, x):
+        t = np.tanh(p["w"] * x)
+        return {"w": x * (1 - t**2), "b": (2.5 if wrong else 2.0) * p["b"]}
+
+    return grad
+
+
+def test_one_numpy_loss_in_several_threads_equals_serial():
+    # the host loss's cost is metered per check: checks of the same NumPy loss in a pool each
+    # count their own evaluations (the note equals the serial one) and give the serial verdict
+    def one(i):
+        res = jgc.check_grad(_numpy_loss, _numpy_grad(i % 2 == 1), P, X)
+        (note,) = [n for n in res.host_notes if n.startswith("loss_fn ran on the host")]
+        return res.status, int(res.num_evals), note.split(" evaluations in ")[0], _fields(res)
+
+    results = _pool(one, range(THREADS))
+    serial = [one(i) for i in range(2)]
+    assert [s[0] for s in serial] == ["passed", "failed"]
+    for i, r in enumerate(results):
+        assert r[:3] == serial[i % 2][:3]
+        _assert_same(r[3], serial[i % 2][3])
+
+
 def test_flags_set_in_one_thread_stay_in_it():
     # a check under jax.disable_jit() (thread-local) next to jitted checks in other threads
     loss, grad = _model(0)
