@@ -133,11 +133,15 @@ def combine_levels(xp, per_coordinate, wide: bool = True):
     than the near spacing — a term that saturates, a lower precision inside — shows only there) or
     where the near table is itself a staircase; the largest over the coordinates is kept. `wide`
     is off for a loss that may have kinks and computes in θ's precision: at the wide spacing its
-    kinks, which read like noise to ECnoise, would be taken for rounding."""
+    kinks, which read like noise to ECnoise, would be taken for rounding. A coordinate along which
+    the loss is not finite near θ (sqrt or log at θ − h < 0) tells nothing about rounding and is
+    left out; NaN when no coordinate is left (every bound unknown: nothing can be decided)."""
     picks = []
     for (near, near_ties, _), (far, _, far_noise) in per_coordinate:
         picks.append(xp.where(((near_ties >= TIES) | far_noise) & wide, xp.maximum(near, far), near))
-    return xp.max(xp.stack(picks), axis=0)
+    picks = xp.stack(picks)
+    best = xp.max(xp.where(xp.isfinite(picks), picks, -xp.inf), axis=0)
+    return xp.where(xp.isfinite(best), best, xp.nan).astype(picks.dtype)
 
 
 def derivative(xp, stencil: Stencil, values, center, h, scale: float = 1.0):

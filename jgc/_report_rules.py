@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
+from . import _report
 from ._typing import Tracer
 
 TRACED = "traced; call .report() on the value returned from jit/vmap"
@@ -77,7 +78,7 @@ def adjoint_line(res) -> str:
     if _traced(res.passed):
         return TRACED
     if _batched(res.passed):
-        return _batch_line(res.passed, res.failed, "checks") + f", worst rel_error {np.nanmax(np.asarray(res.rel_error)):.2e}"
+        return _batch_line(res.passed, res.failed, "checks") + f", worst rel_error {_report.largest(res.rel_error):.2e}"
     tol = float(res.tol)
     lower, upper = np.asarray(res.lower, float), np.asarray(res.upper, float)
     pairs = np.shape(res.mismatch)[0]

@@ -241,3 +241,43 @@ def test_transfer_guard_disallow_host_side_helpers():
     with jax.transfer_guard("disallow"):
         assert "2 seeds" in res.report()  # a result on the device comes back explicitly
         assert float(jgc.relative_error(a, b)) == pytest.approx(np.sqrt(2) / (np.sqrt(2 + 4) + 2))
+
+
+@pytest.mark.parametrize(
+    "flag,fn,deriv",
+    [("jax_debug_nans", jnp.sqrt, lambda a: 0.5 / jnp.sqrt(a)), ("jax_debug_infs", jnp.log, lambda a: 1 / a)],
+)
+def test_debug_nans_and_infs_with_a_real_nan(flag, fn, deriv):
+    """A probe of θ − h < 0 makes the loss NaN (sqrt) or −inf (log): under the flag that is an
+    unresolved entry of the verdict, not a FloatingPointError; the other entries still decide, and
+    the flag stays on."""
+    p = {"a": jnp.array([1e-7, 0.5, 2.0])}
+    before = getattr(jax.config, flag)
+    jax.config.update(flag, True)
+    try:
+        right = jgc.check_grad(lambda q: jnp.sum(fn(q["a"])), lambda q: {"a": deriv(q["a"])}, p)
+        wrong = jgc.check_grad(lambda q: jnp.sum(fn(q["a"])), lambda q: {"a": 2 * deriv(q["a"])}, p)
+        assert getattr(jax.config, flag) is True
+    finally:
+        jax.config.update(flag, before)
+    assert not np.isfinite(np.asarray(right.numeric_flat)[0])  # the NaN or inf reached the verdict as data
+    assert right.status == "inconclusive" and wrong.status == "failed", (right.report(), wrong.report())
+
+
+def test_rank_promotion_raise_names_loss_fn():
+    """Under jax_numpy_rank_promotion="raise", a loss that relies on rank promotion raises the
+    flag's error naming loss_fn and the shapes of what it was called with (JAX inputs); with NumPy
+    inputs it is NumPy code, which broadcasts: it runs on the host and gets a verdict."""
+
+    def promoting(p, x):
+        return jnp.sum(p["w"] * x)  # (3,) * (2, 1)
+
+    def grad(p, x):
+        return {"w": jnp.sum(jnp.broadcast_to(x, (2, 3)), 0).astype(p["w"].dtype)}
+
+    with jax.numpy_rank_promotion("raise"):
+        with pytest.raises(ValueError, match=r"loss_fn raised ValueError: .*rank_promotion") as e:
+            jgc.check_grad(promoting, grad, {"w": jnp.ones(3)}, jnp.ones((2, 1)))
+        assert "args[0]: float32[2, 1]" in str(e.value)
+        res = jgc.check_grad(promoting, grad, {"w": np.ones(3, np.float32)}, np.ones((2, 1), np.float32))
+    assert res.status == "passed" and any(n.startswith("loss_fn ran on the host") for n in res.host_notes)
