@@ -92,7 +92,7 @@ def noise_probe(problem: Problem, engine: Engine, analytic=None, eps=None) -> No
     """J(θ) and the noise tables: along the two coordinates where |A_j|·max(1, |θ_j|) is largest
     (the gradient says the loss moves there; without an analytic vector, the middle of the
     second largest leaf), the middle of the largest leaf, and the largest |θ_j|; at spacing δ
-    and WIDE·δ, t·δ for t = ±1..±4."""
+    and the wide spacing (`_noise.wide_step`), t·δ for t = ±1..±4."""
     p, xp = problem, problem.xp
     m = p.stencil.evals_per_probe
     bases, offsets, t = _noise.ec_layout(m)
@@ -100,7 +100,7 @@ def noise_probe(problem: Problem, engine: Engine, analytic=None, eps=None) -> No
     # the nominal step of the loss's precision (not a step the user chose: rounding noise does not
     # depend on it, and a wide table would read the loss's curvature as noise)
     delta = _noise.ec_step(_stencils.unit(p.lay.low_dtype), _stencils.nominal_eps(precision_of(problem, engine), p.method))
-    spacing = np.concatenate([delta * bases, _noise.WIDE * delta * bases])
+    spacing = np.concatenate([delta * bases, _noise.wide_step(delta, t) * bases])
     starts = xp.repeat(xp.stack(coords), len(spacing))
     scale = xp.maximum(1, xp.abs(p.theta_x[starts]).astype(p.dtype))
     base = xp.tile(xp.asarray(spacing, p.dtype), len(coords)) / scale

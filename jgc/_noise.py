@@ -76,6 +76,16 @@ def ec_step(u: float, eps) -> float:
     return float(max(np.sqrt(u), np.asarray(eps) / 4))
 
 
+def wide_step(delta: float, t) -> float:
+    """The wide table's spacing: WIDE·δ, but no table point farther than 1 from θ_j (the unit the
+    steps are relative to): beyond it a table measures the loss's shape, not its rounding (a
+    bfloat16 loss's δ = 0.05 would put points at ±6.4 and read the curvature of its smooth part
+    as a rounding level of 7·|J|). float32 and float64 tables stay within it (central: ±0.096 and
+    ±3.2e-5); only the coarse steps of float16/bfloat16 losses are capped, where the near table at
+    δ = h/4 already sees their rounding."""
+    return float(max(delta, min(WIDE * delta, 1.0 / float(np.max(np.abs(t))))))
+
+
 def _table(xp, table, t, center):
     """The values at t = −4..4 (J(θ) at 0) in order, real part: (9, …)."""
     flat = table.reshape((-1,) + table.shape[2:])
