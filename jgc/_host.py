@@ -307,19 +307,26 @@ def run(go, loss_fn, params, args, vectorized: bool, name: str = "loss_fn", host
         with _FREE:
             _METERS.pop(loss, None)
             _FREE.notify_all()
-    return with_notes(res, [meter_note(name, loss.mode, meter)], first=True)
+    res = with_notes(res, [host_note(name, loss.mode)], first=True)
+    if hasattr(res, "host_cost"):  # a check's result (numeric_grad's array and locate's Location have none)
+        cost = np.array([meter.calls, meter.points, meter.seconds, time.perf_counter() - meter.started], np.float64)
+        res = dataclasses.replace(res, host_cost=cost)
+    return res
 
 
-def meter_note(name: str, mode: str, m: Meter) -> str:
-    total = time.perf_counter() - m.started
-    per = m.seconds / max(1, m.points)
+def host_note(name: str, mode: str) -> str:
+    """What ran on the host: the same for the same check at every point (its cost is `host_cost`)."""
     how = f"{name} called on a chunk of points at once (vectorized)" if mode == VECTORIZED else f"{name} called once per point"
-    overhead = max(0.0, total - m.seconds) / max(1, m.points)
+    return f"{name} ran on the host (NumPy, through jax.pure_callback; {how}); partial evaluation does not apply to a host loss"
+
+
+def cost_note(cost) -> str:
+    """The report line of a `host_cost` (callbacks, points, seconds inside them, seconds in all)."""
+    calls, points, inside, total = (float(x) for x in np.asarray(cost, np.float64))
+    per, outside = inside / max(1.0, points), max(0.0, total - inside)
     return (
-        f"{name} ran on the host (NumPy, through jax.pure_callback; {how}): {m.points:,} evaluations in "
-        f"{m.calls:,} callbacks, {m.seconds:.3g} s inside them ({per * 1e3:.3g} ms per evaluation), "
-        f"{max(0.0, total - m.seconds):.3g} s in jgc ({overhead * 1e3:.3g} ms per evaluation); partial evaluation "
-        "does not apply to a host loss"
+        f"host cost: {int(points):,} evaluations in {int(calls):,} callbacks, {inside:.3g} s inside them "
+        f"({per * 1e3:.3g} ms per evaluation), {outside:.3g} s in jgc ({outside / max(1.0, points) * 1e3:.3g} ms per evaluation)"
     )
 
 

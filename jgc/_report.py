@@ -7,7 +7,7 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-from . import _diagnose, _resolve, _stencils
+from . import _diagnose, _host, _resolve, _stencils
 from ._typing import Tracer
 
 
@@ -224,8 +224,8 @@ def notes(res) -> list[str]:
     out = []
     run, g = res.run, res.groups
     out += list(getattr(res, "host_notes", ()))
-    if bool(np.asarray(run.host_grad)) and not any("ran on the host (it cannot" in n for n in res.host_notes):
-        out.append("grad_fn ran on the host (it cannot be traced: NumPy); the loss was compiled")
+    if getattr(res, "host_cost", None) is not None:
+        out.append(_host.cost_note(res.host_cost))
     precision = int(np.asarray(run.precision))
     theta = _stencils.PRECISIONS.index(res.layout.low_dtype.name) if res.layout.low_dtype.name in _stencils.PRECISIONS else 0
     if precision > theta:

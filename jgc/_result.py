@@ -179,8 +179,12 @@ class GradCheck:
       autodiff: `jgc.Autodiff` with `check_grad(..., autodiff=True)`, else None.
       layout: static description of the params (paths, shapes, dtypes, checked).
       method: the finite-difference stencil.
-      host_notes: what ran on the host and what it cost (a NumPy loss through
-        `jax.pure_callback`, a NumPy gradient cast or matched by name), as report lines.
+      host_notes: what ran on the host (a NumPy loss through `jax.pure_callback`, a NumPy
+        gradient cast or matched by name), as report lines: the same for the same check at
+        any point, so results stack.
+      host_cost: for a NumPy (host) loss, what its host calls cost, float64 (4,): callbacks,
+        points evaluated, seconds inside the user's function, seconds of the whole check;
+        else None.
     """
 
     passed: Array
@@ -199,6 +203,7 @@ class GradCheck:
     layout: Layout = dataclasses.field(metadata=dict(static=True))
     method: str = dataclasses.field(metadata=dict(static=True))
     host_notes: tuple[str, ...] = dataclasses.field(default=(), metadata=dict(static=True))
+    host_cost: Array | None = None
 
     kind: ClassVar[str] = "check_grad"  # the check that made it (the report's title)
     evaluates: ClassVar[str] = "loss"  # what num_evals counts

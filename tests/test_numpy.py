@@ -168,7 +168,7 @@ def test_host_loss_sequential_and_vectorized_same_verdict(dtype):
         vec = jgc.check_grad(vec_loss, np_grad, p, x, vectorized=True)
     assert seq.status == vec.status == "passed", seq.report()
     np.testing.assert_allclose(np.asarray(seq.numeric_flat), np.asarray(vec.numeric_flat), rtol=1e-5)
-    calls = lambda r: [int(s.replace(",", "")) for s in re.findall(r"([\d,]+) evaluations in ([\d,]+) callbacks", r.notes[0])[0]]  # noqa: E731
+    calls = lambda r: (int(r.host_cost[1]), int(r.host_cost[0]))  # noqa: E731  (points, callbacks)
     (points_s, calls_s), (points_v, calls_v) = calls(seq), calls(vec)
     assert points_v >= int(vec.num_evals)  # vectorized: every point (padding included)
     assert 2 * 5 < points_s <= int(seq.num_evals) + 32  # sequential: distinct points of each chunk once
@@ -325,3 +325,16 @@ def test_host_loss_with_grad_fn_none_says_a_gradient_is_needed():
     with pytest.raises(TypeError, match=re.escape("loss_fn cannot be traced: jgc evaluates it under jax.jit")) as e:
         jgc.check_grad(np_loss, None, _as(np.float32, P64), X64.astype(np.float32))
     assert "grad_fn=None differentiates loss_fn with jax.grad" in str(e.value) and "Pass the gradient under test" in str(e.value)
+
+
+def test_host_loss_results_at_two_points_stack():
+    """What a host loss cost is data (`host_cost`), its notes the same at every point: checks of a
+    NumPy loss at init and after training stack with np.stack, and the stack reports."""
+    points = [P64, {"w": P64["w"] + 0.5, "b": P64["b"] - 0.25}]
+    with jax.enable_x64(True):
+        results = [jgc.check_grad(np_loss, np_grad, p, X64) for p in points]
+    assert all(r.status == "passed" for r in results)
+    stacked = jax.tree.map(lambda *a: np.stack(a), *results)
+    assert stacked.host_cost.shape == (2, 4) and (stacked.host_cost[:, 1] > 10).all()
+    assert "all passed" in stacked.report()
+    assert any(n.startswith("host cost: ") for n in results[0].notes)
