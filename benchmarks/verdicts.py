@@ -22,7 +22,8 @@ points `m.init(jax.random.key(seed), dtype)`, seed = 0, 1, … A correct check t
 a false alarm; a bug check that fails is a detection, localised when its wrong leaf is among
 the failing leaves (`leaf_failed`); a bug check that passes is a miss. The cost of
 resolution is Σ resolve_evals / Σ (num_evals − resolve_evals): the evaluations spent on
-unresolved leaves against those of the plain check.
+unresolved leaves and on confirming failures against those of the plain check; the
+confirmation alone (`run.confirm_evals`) is its own column.
 
 Run:  python benchmarks/verdicts.py [--traced] [--seeds 5] [--quick] [--corpus models,ops] [--models 'layernorm*,conv*']
           [--dtypes float64,float32] [--methods central,...] [--sweep] [--out benchmarks/results/verdicts.json]
@@ -296,7 +297,8 @@ def check_one(m, bug, fn, leaf, seed, params, args, size, method, check=None):
         localised=False,
         tol=float(r.tol),
         num_evals=int(r.num_evals),
-        resolve_evals=int(r.resolve_evals),
+        resolve_evals=int(r.resolve_evals),  # re-measurement of unresolved leaves + confirmation of failures
+        confirm_evals=int(r.run.confirm_evals),  # of which: confirming failures
         float64=any("float64 re-check" in n for n in r.notes),
         # a float64 check whose loss's measured rounding level is that of float32: float32 eps and tol
         like_float32=any("rounds like float32" in n for n in r.notes),
@@ -370,11 +372,14 @@ def host_tally(rows):
     def cost(rs):
         res = sum(r["resolve_evals"] for r in rs)
         base = sum(r["num_evals"] - r["resolve_evals"] for r in rs)
+        confirm = sum(r.get("confirm_evals", 0) for r in rs)
         return dict(
             checks=len(rs),
             resolve_evals=res,
+            confirm_evals=confirm,
             base_evals=base,
             ratio=res / base if base else 0.0,
+            confirm_ratio=confirm / base if base else 0.0,
             resolved=sum(r["resolve_evals"] > 0 for r in rs),
             float64=sum(r["float64"] for r in rs),
             like_float32=sum(r["like_float32"] for r in rs),
@@ -405,13 +410,23 @@ def host_table(results):
 
 
 def cost_table(results):
-    head = ["corpus", "dtype", "method", "tol", "checks", "resolution / plain evals", "same, correct only"]
+    head = [
+        "corpus",
+        "dtype",
+        "method",
+        "tol",
+        "checks",
+        "resolution / plain evals",
+        "of which confirmation",
+        "same, correct only",
+    ]
     head += ["checks with resolution", "float64 re-checks", "loss rounds like float32", "seconds"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
         a, c = r["cost"]["all"], r["cost"]["correct"]
         cells = [r["corpus"], r["dtype"], r["method"], ", ".join(f"{t:.0e}" for t in r["tols"]), str(a["checks"])]
         cells += [f"{a['ratio']:.3f} ({a['resolve_evals']:,}/{a['base_evals']:,})"]
+        cells += [f"{a.get('confirm_ratio', 0.0):.3f} ({a.get('confirm_evals', 0):,}/{a['base_evals']:,})"]
         cells += [f"{c['ratio']:.3f} ({c['resolve_evals']:,}/{c['base_evals']:,})"]
         cells += [pct(a["resolved"], a["checks"]), pct(a["float64"], a["checks"]), pct(a["like_float32"], a["checks"])]
         cells += [f"{r['seconds']:.0f}"]
