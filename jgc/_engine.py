@@ -253,12 +253,17 @@ class Runner:
     chunk function): `lax.map` over the chunks, inside the caller's trace.
     """
 
-    def __init__(self, program, plan: Plan, theta, data, key=None, project=None, traced: bool = False, label: str = ""):
+    def __init__(
+        self, program, plan: Plan, theta, data, key=None, project=None, traced: bool = False, label: str = "", repeat_probes=None
+    ):
         self.program, self.plan, self.theta, self.data, self.key = program, plan, theta, data, key
         # the vector whose projections on the probes come back (None: zeros); on the device once
         self.project = project if traced else to_device(project)
         self.traced = traced
         self.label = label
+        # how many probes of the repeated chunk are evaluated again (None: all of them; a host loss,
+        # whose every evaluation is a Python call, repeats a few spread over the chunk, the rest null)
+        self.repeat_probes = repeat_probes
 
     def run(self, probes: _probes.Probes, offsets, repeat=None):
         """(values (P, m[, out]), h (P,), proj (P,), spread, evals) for the P probes of `probes`.
@@ -305,11 +310,17 @@ class Runner:
         marked = np.flatnonzero(np.asarray(repeat)) if repeat is not None and num else np.zeros(0, int)
         if marked.size:
             s = int(marked[0]) // c * c
-            first = outs[s // c][0]
-            chunk = to_device(jax.tree_util.tree_map(lambda x: np.asarray(x[s : s + c]), padded))
-            again = to_host(self.program(self.theta, self.data, self.key, chunk, offsets, project)[0])
-            spread = _noise.spread(np, first, again).astype(spread.dtype)
-            evals += min(c, num - s) * self.plan.m  # its probes (padding is not counted)
+            first = np.asarray(outs[s // c][0])
+            sub = jax.tree_util.tree_map(lambda x: np.asarray(x[s : s + c]), padded)
+            real = min(c, num - s)
+            keep = np.arange(c) < real
+            if self.repeat_probes is not None and self.repeat_probes < real:
+                keep = np.zeros(c, bool)
+                keep[np.linspace(0, real - 1, self.repeat_probes).astype(int)] = True
+                sub = dataclasses.replace(sub, base=np.where(keep, sub.base, 0).astype(sub.base.dtype))  # the rest: θ
+            again = to_host(self.program(self.theta, self.data, self.key, to_device(sub), offsets, project)[0])
+            spread = _noise.spread(np, first[keep], np.asarray(again)[keep]).astype(spread.dtype)
+            evals += int(keep.sum()) * self.plan.m  # its probes (padding and null probes are not counted)
         return values, h, proj, spread, evals
 
 

@@ -218,7 +218,8 @@ class Problem:
     def runner(self, plan: _engine.Plan, key=None, project=None, label: str = "") -> _engine.Runner:
         body = _engine.chunk_function(self.fun, plan)
         program = body if self.traced else _jit.program(("chunk", self.fun, plan), body)
-        return _engine.Runner(program, plan, self.theta, self.data, key, project, self.traced, label)
+        repeat = _host.REPEAT_PROBES if isinstance(self.fn, _host.HostLoss) else None
+        return _engine.Runner(program, plan, self.theta, self.data, key, project, self.traced, label, repeat)
 
     def call(self, key, fn: Callable, *args):
         """`fn(θ, data, *args)`: compiled and cached on `key` on the host, inline under a trace."""
