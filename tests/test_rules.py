@@ -131,6 +131,8 @@ def _multi(bug=None):
         gy = a * x * n + (2 * b if bug == "one_argument" else b)  # bug: wrong for y, through out[1] only
         if bug == "vmap":
             gy = a * x * n + _scale_vmap_bug()(b) / 2
+        if bug == "zero_cotangent":  # wrong only when every cotangent is 0: no random cotangent sees it
+            gx = gx + jnp.where(jnp.all(a == 0) & jnp.all(b == 0), 0.01, 0.0)
         return gx, gy, None
 
     f.defvjp(fwd, bwd)
@@ -159,6 +161,7 @@ def test_multi_output_vjp(transform):
         ("one_argument", [[False, False], [False, True]], [False, False]),
         ("primal", [[False, False], [False, False]], [False, True]),
         ("vmap", [[False, False], [False, True]], [False, False]),
+        ("zero_cotangent", [[False, False], [False, False]], [False, False]),
     ],
 )
 def test_multi_output_bugs(bug, pairs, primal):
@@ -172,6 +175,10 @@ def test_multi_output_bugs(bug, pairs, primal):
         assert re.search(r"✗ \[1\] → out\[1\] .* ok .*✗ *$", report, re.M)
     elif bug == "primal":
         assert "primal output differs from f at out[1]" in report
+    elif bug == "zero_cotangent":  # only VJP(0) = 0 catches it, and names the input
+        np.testing.assert_array_equal(res.input_failed, [True, False])
+        assert float(res.zero_vjp[0]) == pytest.approx(0.01) and float(res.zero_vjp[1]) == 0
+        assert all(bool(r.passed) for r in res.vjp) and "the VJP is wrong for [0]" in report
     else:
         assert "wrong for [1] → out[1]" in report
 
