@@ -54,14 +54,14 @@ class Meter:
     error: BaseException | None = None  # the first exception the user's function raised in a callback
 
 
-# The meter of the one check that runs a host loss now. The callback runs on XLA's threads and
-# finds its meter by the loss alone, so checks of the same host loss take turns (a NumPy loss holds
-# the GIL anyway: they would not run in parallel); checks of different losses run concurrently.
 # The determinism check evaluates a chunk of probes twice (`_engine.Runner.run`); for a host loss,
 # whose every evaluation is a Python call, it evaluates this many of them again, spread over the
 # chunk's coordinates: a NumPy loss that draws random numbers gives another value at every call.
 REPEAT_PROBES = 4
 
+# The meter of the one check that runs a host loss now. The callback runs on XLA's threads and
+# finds its meter by the loss alone, so checks of the same host loss take turns (a NumPy loss holds
+# the GIL anyway: they would not run in parallel); checks of different losses run concurrently.
 _METERS: dict = {}
 _LOCK = threading.Lock()
 _FREE = threading.Condition(_LOCK)
