@@ -102,7 +102,7 @@ def run_jgc(forward, backward, inputs, key, repeat):
         res = jgc.check_layer(forward, backward, *inputs, key=key, host=True)
         warm.append(time.perf_counter() - t0)
         _, points, inside_s, _ = np.asarray(res.host_cost)  # callbacks, points, seconds inside, seconds in all
-        calls = int(points)
+        calls = int(points)  # calls of `forward`: one per distinct point
         inside.append(float(inside_s))
     w, ins = statistics.median(warm), statistics.median(inside)
     return dict(

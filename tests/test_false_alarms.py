@@ -42,6 +42,11 @@ def _x64(dtype):
     return jax.enable_x64(jnp.dtype(dtype) == jnp.float64)
 
 
+def _failed_leaves(res):
+    """{leaf path: whether that leaf failed}, paths spelled as `jax.tree_util.keystr` spells them."""
+    return {jax.tree_util.keystr(k): bool(v) for k, v in jax.tree_util.tree_flatten_with_path(res.leaf_failed)[0]}
+
+
 def _rel(a, b):
     a, b = ravel_pytree(a)[0], ravel_pytree(b)[0]
     return float(jnp.linalg.norm(a - b) / (jnp.linalg.norm(a) + jnp.linalg.norm(b)))
@@ -312,7 +317,7 @@ def test_a_bug_on_a_small_leaf_fails_at_that_leaf(name, bug, dtype):
     with _x64(dtype):
         assert jgc.check_grad(m.loss_fn, m.grad_fn, params, *args).status == "passed"
         res = jgc.check_grad(m.loss_fn, fn, params, *args)
-    failed = {jax.tree_util.keystr(k): bool(v) for k, v in jax.tree_util.tree_flatten_with_path(res.leaf_failed)[0]}
+    failed = _failed_leaves(res)
     assert res.status == "failed" and failed[leaf], res.report()
     assert sum(failed.values()) == 1, res.report()
 
@@ -391,7 +396,7 @@ def test_case9_gross_bugs_fail_at_their_leaf(bug):
     assert jgc.check_grad(m.loss_fn, m.grad_fn, params, *args).status == "passed"
     fn, leaf = m.bugs[bug]
     res = jgc.check_grad(m.loss_fn, fn, params, *args)
-    failed = {jax.tree_util.keystr(k): bool(v) for k, v in jax.tree_util.tree_flatten_with_path(res.leaf_failed)[0]}
+    failed = _failed_leaves(res)
     assert res.status == "failed" and failed[leaf], res.report()
 
 
