@@ -31,7 +31,7 @@ import numpy as np
 from . import _diagnose, _engine, _jit, _probes, _resolve, _stencils, _tree, _validate, _verdict
 from ._engine import Engine
 from ._measure import Calibration, Measured, calibrate, measure, noise_probe, precision_of, rounding_bound
-from ._problem import Problem
+from ._problem import LOSS, Problem
 from ._result import Autodiff, Diagnosis, DirectionCheck, GradCheck, Noise, Run, SampledCheck, path_codes
 from ._typing import Array
 
@@ -132,10 +132,12 @@ class Side:
         return self.values if rows is None else self.values[rows]
 
 
-def gradient_side(problem: Problem, grad_fn, options: Options, probes) -> Side:
-    analytic, auto, host, scale = problem.gradient(grad_fn, options.autodiff, options.grad_name)
+def gradient_side(problem: Problem, grad_fn, options: Options, probes, scale: bool = False) -> Side:
+    """The analytic side; with the loss's term scale under a trace or when `scale` asks (on the
+    host a first pass goes without it: `execute` adds it where the verdict can depend on it)."""
+    analytic, auto, host = problem.gradient(grad_fn, options.autodiff, options.grad_name)
     values = None if probes.kind == _probes.BLOCKS else analytic[probes.start]
-    return Side(analytic, values, auto, host, scale)
+    return Side(analytic, values, auto, host, problem.term_scale() if scale or problem.traced else None)
 
 
 def probe_set(problem: Problem, options: Options, key):
@@ -321,6 +323,18 @@ def float64_for(
     return Float64(build, engine_of, problem, side, cal, engine.facts)
 
 
+def _passes(problem, side, probes, grouping, engine_of, build, options, eps, tol, engine):
+    """Calibrate, measure, decide and (concrete inputs) settle: (final state, evaluations of the first pass)."""
+    recheck = options.resolve and build is not None and not problem.traced and problem.lay.low_dtype == np.float32
+    k = top_k(len(probes), engine) if problem.traced else None
+    cal, measured, probes, evals = calibrated(problem, engine, side, probes, eps, tol, recheck, k)
+    state = first_state(problem, grouping, measured, cal, options)
+    if options.resolve and not problem.traced:
+        float64 = float64_for(problem, side, cal, build, engine_of, engine)
+        state = _resolve.settle(passes(problem, engine, side, cal, grouping, probes, float64), state)
+    return state, evals
+
+
 def execute(
     problem: Problem,
     side: Side,
@@ -339,13 +353,18 @@ def execute(
     setup from float64 inputs (None: no float64 re-check). Returns (engine, final state,
     loss evaluations of the first pass)."""
     engine = engine_of(problem, side, len(probes))
-    recheck = options.resolve and build is not None and not problem.traced and problem.lay.low_dtype == np.float32
-    k = top_k(len(probes), engine) if problem.traced else None
-    cal, measured, probes, evals = calibrated(problem, engine, side, probes, eps, tol, recheck, k)
-    state = first_state(problem, grouping, measured, cal, options)
-    if options.resolve and not problem.traced:
-        float64 = float64_for(problem, side, cal, build, engine_of, engine)
-        state = _resolve.settle(passes(problem, engine, side, cal, grouping, probes, float64), state)
+    state, evals = _passes(problem, side, probes, grouping, engine_of, build, options, eps, tol, engine)
+    if side.scale is None and problem.kind == LOSS and not problem.traced and not np.all(state.decision.passed):
+        # The term scale (`_jaxpr.term_scale`) is a lower bound on the rounding level; it costs a
+        # compile of a reverse pass, so a check that passes goes without it. Where something did
+        # not pass, the level is what it sets where it is higher, in one more run of the pipeline.
+        scale = problem.term_scale()
+        level = np.asarray(state.cal.level)
+        if np.any(np.maximum(level, np.asarray(scale, level.dtype) / np.sqrt(3.0)) != level):
+            first = evals + int(state.resolve_evals) + int(state.confirm_evals)
+            side = dataclasses.replace(side, scale=scale)
+            state, evals = _passes(problem, side, probes, grouping, engine_of, build, options, eps, tol, engine)
+            evals += first
     return engine, state, evals
 
 
@@ -362,7 +381,7 @@ def run(loss_fn: Callable, grad_fn: Callable | None, params, args, options: Opti
     def build(params64, args64):
         p = Problem(loss_fn, params64, args64, options.method, tol, name=options.loss_name)
         return p, gradient_side(
-            p, grad_fn, dataclasses.replace(options, autodiff=False), jax.tree_util.tree_map(np.asarray, probes)
+            p, grad_fn, dataclasses.replace(options, autodiff=False), jax.tree_util.tree_map(np.asarray, probes), scale=True
         )
 
     def engine_of(p, s, n):

@@ -13,6 +13,7 @@ program; under a trace they are called inline.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 
 import jax
@@ -93,11 +94,9 @@ class Fun:
 class Gradient:
     """The analytic side of a gradient check, as one program of (θ, dynamic).
 
-    Returns (analytic gradient (n,) or None, `jax.grad` (n,) or None, the loss's term scale):
-    the hand-written gradient when `grad` is set, `jax.grad` of the loss when it is None or
-    `autodiff` asks for the cross-check (`auto_only`: `jax.grad` alone, beside a host-side
-    grad_fn); the term scale is what rounding one intermediate can move J by
-    (`_jaxpr.term_scale`: a rounding level built from the terms' magnitudes).
+    Returns (analytic gradient (n,) or None, `jax.grad` (n,) or None): the hand-written
+    gradient when `grad` is set, `jax.grad` of the loss when it is None or `autodiff` asks for
+    the cross-check (`auto_only`: `jax.grad` alone, beside a host-side grad_fn).
     """
 
     grad: _jit.Ref | None  # grad_fn; None: jax.grad of the loss
@@ -118,12 +117,11 @@ class Gradient:
             return jnp.real(out).astype(theta.dtype)
 
         auto = jax.grad(loss)(theta) if self.grad is None or self.autodiff else None
-        scale = _jaxpr.term_scale(Fun(LOSS, self.loss, self.lay, self.static, None, self.loss_name), theta, dynamic)
         if self.grad is None or self.auto_only:
-            return (auto if self.grad is None else None), (auto if self.autodiff else None), scale
+            return (auto if self.grad is None else None), (auto if self.autodiff else None)
         grad = _validate.trace(self.grad_name, self.grad(), _tree.unravel(self.lay, theta, params), *args)
         _validate.like_params(self.lay, grad, self.grad_name)
-        return _tree.ravel(self.lay, grad).astype(theta.dtype), auto, scale
+        return _tree.ravel(self.lay, grad).astype(theta.dtype), auto
 
 
 class Problem:
@@ -231,7 +229,7 @@ class Problem:
         return _engine.to_host(out)
 
     def gradient(self, grad_fn, autodiff: bool = False, grad_name: str = "grad_fn"):
-        """(analytic (n,), autodiff (n,) or None, whether grad_fn ran on the host, the loss's term scale).
+        """(analytic (n,), autodiff (n,) or None, whether grad_fn ran on the host).
 
         A `grad_fn` that cannot be traced (a NumPy backward pass) runs on the host when the
         inputs are concrete; the report says so.
@@ -240,8 +238,8 @@ class Problem:
         grad = None if grad_fn is None else _jit.Ref(grad_fn)
         spec = Gradient(grad, self.fun.ref, self.lay, self.static, autodiff=autodiff, grad_name=grad_name, loss_name=self.name)
         try:
-            analytic, auto, scale = self.call(("gradient", spec), spec)
-            return analytic, auto, False, scale
+            analytic, auto = self.call(("gradient", spec), spec)
+            return analytic, auto, False
         except (_validate.Untraceable, _validate.CallError) as e:
             if grad_fn is None or not _host.refused(e, grad_name, (self.params, self.args)):
                 raise
@@ -256,5 +254,10 @@ class Problem:
             *self.host_notes,
         ]
         rest = dataclasses.replace(spec, auto_only=True)
-        _, auto, scale = self.call(("gradient", rest), rest)
-        return analytic, auto, True, scale
+        _, auto = self.call(("gradient", rest), rest)
+        return analytic, auto, True
+
+    def term_scale(self):
+        """What rounding one intermediate of the loss moves J by (`_jaxpr.term_scale`, a lower
+        bound on the rounding level): inline under a trace, its own program on the host."""
+        return self.call(("term scale", self.fun), functools.partial(_jaxpr.term_scale, self.fun))
