@@ -148,8 +148,8 @@ def locate(
 def _search(loss_fn, grad_fn, params, args, key, num, eps, tol, method, max_wrong, chunk_size):
     def build(params, args):
         p = Problem(loss_fn, params, args, method, tol)
-        analytic, _, host = p.gradient(grad_fn)
-        return p, _pipeline.Side(analytic, None, None, host, p.term_scale())
+        analytic, _, host, scale = p.gradient(grad_fn, scale=True)
+        return p, _pipeline.Side(analytic, None, None, host, scale)
 
     def engine_of(p, side, n):
         return Engine(p, _probes.BLOCKS, n, chunk_size, False, key, project=side.vector)

@@ -135,9 +135,9 @@ class Side:
 def gradient_side(problem: Problem, grad_fn, options: Options, probes, scale: bool = False) -> Side:
     """The analytic side; with the loss's term scale under a trace or when `scale` asks (on the
     host a first pass goes without it: `execute` adds it where the verdict can depend on it)."""
-    analytic, auto, host = problem.gradient(grad_fn, options.autodiff, options.grad_name)
+    analytic, auto, host, term = problem.gradient(grad_fn, options.autodiff, options.grad_name, scale or problem.traced)
     values = None if probes.kind == _probes.BLOCKS else analytic[probes.start]
-    return Side(analytic, values, auto, host, problem.term_scale() if scale or problem.traced else None)
+    return Side(analytic, values, auto, host, term)
 
 
 def probe_set(problem: Problem, options: Options, key):

@@ -94,9 +94,10 @@ class Fun:
 class Gradient:
     """The analytic side of a gradient check, as one program of (θ, dynamic).
 
-    Returns (analytic gradient (n,) or None, `jax.grad` (n,) or None): the hand-written
-    gradient when `grad` is set, `jax.grad` of the loss when it is None or `autodiff` asks for
-    the cross-check (`auto_only`: `jax.grad` alone, beside a host-side grad_fn).
+    Returns (analytic gradient (n,) or None, `jax.grad` (n,) or None, the loss's term scale or
+    None): the hand-written gradient when `grad` is set, `jax.grad` of the loss when it is None
+    or `autodiff` asks for the cross-check (`auto_only`: `jax.grad` alone, beside a host-side
+    grad_fn); with `scale`, what rounding one intermediate can move J by (`_jaxpr.term_scale`).
     """
 
     grad: _jit.Ref | None  # grad_fn; None: jax.grad of the loss
@@ -107,6 +108,7 @@ class Gradient:
     auto_only: bool = False
     grad_name: str = "grad_fn"
     loss_name: str = "loss_fn"
+    scale: bool = False
 
     def __call__(self, theta, dynamic):
         params, args = _jit.combine(dynamic, self.static)
@@ -117,11 +119,16 @@ class Gradient:
             return jnp.real(out).astype(theta.dtype)
 
         auto = jax.grad(loss)(theta) if self.grad is None or self.autodiff else None
+        scale = (
+            _jaxpr.term_scale(Fun(LOSS, self.loss, self.lay, self.static, None, self.loss_name), theta, dynamic)
+            if self.scale
+            else None
+        )
         if self.grad is None or self.auto_only:
-            return (auto if self.grad is None else None), (auto if self.autodiff else None)
+            return (auto if self.grad is None else None), (auto if self.autodiff else None), scale
         grad = _validate.trace(self.grad_name, self.grad(), _tree.unravel(self.lay, theta, params), *args)
         _validate.like_params(self.lay, grad, self.grad_name)
-        return _tree.ravel(self.lay, grad).astype(theta.dtype), auto
+        return _tree.ravel(self.lay, grad).astype(theta.dtype), auto, scale
 
 
 class Problem:
@@ -228,18 +235,21 @@ class Problem:
         # values of partial evaluation) have no NumPy form and stay device arrays
         return _engine.to_host(out)
 
-    def gradient(self, grad_fn, autodiff: bool = False, grad_name: str = "grad_fn"):
-        """(analytic (n,), autodiff (n,) or None, whether grad_fn ran on the host).
+    def gradient(self, grad_fn, autodiff: bool = False, grad_name: str = "grad_fn", scale: bool = False):
+        """(analytic (n,), autodiff (n,) or None, whether grad_fn ran on the host, the loss's term
+        scale where `scale` asks, else None), in one program.
 
         A `grad_fn` that cannot be traced (a NumPy backward pass) runs on the host when the
         inputs are concrete; the report says so.
         """
         self.grad_fn, self.grad_name = grad_fn, grad_name
         grad = None if grad_fn is None else _jit.Ref(grad_fn)
-        spec = Gradient(grad, self.fun.ref, self.lay, self.static, autodiff=autodiff, grad_name=grad_name, loss_name=self.name)
+        spec = Gradient(
+            grad, self.fun.ref, self.lay, self.static, autodiff=autodiff, grad_name=grad_name, loss_name=self.name, scale=scale
+        )
         try:
-            analytic, auto = self.call(("gradient", spec), spec)
-            return analytic, auto, False
+            analytic, auto, term = self.call(("gradient", spec), spec)
+            return analytic, auto, False, term
         except (_validate.Untraceable, _validate.CallError) as e:
             if grad_fn is None or not _host.refused(e, grad_name, (self.params, self.args)):
                 raise
@@ -254,10 +264,9 @@ class Problem:
             *self.host_notes,
         ]
         rest = dataclasses.replace(spec, auto_only=True)
-        _, auto = self.call(("gradient", rest), rest)
-        return analytic, auto, True
+        _, auto, term = self.call(("gradient", rest), rest)
+        return analytic, auto, True, term
 
     def term_scale(self):
-        """What rounding one intermediate of the loss moves J by (`_jaxpr.term_scale`, a lower
-        bound on the rounding level): inline under a trace, its own program on the host."""
+        """The term scale alone (`_jaxpr.term_scale`), where the gradient's program went without it."""
         return self.call(("term scale", self.fun), functools.partial(_jaxpr.term_scale, self.fun))

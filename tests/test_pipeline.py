@@ -58,8 +58,9 @@ def test_other_layouts_compile_only_their_programs():
         assert c["compiles"] == (4 if rechecked else 2), res.notes
         with jax.enable_x64(True), counting() as c:
             assert bool(jgc.check_grad(f, g, jax.tree.map(lambda x: x.astype(jnp.float64), params)).passed)
-        # the float64 re-check may already have compiled this layout's float64 programs
-        assert c["compiles"] <= 2 if rechecked else c["compiles"] == 2
+        # the float64 re-check may already have compiled this layout's float64 probe program; its
+        # gradient program carries the term scale, which a float64 check's first pass goes without
+        assert c["compiles"] <= 3 if rechecked else c["compiles"] == 2, c
 
 
 def _maps() -> int:

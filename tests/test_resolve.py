@@ -7,6 +7,7 @@ import numpy as np
 from corpus import MODELS
 
 import jgc
+from jgc import _jaxpr
 
 BY_NAME = {m.name: m for m in MODELS}
 
@@ -98,3 +99,33 @@ def test_vjp_jvp_hvp_and_locate_resolve_like_check_grad():
     w = jnp.linspace(-1.0, 1.0, 4000, dtype=jnp.float32)
     found = jgc.locate(lambda p: jnp.sum(jnp.sin(p) * p), lambda p: (jnp.cos(p) * p + jnp.sin(p)).at[1234].add(10.0), w, key=key)
     assert [c.index for c in found.wrong] == [(1234,)] and found.complete and found.resolve_evals > 0
+
+
+# ------------------------------------------------------------------ the term scale, where a check did not pass
+
+
+def _saturated(p, x):
+    return -jnp.sum(jnp.log(1 - jax.nn.sigmoid(p["w"] * x)))  # 1 − q ~ 1e-13: rounds at 1e-3 relative
+
+
+def _saturated_grad(p, x, wrong=1.0):
+    return {"w": wrong * jnp.sum(jax.nn.sigmoid(p["w"] * x) * x)[None] * jnp.ones_like(p["w"])}
+
+
+def test_term_scale_only_where_a_check_did_not_pass(monkeypatch):
+    """On concrete inputs the term scale's reverse pass is compiled only for a check that did not
+    pass at the measured level; a saturated sigmoid, whose rounding no noise table sees (1 − q is
+    constant over them), then runs once more at the level it sets: never failed when right,
+    failed when wrong."""
+    calls = []
+    real = _jaxpr.term_scale
+    monkeypatch.setattr(_jaxpr, "term_scale", lambda *a: calls.append(1) or real(*a))
+    with jax.enable_x64(True):
+        p, x = {"w": jnp.array([1.0])}, jnp.array([30.0])
+        smooth = jgc.check_grad(lambda p, x: jnp.sum(jnp.sin(p["w"] * x)), lambda p, x: {"w": x * jnp.cos(p["w"] * x)}, p, x)
+        assert smooth.status == "passed" and calls == []
+        right = jgc.check_grad(_saturated, _saturated_grad, p, x)
+        assert len(calls) == 1 and right.status != "failed", right.report()
+        assert float(right.noise.level) >= 1e-6 * abs(float(right.noise.center))  # the term scale's level, not the tables'
+        wrong = jgc.check_grad(_saturated, lambda p, x: _saturated_grad(p, x, 2.0), p, x)
+        assert wrong.status == "failed" and bool(wrong.leaf_failed["w"]), wrong.report()
