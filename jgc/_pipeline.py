@@ -351,13 +351,16 @@ def execute(
 
     `engine_of(problem, side, num_probes)` makes the engine of a setup; `build` remakes the
     setup from float64 inputs (None: no float64 re-check). Returns (engine, final state,
-    loss evaluations of the first pass)."""
+    loss evaluations outside the final state's resolve and confirm counts: its first pass, and
+    all of an earlier run at the measured level where the term scale raised it)."""
     engine = engine_of(problem, side, len(probes))
     state, evals = _passes(problem, side, probes, grouping, engine_of, build, options, eps, tol, engine)
-    if side.scale is None and problem.kind == LOSS and not problem.traced and not np.all(state.decision.passed):
+    lazy = side.scale is None and problem.kind == LOSS and not problem.traced and not engine.facts.callback
+    if lazy and not np.all(state.decision.passed):
         # The term scale (`_jaxpr.term_scale`) is a lower bound on the rounding level; it costs a
         # compile of a reverse pass, so a check that passes goes without it. Where something did
-        # not pass, the level is what it sets where it is higher, in one more run of the pipeline.
+        # not pass, the level is what it sets where it is higher, in one more run of the pipeline
+        # (a loss that calls back has none: what a callback computes cannot be differentiated).
         scale = problem.term_scale()
         level = np.asarray(state.cal.level)
         if np.any(np.maximum(level, np.asarray(scale, level.dtype) / np.sqrt(3.0)) != level):
